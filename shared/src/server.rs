@@ -1,0 +1,993 @@
+//! The server's protocol logic as a sans-IO state machine (PROTOCOL.md §4, §6).
+//!
+//! # Driver contract
+//!
+//! A driver (the HTTP gateway, the TCP or stdio server) owns the I/O and the
+//! commands; [`ServerReactor`] owns the protocol. The driver loops:
+//!
+//! 1. **Input.** Each decoded frame goes to [`handle_frame`](ServerReactor::handle_frame);
+//!    a decoder error to [`handle_decode_error`](ServerReactor::handle_decode_error);
+//!    end of input to [`handle_input_ended`](ServerReactor::handle_input_ended).
+//!    Stop reading when [`wants_input`](ServerReactor::wants_input) is false
+//!    (in HTTP, keep *draining* the body without decoding it: deferred output
+//!    means nothing is sent until input ended, even after an error).
+//! 2. **Events.** After each input, drain [`poll_event`](ServerReactor::poll_event):
+//!    [`ServerEvent::Command`] starts a command (its data follows as
+//!    [`ServerEvent::Data`]), [`ServerEvent::Complete`] says the request is
+//!    whole and gives its completion sequence number, [`ServerEvent::Aborted`]
+//!    cancels a started command.
+//! 3. **Answers.** As commands produce output, call
+//!    [`send_answer_data`](ServerReactor::send_answer_data),
+//!    [`finish_answer`](ServerReactor::finish_answer),
+//!    [`fail_command`](ServerReactor::fail_command),
+//!    [`send_text`](ServerReactor::send_text) and
+//!    [`send_progress`](ServerReactor::send_progress).
+//! 4. **Output.** Drain [`poll_transmit`](ServerReactor::poll_transmit) and
+//!    write the frames. When [`is_done`](ServerReactor::is_done), end the
+//!    response (HTTP) or close (after a protocol error on a byte stream).
+//!
+//! # Deferred output is a rule the reactor keeps
+//!
+//! In [`OutputMode::Deferred`] `poll_transmit` returns nothing until
+//! `handle_input_ended` was called, whatever was queued. In
+//! [`OutputMode::Immediate`] frames are available as soon as they are queued.
+//!
+//! # Ordering
+//!
+//! `Complete { seq }` numbers requests in the order they became complete.
+//! §6 requires commands to take effect in that order: a driver runs
+//! read-only commands concurrently but treats a write as a barrier (it waits
+//! for commands with a lower `seq` and holds back those with a higher one).
+//!
+//! # Large deferred answers: hold a source, not bytes
+//!
+//! Answer bytes handed to the reactor are queued in memory until sent. A
+//! driver must therefore not pour a large answer in while output is not
+//! allowed. Instead it keeps the answer as a *source* — e.g. an open file and
+//! a byte range, opened when the command ran, so it reflects the state at
+//! that point — and feeds it in pieces when
+//! [`can_send`](ServerReactor::can_send) is true and
+//! [`pending_output_bytes`](ServerReactor::pending_output_bytes) is below the
+//! driver's watermark. Small answers (CBOR maps) may be handed over at once.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::{ErrorCode, FrameError, PayloadError, ProtocolError};
+use crate::frame::{
+    BytesResponse, BytesResponseFlags, CommandArgument, CommandArgumentFlags, CommandData,
+    CommandName, CommandNameFlags, DEFAULT_MAX_FRAME_SIZE, ErrorKind, ErrorResponse, Frame,
+    FrameBody, PREFERRED_PAYLOAD_SIZE, Progress, RequestId, Side, StreamId, TextOutput,
+};
+use crate::payload::{ErrorPayload, ProgressPayload, TextAtom, encode_atoms};
+use crate::request::Arguments;
+use crate::stream::{Encoding, InboundStreams, OutboundStream};
+
+/// The stream id a server sends on.
+pub const SERVER_STREAM: StreamId = StreamId(2);
+
+/// Limits and sizes of a server reactor (§6). Defaults are the protocol's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Largest frame payload accepted, also after decoding (default 65,535).
+    pub max_frame_size: usize,
+    /// Requests that may be receiving (incomplete) at once (default 64).
+    pub max_receiving_requests: usize,
+    /// Requests per HTTP message (default 4,096; deferred mode only).
+    pub max_requests_per_message: usize,
+    /// Arguments per request (default 64).
+    pub max_arguments: usize,
+    /// Bytes of argument names and values per request (default 1 MiB).
+    pub max_argument_bytes: usize,
+    /// Commands running at once per message (default 16). Applied by the
+    /// driver, which runs the commands; carried here so all limits live in
+    /// one place.
+    pub max_running_commands: usize,
+    /// Bytes of frames per HTTP message (default 16 GiB; deferred mode only).
+    pub max_message_bytes: u64,
+    /// Payload size of answer frames (default 32,768).
+    pub answer_chunk_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_receiving_requests: 64,
+            max_requests_per_message: 4096,
+            max_arguments: 64,
+            max_argument_bytes: 1 << 20,
+            max_running_commands: 16,
+            max_message_bytes: 16 << 30,
+            answer_chunk_size: PREFERRED_PAYLOAD_SIZE,
+        }
+    }
+}
+
+/// When the reactor lets frames out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Half-duplex (HTTP): nothing is sent before input ended.
+    Deferred,
+    /// Full-duplex (byte streams): frames go out as soon as they are queued.
+    Immediate,
+}
+
+/// A command whose name and arguments are complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingCommand {
+    /// The request.
+    pub request_id: RequestId,
+    /// Command name.
+    pub name: String,
+    /// Arguments.
+    pub arguments: Arguments,
+    /// Whether [`ServerEvent::Data`] will follow.
+    pub has_data: bool,
+}
+
+/// What the driver must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub enum ServerEvent {
+    /// Start a command. Without data, `Complete` follows at once.
+    Command(IncomingCommand),
+    /// A piece of a command's input.
+    Data {
+        /// The request.
+        request_id: RequestId,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// The request is whole; `seq` orders it among this reactor's requests.
+    Complete {
+        /// The request.
+        request_id: RequestId,
+        /// Completion sequence number, from 0.
+        seq: u64,
+    },
+    /// A started command's request was cut off; cancel it and do not answer.
+    Aborted {
+        /// The request.
+        request_id: RequestId,
+        /// Why (`incomplete-request`, `server-errored`, or the request's own error).
+        error: ProtocolError,
+    },
+    /// A protocol error was answered; the reactor is errored (for logs/metrics).
+    ProtocolError(ProtocolError),
+}
+
+/// A driver called the reactor in a way that breaks the driver contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiMisuse {
+    /// No such request is active.
+    #[error("request {0} is not active")]
+    UnknownRequest(RequestId),
+    /// The request's command was not started yet (no `Command` event).
+    #[error("request {0} has not started")]
+    NotStarted(RequestId),
+    /// The request's answer already ended.
+    #[error("the answer of request {0} already ended")]
+    AnswerEnded(RequestId),
+    /// A text-output or progress payload that cannot be sent.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// A text-output message larger than a frame.
+    #[error("text-output of {0} bytes does not fit in one frame")]
+    TooLarge(usize),
+}
+
+/// Where a request is in its life.
+///
+/// ```text
+///  command-name ──► Arguments ──eoa──► Data ──eos──► Complete ──► (removed once
+///        │              │                │                        its answer's
+///        │              └────eoa─────────┼──────────►             last frame is
+///        └─────eos──────────────────────►│                        transmitted)
+///                                        └─fail_command─► Discarding ──eos──► Complete
+/// ```
+#[derive(Debug)]
+enum Phase {
+    Arguments(ArgumentState),
+    Data,
+    Discarding,
+    Complete,
+}
+
+#[derive(Debug)]
+struct ArgumentState {
+    name: String,
+    has_data: bool,
+    args: Arguments,
+    partial: Option<PartialArgument>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct PartialArgument {
+    name: String,
+    value: BytesMut,
+    want: usize,
+}
+
+#[derive(Debug)]
+enum AnswerState {
+    /// Open; `tail` is the last chunk, held until we know whether it ends the answer.
+    Open { tail: Option<Bytes> },
+    /// The last frame is queued.
+    Queued,
+    /// The last frame was transmitted.
+    Sent,
+}
+
+#[derive(Debug)]
+struct Request {
+    arrival: u64,
+    phase: Phase,
+    answer: AnswerState,
+}
+
+impl Request {
+    fn is_receiving(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Arguments(_) | Phase::Data | Phase::Discarding
+        )
+    }
+
+    fn is_started(&self) -> bool {
+        !matches!(self.phase, Phase::Arguments(_))
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    request_id: RequestId,
+    body: FrameBody,
+    encode: bool,
+    /// This frame ends the request's answer.
+    last: bool,
+}
+
+/// The server's protocol state machine. See the module docs for the driver
+/// contract.
+#[derive(Debug)]
+pub struct ServerReactor {
+    config: ServerConfig,
+    mode: OutputMode,
+    inbound: InboundStreams,
+    outbound: OutboundStream,
+    requests: HashMap<RequestId, Request>,
+    events: VecDeque<ServerEvent>,
+    pending: VecDeque<Pending>,
+    pending_bytes: usize,
+    outbox: VecDeque<(Frame, Option<RequestId>)>,
+    receiving: usize,
+    arrivals: u64,
+    next_seq: u64,
+    message_bytes: u64,
+    input_ended: bool,
+    errored: bool,
+}
+
+impl ServerReactor {
+    /// A reactor with `config`, in `mode`, answering with `encoding`
+    /// (negotiated by the driver, §5).
+    pub fn new(config: ServerConfig, mode: OutputMode, encoding: Encoding) -> Self {
+        ServerReactor {
+            inbound: InboundStreams::new(Side::Client, config.max_frame_size),
+            outbound: OutboundStream::new(SERVER_STREAM, encoding),
+            config,
+            mode,
+            requests: HashMap::new(),
+            events: VecDeque::new(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            outbox: VecDeque::new(),
+            receiving: 0,
+            arrivals: 0,
+            next_seq: 0,
+            message_bytes: 0,
+            input_ended: false,
+            errored: false,
+        }
+    }
+
+    // ---- getters ------------------------------------------------------------
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The output mode.
+    pub fn mode(&self) -> OutputMode {
+        self.mode
+    }
+
+    /// The encoding of the answer stream.
+    pub fn encoding(&self) -> Encoding {
+        self.outbound.encoding()
+    }
+
+    /// Whether the driver should keep feeding frames.
+    pub fn wants_input(&self) -> bool {
+        !self.errored && !self.input_ended
+    }
+
+    /// Whether a protocol error happened.
+    pub fn is_errored(&self) -> bool {
+        self.errored
+    }
+
+    /// Whether frames may be transmitted now (deferred: only after input ended).
+    pub fn can_send(&self) -> bool {
+        match self.mode {
+            OutputMode::Immediate => true,
+            OutputMode::Deferred => self.input_ended,
+        }
+    }
+
+    /// Payload bytes queued and not yet transmitted (for backpressure).
+    pub fn pending_output_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Active requests: receiving, running, or with answer frames unsent.
+    pub fn active_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Whether `id` is active.
+    pub fn is_active(&self, id: RequestId) -> bool {
+        self.requests.contains_key(&id)
+    }
+
+    /// Whether everything is over: input ended (or errored), every request
+    /// answered and every frame transmitted.
+    pub fn is_done(&self) -> bool {
+        (self.input_ended || self.errored)
+            && self.requests.is_empty()
+            && self.pending.is_empty()
+            && self.outbox.is_empty()
+    }
+
+    // ---- inputs -------------------------------------------------------------
+
+    /// A frame arrived. On a protocol error the error is also queued as an
+    /// answer, the reactor becomes errored, and later frames get
+    /// `server-errored`.
+    pub fn handle_frame(&mut self, frame: Frame) -> Result<(), ProtocolError> {
+        if self.errored || self.input_ended {
+            return Err(ProtocolError::new(
+                ErrorCode::SERVER_ERRORED,
+                "server already errored",
+            ));
+        }
+        if self.mode == OutputMode::Deferred {
+            self.message_bytes += frame.wire_len() as u64;
+            if self.message_bytes > self.config.max_message_bytes {
+                let err = ProtocolError::new(
+                    ErrorCode::TOO_LARGE,
+                    format!("message exceeds {} bytes", self.config.max_message_bytes),
+                );
+                return Err(self.enter_errored(None, err));
+            }
+        }
+        if !frame.body.frame_type().is_sent_by(Side::Client) {
+            let err = ProtocolError::new(
+                ErrorCode::BAD_FRAME_TYPE,
+                format!("{} frames are not sent by clients", frame.body.frame_type()),
+            );
+            return Err(self.enter_errored(None, err));
+        }
+        let frame = match self.inbound.receive(frame) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(err) => return Err(self.enter_errored(None, err)),
+        };
+        let id = frame.request_id;
+        let result = match frame.body {
+            FrameBody::CommandName(body) => self.on_command_name(id, body),
+            FrameBody::CommandArgument(body) => self.on_argument(id, body),
+            FrameBody::CommandData(body) => self.on_data(id, body),
+            // Checked above: nothing else is sent by clients, and
+            // stream-settings was consumed by the stream layer.
+            _ => Ok(()),
+        };
+        result.map_err(|(tied, err)| self.enter_errored(tied, err))
+    }
+
+    /// The frame decoder failed (`frame-too-large`, `truncated-frame`, ...).
+    pub fn handle_decode_error(&mut self, err: FrameError) -> ProtocolError {
+        if self.errored {
+            return err.into();
+        }
+        self.enter_errored(None, err.into())
+    }
+
+    /// Input ended. Requests still receiving are answered with
+    /// `incomplete-request`; complete ones keep running. In deferred mode this
+    /// allows output.
+    pub fn handle_input_ended(&mut self) {
+        if self.input_ended {
+            return;
+        }
+        self.input_ended = true;
+        if !self.errored {
+            self.abort_receiving(
+                ErrorCode::INCOMPLETE_REQUEST,
+                "input ended inside request",
+                None,
+            );
+        }
+    }
+
+    /// Queues a keepalive (empty `text-output`) for a running request, if
+    /// output is allowed and some request is still running. Call it when no
+    /// frame went out for the keepalive interval (§7.5).
+    pub fn queue_keepalive(&mut self) -> bool {
+        if !self.can_send() {
+            return false;
+        }
+        let running = self
+            .requests
+            .iter()
+            .filter(|(_, r)| matches!(r.answer, AnswerState::Open { .. }) && r.is_started())
+            .map(|(id, _)| *id)
+            .min();
+        let Some(id) = running else { return false };
+        self.push(
+            id,
+            FrameBody::TextOutput(TextOutput {
+                payload: Bytes::new(),
+            }),
+            false,
+            false,
+        );
+        true
+    }
+
+    // ---- answers ------------------------------------------------------------
+
+    /// Appends bytes to a request's answer (cut into frames of
+    /// `answer_chunk_size`).
+    pub fn send_answer_data(&mut self, id: RequestId, mut data: Bytes) -> Result<(), ApiMisuse> {
+        let chunk = self.config.answer_chunk_size;
+        let request = self.answerable(id)?;
+        let AnswerState::Open { tail } = &mut request.answer else {
+            return Err(ApiMisuse::AnswerEnded(id));
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut ready = Vec::new();
+        if let Some(previous) = tail.take() {
+            if previous.len() < chunk {
+                // Top the held chunk up so frames stay full.
+                let mut joined = BytesMut::with_capacity(chunk);
+                joined.extend_from_slice(&previous);
+                let take = (chunk - previous.len()).min(data.len());
+                joined.extend_from_slice(&data.split_to(take));
+                if data.is_empty() {
+                    *tail = Some(joined.freeze());
+                    return Ok(());
+                }
+                ready.push(joined.freeze());
+            } else {
+                ready.push(previous);
+            }
+        }
+        while data.len() > chunk {
+            ready.push(data.split_to(chunk));
+        }
+        *tail = Some(data);
+        for piece in ready {
+            self.push(id, bytes_body(piece, false), true, false);
+        }
+        Ok(())
+    }
+
+    /// Ends a request's answer (the held chunk goes out with `eos`; an empty
+    /// answer is one empty `eos` frame).
+    pub fn finish_answer(&mut self, id: RequestId) -> Result<(), ApiMisuse> {
+        let request = self.answerable(id)?;
+        let AnswerState::Open { tail } = &mut request.answer else {
+            return Err(ApiMisuse::AnswerEnded(id));
+        };
+        let last = tail.take().unwrap_or_default();
+        request.answer = AnswerState::Queued;
+        self.push(id, bytes_body(last, true), true, true);
+        Ok(())
+    }
+
+    /// Ends a request's answer with an `application` error. Allowed while its
+    /// data still arrives; later data is discarded.
+    pub fn fail_command(&mut self, id: RequestId, error: ErrorPayload) -> Result<(), ApiMisuse> {
+        let request = self.answerable(id)?;
+        if !matches!(request.answer, AnswerState::Open { .. }) {
+            return Err(ApiMisuse::AnswerEnded(id));
+        }
+        request.answer = AnswerState::Queued;
+        if matches!(request.phase, Phase::Data) {
+            request.phase = Phase::Discarding;
+        }
+        let body = FrameBody::ErrorResponse(ErrorResponse::new(ErrorKind::Application, &error));
+        self.push(id, body, true, true);
+        Ok(())
+    }
+
+    /// Sends human-readable messages for a request.
+    pub fn send_text(&mut self, id: RequestId, atoms: &[TextAtom]) -> Result<(), ApiMisuse> {
+        let payload = encode_atoms(atoms)?;
+        if payload.len() > self.config.max_frame_size {
+            return Err(ApiMisuse::TooLarge(payload.len()));
+        }
+        self.open_answer(id)?;
+        self.push(
+            id,
+            FrameBody::TextOutput(TextOutput { payload }),
+            true,
+            false,
+        );
+        Ok(())
+    }
+
+    /// Sends a progress report for a request.
+    pub fn send_progress(
+        &mut self,
+        id: RequestId,
+        progress: &ProgressPayload,
+    ) -> Result<(), ApiMisuse> {
+        let payload = progress.encode();
+        if payload.len() > self.config.max_frame_size {
+            return Err(ApiMisuse::TooLarge(payload.len()));
+        }
+        self.open_answer(id)?;
+        self.push(id, FrameBody::Progress(Progress { payload }), true, false);
+        Ok(())
+    }
+
+    // ---- outputs ------------------------------------------------------------
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next frame to write, if output is allowed.
+    pub fn poll_transmit(&mut self) -> Option<Frame> {
+        if !self.can_send() {
+            return None;
+        }
+        if self.outbox.is_empty() {
+            let pending = self.pending.pop_front()?;
+            self.pending_bytes -= pending.body.payload().len();
+            let mut frames = Vec::with_capacity(2);
+            self.outbound.prepare(
+                pending.request_id,
+                pending.body,
+                pending.encode,
+                &mut frames,
+            );
+            let count = frames.len();
+            for (index, frame) in frames.into_iter().enumerate() {
+                let ends = (pending.last && index + 1 == count).then_some(pending.request_id);
+                self.outbox.push_back((frame, ends));
+            }
+        }
+        let (frame, ends) = self.outbox.pop_front()?;
+        if let Some(id) = ends {
+            self.answer_sent(id);
+        }
+        Some(frame)
+    }
+
+    /// Writes every frame available now into `dst`; returns how many.
+    pub fn write_transmit(&mut self, dst: &mut BytesMut) -> usize {
+        let mut count = 0;
+        while let Some(frame) = self.poll_transmit() {
+            dst.reserve(frame.wire_len());
+            // Our frames are at most the chunk size: the 24-bit length fits.
+            let _ = frame.encode(dst);
+            count += 1;
+        }
+        count
+    }
+
+    // ---- internals ----------------------------------------------------------
+
+    fn on_command_name(&mut self, id: RequestId, body: CommandName) -> Result<(), Failure> {
+        if id == RequestId::CONNECTION {
+            return Err((
+                None,
+                proto(
+                    ErrorCode::REQUEST_ID_IN_USE,
+                    "request id 0 is the connection's",
+                ),
+            ));
+        }
+        if self.requests.contains_key(&id) {
+            return Err((
+                None,
+                proto(
+                    ErrorCode::REQUEST_ID_IN_USE,
+                    format!("request id {id} is already active"),
+                ),
+            ));
+        }
+        body.check_flags().map_err(|e| (Some(id), e))?;
+        let name = body.name().map_err(|e| (Some(id), e))?.to_string();
+        if self.receiving >= self.config.max_receiving_requests {
+            return Err((
+                Some(id),
+                proto(
+                    ErrorCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "more than {} requests receiving at once",
+                        self.config.max_receiving_requests
+                    ),
+                ),
+            ));
+        }
+        if self.mode == OutputMode::Deferred
+            && self.arrivals >= self.config.max_requests_per_message as u64
+        {
+            return Err((
+                Some(id),
+                proto(
+                    ErrorCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "more than {} requests in one message",
+                        self.config.max_requests_per_message
+                    ),
+                ),
+            ));
+        }
+        let arrival = self.arrivals;
+        self.arrivals += 1;
+        let flags = body.flags;
+        let has_data = flags.contains(CommandNameFlags::HAVE_DATA);
+        let phase = if flags.contains(CommandNameFlags::HAVE_ARGS) {
+            Phase::Arguments(ArgumentState {
+                name,
+                has_data,
+                args: Arguments::new(),
+                partial: None,
+                bytes: 0,
+            })
+        } else {
+            self.events.push_back(ServerEvent::Command(IncomingCommand {
+                request_id: id,
+                name,
+                arguments: Arguments::new(),
+                has_data,
+            }));
+            if has_data {
+                Phase::Data
+            } else {
+                Phase::Complete
+            }
+        };
+        let complete = matches!(phase, Phase::Complete);
+        self.requests.insert(
+            id,
+            Request {
+                arrival,
+                phase,
+                answer: AnswerState::Open { tail: None },
+            },
+        );
+        if complete {
+            self.complete(id);
+        } else {
+            self.receiving += 1;
+        }
+        Ok(())
+    }
+
+    fn on_argument(&mut self, id: RequestId, body: CommandArgument) -> Result<(), Failure> {
+        let config = &self.config;
+        let request = self.requests.get_mut(&id);
+        let Some(Request {
+            phase: Phase::Arguments(state),
+            ..
+        }) = request
+        else {
+            let tied = request.filter(|r| r.is_receiving()).map(|_| id);
+            return Err((
+                tied,
+                proto(
+                    ErrorCode::BAD_ARGUMENT_FRAME,
+                    format!("unexpected argument frame for request {id}"),
+                ),
+            ));
+        };
+        let tie = |e: ProtocolError| (Some(id), e);
+        let continuation = body.flags.contains(CommandArgumentFlags::CONTINUATION);
+        let bad = |why: &str| {
+            (
+                Some(id),
+                proto(ErrorCode::BAD_ARGUMENT_FRAME, why.to_string()),
+            )
+        };
+        let (mut partial, part) = match state.partial.take() {
+            Some(partial) => {
+                let part = body.payload;
+                (partial, part)
+            }
+            None => {
+                let start = body.parse_start().map_err(tie)?;
+                if state.args.contains(&start.name) {
+                    return Err(tie(proto(
+                        ErrorCode::DUPLICATE_ARGUMENT,
+                        format!("argument {:?} given twice", start.name),
+                    )));
+                }
+                if state.args.len() >= config.max_arguments {
+                    return Err(tie(proto(
+                        ErrorCode::TOO_MANY_ARGUMENTS,
+                        format!("more than {} arguments", config.max_arguments),
+                    )));
+                }
+                state.bytes += start.name.len() + start.value_len;
+                if state.bytes > config.max_argument_bytes {
+                    return Err(tie(proto(
+                        ErrorCode::TOO_LARGE,
+                        format!("arguments exceed {} bytes", config.max_argument_bytes),
+                    )));
+                }
+                let partial = PartialArgument {
+                    name: start.name,
+                    value: BytesMut::with_capacity(start.value_len),
+                    want: start.value_len,
+                };
+                (partial, start.value_part)
+            }
+        };
+        if partial.value.len() + part.len() > partial.want {
+            return Err(bad("argument value longer than its declared length"));
+        }
+        partial.value.extend_from_slice(&part);
+        let whole = partial.value.len() == partial.want;
+        match (whole, continuation) {
+            (true, true) => {
+                return Err(bad(
+                    "continuation set on the frame that completes the value",
+                ));
+            }
+            (false, false) => return Err(bad("argument value ends before its declared length")),
+            (false, true) => {
+                if body.flags.contains(CommandArgumentFlags::EOA) {
+                    return Err(bad("eoa set while an argument value continues"));
+                }
+                state.partial = Some(partial);
+                return Ok(());
+            }
+            (true, false) => state
+                .args
+                .insert_received(partial.name, partial.value.freeze()),
+        }
+        if !body.flags.contains(CommandArgumentFlags::EOA) {
+            return Ok(());
+        }
+        let has_data = state.has_data;
+        let command = IncomingCommand {
+            request_id: id,
+            name: std::mem::take(&mut state.name),
+            arguments: std::mem::take(&mut state.args),
+            has_data,
+        };
+        self.events.push_back(ServerEvent::Command(command));
+        if has_data {
+            if let Some(request) = self.requests.get_mut(&id) {
+                request.phase = Phase::Data;
+            }
+        } else {
+            self.receiving -= 1;
+            self.complete(id);
+        }
+        Ok(())
+    }
+
+    fn on_data(&mut self, id: RequestId, body: CommandData) -> Result<(), Failure> {
+        let request = self.requests.get_mut(&id);
+        let discarding = match request.as_ref().map(|r| &r.phase) {
+            Some(Phase::Data) => false,
+            Some(Phase::Discarding) => true,
+            Some(Phase::Arguments(_)) => {
+                return Err((
+                    Some(id),
+                    proto(ErrorCode::BAD_FRAME_TYPE, "command-data before eoa"),
+                ));
+            }
+            Some(Phase::Complete) | None => {
+                return Err((
+                    None,
+                    proto(
+                        ErrorCode::BAD_FRAME_TYPE,
+                        format!("unexpected command-data for request {id}"),
+                    ),
+                ));
+            }
+        };
+        let last = body.is_last().map_err(|e| (Some(id), e))?;
+        if !discarding && !body.payload.is_empty() {
+            self.events.push_back(ServerEvent::Data {
+                request_id: id,
+                data: body.payload,
+            });
+        }
+        if last {
+            self.receiving -= 1;
+            if discarding {
+                if let Some(request) = self.requests.get_mut(&id) {
+                    request.phase = Phase::Complete;
+                }
+                self.remove_if_finished(id);
+            } else {
+                self.complete(id);
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, id: RequestId) {
+        if let Some(request) = self.requests.get_mut(&id) {
+            request.phase = Phase::Complete;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.events.push_back(ServerEvent::Complete {
+            request_id: id,
+            seq,
+        });
+    }
+
+    /// Records a protocol error: answers it (on the tied request, or on id 0),
+    /// cuts off other receiving requests and errors the reactor.
+    fn enter_errored(&mut self, tied: Option<RequestId>, err: ProtocolError) -> ProtocolError {
+        tracing::debug!(code = %err.code, message = %err.message, "protocol error");
+        if let Some(id) = tied {
+            match self.requests.get_mut(&id) {
+                // Already answered (failed while its data arrived): the error
+                // goes to the connection instead of a second answer.
+                Some(request) if !matches!(request.answer, AnswerState::Open { .. }) => {
+                    if request.is_receiving() {
+                        self.receiving -= 1;
+                    }
+                    request.phase = Phase::Complete;
+                    self.remove_if_finished(id);
+                    self.push(RequestId::CONNECTION, protocol_body(&err), true, false);
+                }
+                Some(request) => {
+                    if request.is_receiving() {
+                        self.receiving -= 1;
+                    }
+                    if request.is_started() && !matches!(request.phase, Phase::Discarding) {
+                        self.events.push_back(ServerEvent::Aborted {
+                            request_id: id,
+                            error: err.clone(),
+                        });
+                    }
+                    request.phase = Phase::Complete;
+                    request.answer = AnswerState::Queued;
+                    self.push(id, protocol_body(&err), true, true);
+                }
+                // A request that never became active (refused command-name).
+                None => self.push(id, protocol_body(&err), true, false),
+            }
+        } else {
+            self.push(RequestId::CONNECTION, protocol_body(&err), true, false);
+        }
+        self.errored = true;
+        self.abort_receiving(
+            ErrorCode::SERVER_ERRORED,
+            "request cut off: the server stopped reading after a protocol error",
+            tied,
+        );
+        self.events
+            .push_back(ServerEvent::ProtocolError(err.clone()));
+        err
+    }
+
+    /// Answers every request still receiving with `code`, oldest first.
+    fn abort_receiving(&mut self, code: ErrorCode, message: &str, except: Option<RequestId>) {
+        let mut cut: Vec<(u64, RequestId)> = self
+            .requests
+            .iter()
+            .filter(|(id, r)| r.is_receiving() && Some(**id) != except)
+            .map(|(id, r)| (r.arrival, *id))
+            .collect();
+        cut.sort_unstable();
+        for (_, id) in cut {
+            let err = ProtocolError::new(code.clone(), format!("{message} {id}"));
+            let Some(request) = self.requests.get_mut(&id) else {
+                continue;
+            };
+            self.receiving -= 1;
+            let discarding = matches!(request.phase, Phase::Discarding);
+            if request.is_started() && !discarding {
+                self.events.push_back(ServerEvent::Aborted {
+                    request_id: id,
+                    error: err.clone(),
+                });
+            }
+            request.phase = Phase::Complete;
+            if discarding {
+                // Its error answer is already queued.
+                self.remove_if_finished(id);
+                continue;
+            }
+            request.answer = AnswerState::Queued;
+            self.push(id, protocol_body(&err), true, true);
+        }
+    }
+
+    fn answerable(&mut self, id: RequestId) -> Result<&mut Request, ApiMisuse> {
+        match self.requests.get_mut(&id) {
+            None => Err(ApiMisuse::UnknownRequest(id)),
+            Some(request) if !request.is_started() => Err(ApiMisuse::NotStarted(id)),
+            Some(request) => Ok(request),
+        }
+    }
+
+    fn open_answer(&mut self, id: RequestId) -> Result<(), ApiMisuse> {
+        match self.answerable(id)?.answer {
+            AnswerState::Open { .. } => Ok(()),
+            _ => Err(ApiMisuse::AnswerEnded(id)),
+        }
+    }
+
+    fn push(&mut self, request_id: RequestId, body: FrameBody, encode: bool, last: bool) {
+        self.pending_bytes += body.payload().len();
+        self.pending.push_back(Pending {
+            request_id,
+            body,
+            encode,
+            last,
+        });
+    }
+
+    fn answer_sent(&mut self, id: RequestId) {
+        if let Some(request) = self.requests.get_mut(&id) {
+            request.answer = AnswerState::Sent;
+        }
+        self.remove_if_finished(id);
+    }
+
+    fn remove_if_finished(&mut self, id: RequestId) {
+        let finished = self.requests.get(&id).is_some_and(|r| {
+            matches!(r.phase, Phase::Complete) && matches!(r.answer, AnswerState::Sent)
+        });
+        if finished {
+            self.requests.remove(&id);
+        }
+    }
+}
+
+type Failure = (Option<RequestId>, ProtocolError);
+
+fn proto(code: ErrorCode, message: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(code, message)
+}
+
+fn protocol_body(err: &ProtocolError) -> FrameBody {
+    FrameBody::ErrorResponse(ErrorResponse::new(
+        ErrorKind::Protocol,
+        &ErrorPayload::from(err.clone()),
+    ))
+}
+
+fn bytes_body(payload: Bytes, eos: bool) -> FrameBody {
+    let flags = if eos {
+        BytesResponseFlags::EOS
+    } else {
+        BytesResponseFlags::CONTINUATION
+    };
+    FrameBody::BytesResponse(BytesResponse { flags, payload })
+}

@@ -1,0 +1,386 @@
+//! Streams (PROTOCOL.md §3) and their content encoding (§5).
+//!
+//! [`InboundStreams`] applies the stream rules to frames from the peer and
+//! decodes `encoded` payloads, one decompressor per stream, with the decoded
+//! size bounded by the receiver's maximum frame size. [`OutboundStream`]
+//! stamps stream ids and flags on outgoing frames and encodes payloads with
+//! ONE compressor for the whole stream, flushed after every frame.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use bytes::Bytes;
+use zstd::stream::raw::{CParameter, DParameter, Decoder, Encoder, InBuffer, Operation, OutBuffer};
+
+use crate::error::{ErrorCode, ProtocolError};
+use crate::frame::{Frame, FrameBody, RequestId, Side, StreamFlags, StreamId, StreamSettings};
+
+/// A content-encoding profile (§5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// No encoding.
+    #[default]
+    Identity,
+    /// Zstandard, window at most 8 MiB.
+    Zstd8Mb,
+}
+
+impl Encoding {
+    /// Every profile this crate supports, most preferred first.
+    pub const SUPPORTED: &'static [Encoding] = &[Encoding::Zstd8Mb, Encoding::Identity];
+
+    /// The profile's name on the wire.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Encoding::Identity => "identity",
+            Encoding::Zstd8Mb => "zstd-8mb",
+        }
+    }
+
+    /// The profile for a name.
+    pub fn from_name(name: &[u8]) -> Option<Encoding> {
+        Encoding::SUPPORTED
+            .iter()
+            .copied()
+            .find(|e| e.name().as_bytes() == name)
+    }
+
+    /// Picks the first supported profile of a client's list (`"zstd-8mb,
+    /// identity"`, as in `Framegate-Accept-Encoding` or the preamble), else
+    /// identity.
+    pub fn negotiate(accepted: &str) -> Encoding {
+        accepted
+            .split(',')
+            .map(str::trim)
+            .find_map(|name| Encoding::from_name(name.as_bytes()))
+            .unwrap_or(Encoding::Identity)
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Largest window a `zstd-8mb` decoder accepts: 2^23 = 8 MiB.
+pub const ZSTD_8MB_WINDOW_LOG_MAX: u32 = 23;
+
+/// Window our compressor uses (2 MiB): within the profile, and modest in
+/// memory per stream.
+pub const ZSTD_WINDOW_LOG: u32 = 21;
+
+/// Compression level of outgoing `zstd-8mb` streams.
+pub const ZSTD_LEVEL: i32 = 3;
+
+struct InboundStream {
+    /// `None`: no `stream-settings` (identity).
+    decoder: Option<Decoder<'static>>,
+}
+
+/// The receiving side of the peer's streams.
+pub struct InboundStreams {
+    peer: Side,
+    max_frame_size: usize,
+    streams: HashMap<StreamId, InboundStream>,
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for InboundStreams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboundStreams")
+            .field("peer", &self.peer)
+            .field("open", &self.streams.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn bad_stream(message: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(ErrorCode::BAD_STREAM, message)
+}
+
+fn bad_encoding(message: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(ErrorCode::BAD_ENCODING, message)
+}
+
+impl InboundStreams {
+    /// Streams sent by `peer`; decoded payloads may be at most
+    /// `max_frame_size` bytes.
+    pub fn new(peer: Side, max_frame_size: usize) -> Self {
+        InboundStreams {
+            peer,
+            max_frame_size,
+            streams: HashMap::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Number of open streams.
+    pub fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Applies the stream rules to a frame from the peer. Returns the frame
+    /// with its payload decoded and `encoded` cleared, or `None` for a
+    /// `stream-settings` frame (consumed here).
+    pub fn receive(&mut self, mut frame: Frame) -> Result<Option<Frame>, ProtocolError> {
+        let id = frame.stream_id;
+        if !id.is_sent_by(self.peer) {
+            return Err(bad_stream(format!(
+                "stream {} has the wrong parity for the {:?} side",
+                id.0, self.peer
+            )));
+        }
+        let flags = frame.stream_flags;
+        let settings = match &frame.body {
+            FrameBody::StreamSettings(s) => Some(s),
+            _ => None,
+        };
+        if flags.contains(StreamFlags::BEGIN) {
+            if self.streams.contains_key(&id) {
+                return Err(bad_stream(format!(
+                    "begin on stream {} which is open",
+                    id.0
+                )));
+            }
+            let decoder = match settings {
+                None => None,
+                Some(settings) => {
+                    if frame.request_id != RequestId::CONNECTION {
+                        return Err(bad_stream("stream-settings must have request id 0"));
+                    }
+                    if flags.contains(StreamFlags::ENCODED) {
+                        return Err(bad_stream("stream-settings cannot be encoded"));
+                    }
+                    let profile = settings.profile()?;
+                    match Encoding::from_name(profile) {
+                        Some(Encoding::Identity) => None,
+                        Some(Encoding::Zstd8Mb) => Some(new_decoder()?),
+                        None => {
+                            return Err(ProtocolError::new(
+                                ErrorCode::UNSUPPORTED_ENCODING,
+                                format!(
+                                    "unsupported content encoding {:?}",
+                                    String::from_utf8_lossy(profile)
+                                ),
+                            ));
+                        }
+                    }
+                }
+            };
+            self.streams.insert(id, InboundStream { decoder });
+        } else if !self.streams.contains_key(&id) {
+            return Err(bad_stream(format!(
+                "frame on closed stream {} without begin",
+                id.0
+            )));
+        } else if settings.is_some() {
+            return Err(bad_stream(
+                "stream-settings must be the first frame of its stream",
+            ));
+        }
+
+        let result = if settings.is_some() {
+            None
+        } else {
+            if flags.contains(StreamFlags::ENCODED) {
+                let max = self.max_frame_size;
+                let stream = self.streams.get_mut(&id);
+                let Some(decoder) = stream.and_then(|s| s.decoder.as_mut()) else {
+                    return Err(bad_stream(format!(
+                        "encoded frame on stream {} whose encoding is identity",
+                        id.0
+                    )));
+                };
+                let decoded = decompress(decoder, &mut self.scratch, frame.body.payload(), max)?;
+                *frame.body.payload_mut() = decoded;
+                frame.stream_flags = flags.difference(StreamFlags::ENCODED);
+            }
+            Some(frame)
+        };
+        if flags.contains(StreamFlags::END) {
+            self.streams.remove(&id);
+        }
+        Ok(result)
+    }
+}
+
+fn new_decoder() -> Result<Decoder<'static>, ProtocolError> {
+    let mut decoder = Decoder::new().map_err(|e| bad_encoding(format!("zstd: {e}")))?;
+    decoder
+        .set_parameter(DParameter::WindowLogMax(ZSTD_8MB_WINDOW_LOG_MAX))
+        .map_err(|e| bad_encoding(format!("zstd: {e}")))?;
+    Ok(decoder)
+}
+
+/// Decodes one frame's payload, refusing to produce more than `max` bytes.
+fn decompress(
+    decoder: &mut Decoder<'static>,
+    scratch: &mut Vec<u8>,
+    input: &[u8],
+    max: usize,
+) -> Result<Bytes, ProtocolError> {
+    // One byte more than allowed: reaching it proves the payload too large,
+    // and a buffer that is not full means the decoder flushed all it could.
+    let cap = max.saturating_add(1);
+    if scratch.len() < cap {
+        scratch.resize(cap, 0);
+    }
+    let too_large = || {
+        bad_encoding(format!(
+            "decoded payload exceeds the maximum frame size of {max} bytes"
+        ))
+    };
+    let mut inbuf = InBuffer::around(input);
+    let mut written = 0usize;
+    loop {
+        let consumed_before = inbuf.pos();
+        let window = scratch.get_mut(written..cap).ok_or_else(too_large)?;
+        let mut outbuf = OutBuffer::around(window);
+        decoder
+            .run(&mut inbuf, &mut outbuf)
+            .map_err(|e| bad_encoding(format!("zstd: {e}")))?;
+        let produced = outbuf.pos();
+        written += produced;
+        if written > max {
+            return Err(too_large());
+        }
+        if inbuf.pos() == input.len() {
+            break;
+        }
+        if produced == 0 && inbuf.pos() == consumed_before {
+            return Err(bad_encoding("zstd decoder made no progress"));
+        }
+    }
+    Ok(Bytes::copy_from_slice(
+        scratch.get(..written).unwrap_or_default(),
+    ))
+}
+
+/// The sending side of one stream.
+pub struct OutboundStream {
+    id: StreamId,
+    encoding: Encoding,
+    begun: bool,
+    compressor: Option<Encoder<'static>>,
+    scratch: Vec<u8>,
+}
+
+impl fmt::Debug for OutboundStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboundStream")
+            .field("id", &self.id)
+            .field("encoding", &self.encoding)
+            .field("begun", &self.begun)
+            .finish()
+    }
+}
+
+impl OutboundStream {
+    /// A stream `id` that will use `encoding`. Nothing is sent until the
+    /// first frame.
+    pub fn new(id: StreamId, encoding: Encoding) -> Self {
+        OutboundStream {
+            id,
+            encoding,
+            begun: false,
+            compressor: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// The stream's encoding.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Turns a body into wire frames, appended to `out`: a `stream-settings`
+    /// frame first if the stream is zstd and new, then the frame itself,
+    /// encoded if `encode` and the stream has an encoding. Empty payloads
+    /// are never encoded (a keepalive stays a keepalive).
+    pub fn prepare(
+        &mut self,
+        request_id: RequestId,
+        mut body: FrameBody,
+        encode: bool,
+        out: &mut impl Extend<Frame>,
+    ) {
+        let mut stream_flags = StreamFlags::empty();
+        if !self.begun {
+            self.begun = true;
+            match self.encoding {
+                Encoding::Identity => stream_flags = StreamFlags::BEGIN,
+                Encoding::Zstd8Mb => {
+                    out.extend([Frame {
+                        request_id: RequestId::CONNECTION,
+                        stream_id: self.id,
+                        stream_flags: StreamFlags::BEGIN,
+                        body: FrameBody::StreamSettings(StreamSettings::new(self.encoding.name())),
+                    }]);
+                    self.compressor = new_compressor();
+                }
+            }
+        }
+        if encode && !body.payload().is_empty() {
+            if let Some(compressor) = self.compressor.as_mut() {
+                match compress(compressor, &mut self.scratch, body.payload()) {
+                    Some(encoded) => {
+                        *body.payload_mut() = encoded;
+                        stream_flags = stream_flags.union(StreamFlags::ENCODED);
+                    }
+                    // A compressor that failed is in an unknown state: the
+                    // rest of the stream goes out unencoded, which is legal.
+                    None => self.compressor = None,
+                }
+            }
+        }
+        out.extend([Frame {
+            request_id,
+            stream_id: self.id,
+            stream_flags,
+            body,
+        }]);
+    }
+}
+
+fn new_compressor() -> Option<Encoder<'static>> {
+    let mut encoder = Encoder::new(ZSTD_LEVEL).ok()?;
+    encoder
+        .set_parameter(CParameter::WindowLog(ZSTD_WINDOW_LOG))
+        .ok()?;
+    Some(encoder)
+}
+
+/// Compresses one payload and flushes, so the output decodes on its own given
+/// the stream's earlier frames.
+fn compress(encoder: &mut Encoder<'static>, scratch: &mut Vec<u8>, input: &[u8]) -> Option<Bytes> {
+    scratch.clear();
+    let bound = zstd::zstd_safe::compress_bound(input.len()) + 64;
+    scratch.resize(bound, 0);
+    let mut inbuf = InBuffer::around(input);
+    let mut written = 0usize;
+    while inbuf.pos() < input.len() {
+        let mut outbuf = OutBuffer::around(scratch.get_mut(written..)?);
+        encoder.run(&mut inbuf, &mut outbuf).ok()?;
+        written += outbuf.pos();
+        if written == scratch.len() {
+            scratch.resize(scratch.len() * 2, 0);
+        }
+    }
+    loop {
+        let mut outbuf = OutBuffer::around(scratch.get_mut(written..)?);
+        let remaining = encoder.flush(&mut outbuf).ok()?;
+        written += outbuf.pos();
+        if remaining == 0 {
+            break;
+        }
+        scratch.resize(scratch.len() * 2, 0);
+    }
+    Some(Bytes::copy_from_slice(scratch.get(..written)?))
+}
