@@ -55,6 +55,8 @@ pub mod client;
 pub mod codec;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod payload;
 pub mod request;
 pub mod server;
