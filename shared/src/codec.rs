@@ -1,7 +1,7 @@
 //! The resumable frame decoder and, behind the `codec` feature, the
 //! tokio-util adapter drivers use.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use crate::error::FrameError;
 use crate::frame::{DEFAULT_MAX_FRAME_SIZE, Frame, HEADER_LEN, Head};
@@ -62,7 +62,7 @@ impl FrameDecoder {
                         max: self.max_frame_size,
                     });
                 }
-                let _ = src.split_to(HEADER_LEN);
+                src.advance(HEADER_LEN);
                 self.state = DecodeState::Payload(head);
                 head
             }
