@@ -1,6 +1,9 @@
 //! Criterion benchmarks of the codec and reactors. `bench/compare-hg.sh`
 //! runs the 1 KiB lines side by side with Mercurial's `wireprotoframing`.
 
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::time::Duration;
 
