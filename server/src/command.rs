@@ -1,0 +1,409 @@
+//! The embedding API: commands, their inputs and answers, and the registry.
+//!
+//! An application registers [`Command`]s in a [`Registry`] (next to, or
+//! instead of, the file commands) and builds the gateway with it. The
+//! gateway calls [`Command::run`] once per request with a [`Call`]:
+//!
+//! * For a request **without data**, `run` is called when the request is
+//!   complete and the command's turn has come (§6 ordering); `call.turn` is
+//!   already granted.
+//! * For a request **with data**, `run` is called as soon as the name and
+//!   arguments are in, so the data can be streamed (e.g. into a staging
+//!   file). The command must read its data *first* and only then
+//!   `call.turn.wait().await` before making any visible change: the turn
+//!   comes after the request is complete and every earlier command that it
+//!   must follow has finished.
+//!
+//! A command's answer is an [`Answer`]: bytes, CBOR, or a lazy source (an
+//! open file and byte ranges, or a stream) that is read only when the answer
+//! is sent, so a large answer deferred behind a slow upload costs no memory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cap_std::fs::Dir;
+use framegate_wire::{Arguments, ErrorCode, ErrorPayload, ProgressPayload, RequestId, TextAtom};
+use futures_util::stream::BoxStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A command failed: an `application` error of §10.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct CommandError {
+    /// The code.
+    pub code: ErrorCode,
+    /// A message for people; never a server path.
+    pub message: String,
+}
+
+impl CommandError {
+    /// A new error.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        CommandError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `missing-argument` for `name`.
+    pub fn missing(name: &str) -> Self {
+        CommandError::new(
+            ErrorCode::MISSING_ARGUMENT,
+            format!("missing argument {name:?}"),
+        )
+    }
+
+    /// `bad-argument` for `name`.
+    pub fn bad(name: &str, why: impl fmt::Display) -> Self {
+        CommandError::new(
+            ErrorCode::BAD_ARGUMENT,
+            format!("bad argument {name:?}: {why}"),
+        )
+    }
+
+    /// `internal`, logging the detail instead of sending it.
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        tracing::warn!(%detail, "internal error");
+        CommandError::new(ErrorCode::INTERNAL, "internal server error")
+    }
+}
+
+impl From<CommandError> for ErrorPayload {
+    fn from(err: CommandError) -> Self {
+        ErrorPayload::new(err.code, err.message)
+    }
+}
+
+/// What a command answers.
+#[non_exhaustive]
+pub enum Answer {
+    /// Bytes already in memory (small answers, CBOR).
+    Bytes(Bytes),
+    /// Byte ranges of an open file, concatenated; read when sent. The file
+    /// was opened when the command ran, so the answer reflects that moment
+    /// even if a later command replaces the file.
+    File {
+        /// The open file.
+        file: std::fs::File,
+        /// `(offset, length)` pairs, in answer order.
+        ranges: Vec<(u64, u64)>,
+    },
+    /// A stream of pieces, polled when the answer is sent.
+    Stream(BoxStream<'static, Result<Bytes, CommandError>>),
+}
+
+impl Answer {
+    /// A CBOR-encoded value.
+    pub fn cbor<T: serde::Serialize>(value: &T) -> Answer {
+        Answer::Bytes(framegate_wire::payload::encode_cbor(value))
+    }
+
+    /// Total length, when known.
+    pub fn len_hint(&self) -> Option<u64> {
+        match self {
+            Answer::Bytes(b) => Some(b.len() as u64),
+            Answer::File { ranges, .. } => Some(ranges.iter().map(|r| r.1).sum()),
+            Answer::Stream(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answer::Bytes(b) => write!(f, "Answer::Bytes({} bytes)", b.len()),
+            Answer::File { ranges, .. } => write!(f, "Answer::File({} ranges)", ranges.len()),
+            Answer::Stream(_) => f.write_str("Answer::Stream"),
+        }
+    }
+}
+
+/// Whether a command changes state (a barrier for ordering, refused on `ro`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only: may run concurrently with other reads.
+    Read,
+    /// Writes: runs after every earlier command, before every later one.
+    Write,
+}
+
+/// A piece of request data, or the end of it.
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    Data(Bytes),
+    End,
+}
+
+/// The request data of a command, streamed as it arrives.
+#[derive(Debug)]
+pub struct Upload {
+    rx: mpsc::Receiver<Chunk>,
+    ended: bool,
+}
+
+impl Upload {
+    pub(crate) fn new(rx: mpsc::Receiver<Chunk>) -> Self {
+        Upload { rx, ended: false }
+    }
+
+    /// The next piece; `Ok(None)` at the end; an error if the request was cut
+    /// off (the client went away or the message broke).
+    pub async fn next(&mut self) -> Result<Option<Bytes>, CommandError> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.rx.recv().await {
+            Some(Chunk::Data(bytes)) => Ok(Some(bytes)),
+            Some(Chunk::End) => {
+                self.ended = true;
+                Ok(None)
+            }
+            None => Err(CommandError::new(
+                ErrorCode::INTERNAL,
+                "request data was cut off",
+            )),
+        }
+    }
+}
+
+/// Permission to take effect: granted in completion order (§6), with a
+/// running-command slot (the per-message concurrency limit).
+#[derive(Debug)]
+pub struct Turn {
+    rx: Option<oneshot::Receiver<OwnedSemaphorePermit>>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Turn {
+    pub(crate) fn pending(rx: oneshot::Receiver<OwnedSemaphorePermit>) -> Self {
+        Turn {
+            rx: Some(rx),
+            permit: None,
+        }
+    }
+
+    /// A turn that is already granted (embedding tests, direct calls).
+    pub fn granted() -> Self {
+        Turn {
+            rx: None,
+            permit: None,
+        }
+    }
+
+    /// Waits for the turn. Errors if the message was abandoned.
+    pub async fn wait(&mut self) -> Result<(), CommandError> {
+        if let Some(rx) = self.rx.take() {
+            let permit = rx
+                .await
+                .map_err(|_| CommandError::new(ErrorCode::INTERNAL, "message abandoned"))?;
+            self.permit = Some(permit);
+        }
+        Ok(())
+    }
+}
+
+/// Messages a running command sends beside its answer.
+#[derive(Debug)]
+pub(crate) enum Note {
+    Text(RequestId, Vec<TextAtom>),
+    Progress(RequestId, ProgressPayload),
+}
+
+/// What a command knows about its request.
+#[derive(Clone)]
+pub struct Context {
+    /// The request.
+    pub request_id: RequestId,
+    /// The base directory of the message (commands' paths are relative to it).
+    pub base: Arc<Dir>,
+    /// Whether the endpoint or connection accepts writes.
+    pub writable: bool,
+    /// Whether a `hello` `token` argument authorizes writes (byte streams).
+    pub write_token: Option<Arc<String>>,
+    pub(crate) notes: mpsc::UnboundedSender<Note>,
+    pub(crate) hello: Arc<HelloInfo>,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("request_id", &self.request_id)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl Context {
+    /// Sends text-output for this request (shown to the user).
+    pub fn text(&self, atoms: Vec<TextAtom>) {
+        let _ = self.notes.send(Note::Text(self.request_id, atoms));
+    }
+
+    /// Sends a progress report for this request.
+    pub fn progress(&self, progress: ProgressPayload) {
+        let _ = self.notes.send(Note::Progress(self.request_id, progress));
+    }
+}
+
+/// What `hello` reports, fixed per server.
+#[derive(Debug, Clone)]
+pub(crate) struct HelloInfo {
+    pub(crate) commands: Vec<String>,
+    pub(crate) max_frame_size: u64,
+}
+
+/// One call of a command.
+#[derive(Debug)]
+pub struct Call {
+    /// The request's context.
+    pub ctx: Context,
+    /// Its arguments.
+    pub args: Arguments,
+    /// Its data, if the request has any.
+    pub data: Option<Upload>,
+    /// When to take effect (see the module docs).
+    pub turn: Turn,
+}
+
+impl Call {
+    /// A required argument.
+    pub fn arg(&self, name: &str) -> Result<&Bytes, CommandError> {
+        self.args
+            .get(name)
+            .ok_or_else(|| CommandError::missing(name))
+    }
+
+    /// A required UTF-8 argument.
+    pub fn arg_str(&self, name: &str) -> Result<&str, CommandError> {
+        std::str::from_utf8(self.arg(name)?).map_err(|_| CommandError::bad(name, "not UTF-8"))
+    }
+}
+
+/// A command the gateway can run.
+pub trait Command: Send + Sync + 'static {
+    /// Read or write (default: read).
+    fn access(&self) -> Access {
+        Access::Read
+    }
+
+    /// Runs the command (see the module docs for when it is called).
+    fn run(&self, call: Call) -> BoxFuture<Result<Answer, CommandError>>;
+}
+
+impl<F, Fut> Command for F
+where
+    F: Fn(Call) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Answer, CommandError>> + Send + 'static,
+{
+    fn run(&self, call: Call) -> BoxFuture<Result<Answer, CommandError>> {
+        Box::pin(self(call))
+    }
+}
+
+/// A read command from a closure (for [`Registry::register`]).
+pub fn read_command<F, Fut>(f: F) -> Arc<dyn Command>
+where
+    F: Fn(Call) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Answer, CommandError>> + Send + 'static,
+{
+    Arc::new(f)
+}
+
+/// A write command from a closure.
+pub fn write_command<F, Fut>(f: F) -> Arc<dyn Command>
+where
+    F: Fn(Call) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Answer, CommandError>> + Send + 'static,
+{
+    struct Writer<F>(F);
+    impl<F, Fut> Command for Writer<F>
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Answer, CommandError>> + Send + 'static,
+    {
+        fn access(&self) -> Access {
+            Access::Write
+        }
+        fn run(&self, call: Call) -> BoxFuture<Result<Answer, CommandError>> {
+            Box::pin((self.0)(call))
+        }
+    }
+    Arc::new(Writer(f))
+}
+
+/// Commands by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    commands: BTreeMap<String, Arc<dyn Command>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.commands.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// No commands but `hello` (which the gateway always answers).
+    pub fn empty() -> Self {
+        Registry::default()
+    }
+
+    /// The file commands of §9 (`get`, `readv`, `has`, `stat`, `list_dir`,
+    /// `iter_files_recursive`, `put`, `append`, `mkdir`, `rename`, `delete`,
+    /// `rmdir`).
+    pub fn files() -> Self {
+        let mut registry = Registry::empty();
+        crate::files::register(&mut registry);
+        registry
+    }
+
+    /// Adds or replaces a command. Names follow §4.1 (`[a-z0-9._-]`).
+    pub fn register(&mut self, name: &str, command: Arc<dyn Command>) -> &mut Self {
+        debug_assert!(framegate_wire::frame::check_name(name.as_bytes()).is_ok());
+        self.commands.insert(name.to_string(), command);
+        self
+    }
+
+    /// The command called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Command>> {
+        self.commands.get(name)
+    }
+
+    /// All names, `hello` included, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.commands.keys().cloned().collect();
+        if !self.commands.contains_key("hello") {
+            names.push("hello".into());
+            names.sort();
+        }
+        names
+    }
+}
+
+/// The built-in `hello` (§9.1).
+pub(crate) struct Hello;
+
+impl Command for Hello {
+    fn run(&self, call: Call) -> BoxFuture<Result<Answer, CommandError>> {
+        let hello = framegate_wire::HelloPayload {
+            server: format!("framegate-server/{}", env!("CARGO_PKG_VERSION")),
+            commands: call.ctx.hello.commands.clone(),
+            protocol: framegate_wire::PROTOCOL_VERSION,
+            writable: call.ctx.writable,
+            encodings: framegate_wire::Encoding::SUPPORTED
+                .iter()
+                .map(|e| e.name().to_string())
+                .collect(),
+            max_frame_size: call.ctx.hello.max_frame_size,
+        };
+        Box::pin(async move { Ok(Answer::Bytes(hello.encode())) })
+    }
+}

@@ -1,0 +1,300 @@
+//! `framegate-server`: serve a directory over framegate-in-HTTP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use framegate_server::{Gateway, GatewayConfig, Registry, serve};
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "framegate-server",
+    version,
+    about = "Serve a directory to framegate clients over HTTP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve DIR (default: the current directory).
+    ///
+    /// Defaults are safe: read-only, the protocol's limits, listening on
+    /// 127.0.0.1:8080 only. Every option can also be set in a TOML file
+    /// given with --config (keys are the long option names, e.g.
+    /// `listen = "0.0.0.0:8080"`, `keepalive-interval = "15s"`); options on
+    /// the command line win.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct ServeArgs {
+    /// Directory to serve.
+    #[serde(rename = "dir")]
+    dir: Option<PathBuf>,
+    /// TOML file with the same settings.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Accept messages on the `rw` endpoint (writes). Off by default.
+    #[arg(long)]
+    #[serde(default)]
+    allow_writes: bool,
+    /// File holding the bearer token `rw` requires (compared in constant time).
+    #[arg(long, value_name = "PATH")]
+    write_token_file: Option<PathBuf>,
+    /// Largest frame payload accepted [default: 65535].
+    #[arg(long, value_name = "BYTES")]
+    max_frame_size: Option<usize>,
+    /// Requests receiving at once per message [default: 64].
+    #[arg(long, value_name = "N")]
+    max_receiving_requests: Option<usize>,
+    /// Requests per message [default: 4096].
+    #[arg(long, value_name = "N")]
+    max_requests_per_message: Option<usize>,
+    /// Arguments per request [default: 64].
+    #[arg(long, value_name = "N")]
+    max_arguments: Option<usize>,
+    /// Bytes of arguments per request [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    max_argument_bytes: Option<usize>,
+    /// Commands running at once per message [default: 16].
+    #[arg(long, value_name = "N")]
+    max_running_commands: Option<usize>,
+    /// Bytes per message (request body) [default: 17179869184 = 16 GiB].
+    #[arg(long, value_name = "BYTES")]
+    max_message_bytes: Option<u64>,
+    /// Send a keepalive frame after this long without output [default: 15s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    keepalive_interval: Option<Duration>,
+    /// Give up on a request body silent this long [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    body_read_timeout: Option<Duration>,
+    /// On SIGINT/SIGTERM, let messages in flight finish this long [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    shutdown_grace: Option<Duration>,
+    /// Log format on stderr [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics on ADDR at /metrics (off by default).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl ServeArgs {
+    /// Command-line values over file values.
+    fn merge(self, file: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            dir: self.dir.or(file.dir),
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            allow_writes: self.allow_writes || file.allow_writes,
+            write_token_file: self.write_token_file.or(file.write_token_file),
+            max_frame_size: self.max_frame_size.or(file.max_frame_size),
+            max_receiving_requests: self.max_receiving_requests.or(file.max_receiving_requests),
+            max_requests_per_message: self
+                .max_requests_per_message
+                .or(file.max_requests_per_message),
+            max_arguments: self.max_arguments.or(file.max_arguments),
+            max_argument_bytes: self.max_argument_bytes.or(file.max_argument_bytes),
+            max_running_commands: self.max_running_commands.or(file.max_running_commands),
+            max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
+            keepalive_interval: self.keepalive_interval.or(file.keepalive_interval),
+            body_read_timeout: self.body_read_timeout.or(file.body_read_timeout),
+            shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+            log_format: self.log_format.or(file.log_format),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FRAMEGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot serve {}: {e}", dir.display()))?;
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let mut config = GatewayConfig::new(dir);
+    config.allow_writes = args.allow_writes;
+    if let Some(path) = &args.write_token_file {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the write token file {}: {e}", path.display()))?;
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            return Err(format!("the write token file {} is empty", path.display()));
+        }
+        config.write_token = Some(token);
+    }
+    let l = &mut config.limits;
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = args.$field { l.$field = v; } )* };
+    }
+    set!(
+        max_frame_size,
+        max_receiving_requests,
+        max_requests_per_message,
+        max_arguments,
+        max_argument_bytes,
+        max_running_commands,
+        max_message_bytes
+    );
+    if l.max_frame_size < 1024 || l.max_frame_size > framegate_wire::frame::MAX_LENGTH_FIELD {
+        return Err("--max-frame-size must be between 1024 and 16777215".into());
+    }
+    l.answer_chunk_size = l.answer_chunk_size.min(l.max_frame_size);
+    if let Some(d) = args.keepalive_interval {
+        config.keepalive_interval = d;
+    }
+    if let Some(d) = args.body_read_timeout {
+        config.body_read_timeout = d;
+    }
+    if let Some(d) = args.shutdown_grace {
+        config.shutdown_grace = d;
+    }
+    Ok(config)
+}
+
+async fn run(args: ServeArgs) -> Result<(), String> {
+    let config = gateway_config(&args)?;
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let root = config.root.clone();
+    let writes = if config.allow_writes {
+        "read-write"
+    } else {
+        "read-only"
+    };
+    let gateway = Gateway::new(config, Registry::files())
+        .map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    let handle = serve(gateway, listener, metrics)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "framegate-server: serving {} ({writes}) at http://{}/",
+        root.display(),
+        handle.local_addr
+    );
+    if let Some(addr) = handle.metrics_addr {
+        println!("framegate-server: metrics at http://{addr}/metrics");
+    }
+    let stop = handle.stop_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping: finishing messages in flight");
+        stop.cancel();
+    });
+    handle.wait().await.map_err(|e| e.to_string())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Cmd::Serve(args) = cli.command;
+    let args = match &args.config {
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("framegate-server: cannot read {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match toml::from_str::<ServeArgs>(&text) {
+                Ok(file) => args.merge(file),
+                Err(e) => {
+                    eprintln!("framegate-server: {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => args,
+    };
+    init_logging(args.log_format.unwrap_or(LogFormat::Text));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("framegate-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("framegate-server: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
