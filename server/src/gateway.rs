@@ -192,7 +192,7 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, request: Request) -> Response 
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

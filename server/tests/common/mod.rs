@@ -113,18 +113,10 @@ impl Outcome {
 }
 
 /// A batch of requests in one message.
+#[derive(Default)]
 pub struct Batch {
     pub client: ClientReactor,
     pub ids: Vec<RequestId>,
-}
-
-impl Default for Batch {
-    fn default() -> Self {
-        Batch {
-            client: ClientReactor::default(),
-            ids: Vec::new(),
-        }
-    }
 }
 
 pub fn args(pairs: &[(&str, &[u8])]) -> Arguments {

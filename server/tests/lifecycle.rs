@@ -1,0 +1,221 @@
+//! Cut-off uploads, keepalives, and graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use framegate_server::Registry;
+use framegate_server::command::{Answer, Call, CommandError, read_command};
+use framegate_wire::{ClientEvent, MEDIA_TYPE};
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn cut_off_put_leaves_the_old_file_and_no_stray() {
+    let s = TestServer::start(|c| c.allow_writes = true).await;
+    s.write("victim.txt", b"old content");
+    let mut b = Batch::new();
+    b.add(
+        "put",
+        &[("path", b"victim.txt")],
+        Some(&vec![b'N'; 1 << 20]),
+    );
+    let body = b.body();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /.framegate/rw HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {MEDIA_TYPE}\r\nAccept: {MEDIA_TYPE}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&body[..body.len() / 2]).await.unwrap();
+    sock.flush().await.unwrap();
+    // Let the server stage half of the upload, then vanish.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.stray_files().len(),
+        1,
+        "the upload is being staged beside its target"
+    );
+    drop(sock);
+    for _ in 0..50 {
+        if s.stray_files().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read(s.path("victim.txt")).unwrap(), b"old content");
+    assert!(
+        s.stray_files().is_empty(),
+        "staging file left: {:?}",
+        s.stray_files()
+    );
+    // The server is still fine.
+    assert_eq!(
+        one(&s.ro(), "get", &[("path", b"victim.txt")], None)
+            .await
+            .ok()
+            .as_ref(),
+        b"old content"
+    );
+}
+
+#[tokio::test]
+async fn client_vanishing_during_output_cancels_the_message() {
+    let s = TestServer::start(|c| c.allow_writes = true).await;
+    s.write("big.bin", &vec![1u8; 8 << 20]);
+    let mut b = Batch::new();
+    b.add("get", &[("path", b"big.bin")], None);
+    b.add("put", &[("path", b"after.txt")], Some(b"x"));
+    let body = b.body();
+    let resp = post(&s.rw(), body, &[]).await;
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(s.stray_files().is_empty());
+    let text = s.gateway.metrics.render();
+    assert!(text.contains("framegate_messages_in_flight 0"), "{text}");
+}
+
+fn sleepy_registry() -> Registry {
+    let mut r = Registry::files();
+    r.register(
+        "sleep",
+        read_command(|mut call: Call| async move {
+            call.turn.wait().await?;
+            let ms: u64 = call
+                .arg_str("ms")?
+                .parse()
+                .map_err(|_| CommandError::bad("ms", "not a number"))?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(Answer::Bytes("slept".into()))
+        }),
+    );
+    r
+}
+
+#[tokio::test]
+async fn keepalive_frames_while_commands_run() {
+    let s = TestServer::start_with(sleepy_registry(), |c| {
+        c.keepalive_interval = Duration::from_millis(100)
+    })
+    .await;
+    let mut b = Batch::new();
+    b.add("sleep", &[("ms", b"750")], None);
+    let body = b.body();
+    let bytes = post(&s.ro(), body, &[]).await.bytes().await.unwrap();
+    let frames = framegate_wire::codec::decode_all(&bytes, 65_535).unwrap();
+    let keepalives = frames
+        .iter()
+        .filter(|f| matches!(&f.body, framegate_wire::FrameBody::TextOutput(t) if t.is_keepalive()))
+        .count();
+    assert!(
+        (3..=9).contains(&keepalives),
+        "{keepalives} keepalives in 750 ms at 100 ms"
+    );
+    let (o, events) = b.decode(&bytes);
+    assert_eq!(o[0].ok().as_ref(), b"slept");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::TextOutput { .. })),
+        "keepalives are not reported"
+    );
+}
+
+#[tokio::test]
+async fn no_keepalive_when_answers_are_quick() {
+    let s = TestServer::start_with(sleepy_registry(), |c| {
+        c.keepalive_interval = Duration::from_millis(500)
+    })
+    .await;
+    let mut b = Batch::new();
+    b.add("sleep", &[("ms", b"10")], None);
+    let bytes = post(&s.ro(), b.body(), &[]).await.bytes().await.unwrap();
+    let frames = framegate_wire::codec::decode_all(&bytes, 65_535).unwrap();
+    assert_eq!(frames.len(), 1);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_the_message_in_flight() {
+    let mut s = TestServer::start_with(sleepy_registry(), |c| {
+        c.shutdown_grace = Duration::from_secs(10)
+    })
+    .await;
+    let mut b = Batch::new();
+    b.add("sleep", &[("ms", b"600")], None);
+    let body = b.body();
+    let url = s.ro();
+    let in_flight = tokio::spawn(async move { post(&url, body, &[]).await.bytes().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let handle = s.handle.take().unwrap();
+    handle.shutdown();
+    let bytes = in_flight.await.unwrap();
+    let (o, _) = b.decode(&bytes);
+    assert_eq!(o[0].ok().as_ref(), b"slept");
+    tokio::time::timeout(Duration::from_secs(5), handle.wait())
+        .await
+        .expect("stopped after the message")
+        .unwrap();
+    // New connections are refused now.
+    let refused = reqwest::Client::new()
+        .get(format!("{}/.framegate/healthz", s.url))
+        .send()
+        .await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test]
+async fn grace_period_bounds_the_wait() {
+    let mut s = TestServer::start_with(sleepy_registry(), |c| {
+        c.shutdown_grace = Duration::from_millis(200)
+    })
+    .await;
+    let mut b = Batch::new();
+    b.add("sleep", &[("ms", b"5000")], None);
+    let body = b.body();
+    let url = s.ro();
+    let _in_flight = tokio::spawn(async move { post(&url, body, &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let handle = s.handle.take().unwrap();
+    handle.shutdown();
+    let started = std::time::Instant::now();
+    handle.wait().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped at the end of the grace period"
+    );
+}
+
+#[tokio::test]
+async fn custom_commands_sit_next_to_file_commands() {
+    let s = TestServer::start_with(sleepy_registry(), |_| {}).await;
+    let hello = hello_of(&one(&s.ro(), "hello", &[], None).await);
+    assert!(hello.has_command("sleep") && hello.has_command("get"));
+}
+
+#[tokio::test]
+async fn custom_command_with_data_reads_then_takes_its_turn() {
+    let mut r = Registry::files();
+    r.register(
+        "shout",
+        read_command(|mut call: Call| async move {
+            let mut text = Vec::new();
+            if let Some(data) = call.data.as_mut() {
+                while let Some(chunk) = data.next().await? {
+                    text.extend_from_slice(&chunk);
+                }
+            }
+            call.turn.wait().await?;
+            Ok(Answer::Bytes(text.to_ascii_uppercase().into()))
+        }),
+    );
+    let s = TestServer::start_with(r, |_| {}).await;
+    let big = "quiet words ".repeat(20_000);
+    let mut b = Batch::new();
+    b.add("shout", &[], Some(big.as_bytes()));
+    b.add("shout", &[], Some(b"second"));
+    let (o, _) = b.send(&s.ro()).await;
+    assert_eq!(o[0].ok().as_ref(), big.to_uppercase().as_bytes());
+    assert_eq!(o[1].ok().as_ref(), b"SECOND");
+}
