@@ -1,1 +1,22 @@
-//! placeholder
+//! # framegate-client
+//!
+//! Reach a framegate server over HTTP(S) — batching many commands into one
+//! POST — or, when the URL points at an ordinary web server, read the same
+//! files with plain HTTP (GET, Range, HEAD).
+//!
+//! * [`Transport`] is the API: [`Transport::open`] probes, then `get`,
+//!   `readv`, `put`, … and [`Transport::batch`] for many commands in one
+//!   round trip.
+//! * [`http::HttpMedium`] is the medium: one message per POST, with a
+//!   writing → reading typestate.
+//! * [`Error`] covers §10's codes, HTTP statuses, probe results and I/O.
+
+pub mod error;
+pub mod http;
+pub mod plain;
+pub mod smart;
+pub mod transport;
+
+pub use error::{Error, Result};
+pub use smart::Hooks;
+pub use transport::{Batch, BatchResults, Kind, Options, Slot, Stat, Transport};

@@ -48,7 +48,10 @@ fn start(dir: &std::path::Path) -> Server {
         .spawn()
         .unwrap();
     // Owned by the guard from here on: killed and waited for on every path.
-    let server = Server { child, url: format!("http://127.0.0.1:{port}") };
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return server;

@@ -1,0 +1,142 @@
+//! One error type for everything a client call can meet, each with a
+//! message a person can act on.
+
+use framegate_wire::{ErrorCode, PeerMisbehaved};
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command failed on the server (or the plain-HTTP fallback cannot
+    /// do it): a §10 application code, e.g. `no-such-file`.
+    #[error("{code}: {message}")]
+    Remote {
+        /// The code (unknown codes are kept as sent).
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The server refused our request as malformed or over a limit (a §10
+    /// protocol code such as `too-many-requests`).
+    #[error("the server refused the request ({code}): {message}")]
+    Refused {
+        /// The code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The server broke the framegate protocol. Never a reason to fall back.
+    #[error("the server at {url} broke the framegate protocol: {source}")]
+    Misbehaved {
+        /// The endpoint.
+        url: String,
+        /// What it did.
+        #[source]
+        source: PeerMisbehaved,
+    },
+    /// The response ended before this request was answered.
+    #[error("the server at {url} did not answer the request (response cut off?)")]
+    Unanswered {
+        /// The endpoint.
+        url: String,
+    },
+    /// An HTTP status where a framegate answer was expected.
+    #[error("HTTP {status} from {url}: {body}")]
+    Http {
+        /// The status.
+        status: u16,
+        /// The URL.
+        url: String,
+        /// The start of the body, for the reason.
+        body: String,
+    },
+    /// 401 or 407: credentials are needed (token, URL userinfo, proxy auth).
+    #[error(
+        "HTTP {status} from {url}: credentials needed (set FRAMEGATE_TOKEN, use --token, or put user:password in the URL)"
+    )]
+    NeedsCredentials {
+        /// 401 or 407.
+        status: u16,
+        /// The URL.
+        url: String,
+    },
+    /// A `framegate+http(s)://` URL, but no framegate server answered.
+    #[error("no framegate server at {url}: {reason}")]
+    NotSmart {
+        /// The base URL.
+        url: String,
+        /// What the probe saw.
+        reason: String,
+    },
+    /// Could not connect (DNS, refused, TLS handshake).
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The connection dropped or timed out mid-way.
+    #[error("connection to {url} failed: {source}")]
+    Connection {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A local I/O error (reading a source, writing a destination).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A URL the client cannot use.
+    #[error("invalid URL {0}")]
+    InvalidUrl(String),
+    /// A call the client cannot make as asked.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// The §10 code, for remote and refused errors.
+    pub fn code(&self) -> Option<&ErrorCode> {
+        match self {
+            Error::Remote { code, .. } | Error::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether the error is `code`.
+    pub fn is(&self, code: &ErrorCode) -> bool {
+        self.code() == Some(code)
+    }
+
+    /// Whether retrying on a new connection may help (the connection dropped).
+    pub fn is_dropped_connection(&self) -> bool {
+        matches!(self, Error::Connection { .. } | Error::Unanswered { .. })
+    }
+
+    pub(crate) fn remote(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error::Remote {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn from_reqwest(url: &str, err: reqwest::Error) -> Self {
+        if err.is_connect() {
+            Error::Connect {
+                url: url.to_string(),
+                source: err,
+            }
+        } else {
+            Error::Connection {
+                url: url.to_string(),
+                source: err,
+            }
+        }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,319 @@
+//! The HTTP medium: one framegate message per POST.
+//!
+//! A message is a typestate: [`MessageWriter`] (request frames go out as a
+//! streamed body) becomes, by [`MessageWriter::finish`], a
+//! [`MessageReader`] (response frames decoded as they arrive). Reading
+//! before finishing writing, or writing after, does not compile:
+//!
+//! ```compile_fail
+//! # async fn f(m: framegate_client::http::HttpMedium) {
+//! let writer = m.start_message(false);
+//! let reader = writer.finish().await.unwrap();
+//! writer.write(bytes::Bytes::new()).await; // `writer` was consumed
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use framegate_wire::{Frame, FrameDecoder, MEDIA_TYPE};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use reqwest::{StatusCode, Url};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// What every medium answers (Bazaar's `SmartClientMedium`).
+pub trait ClientMedium: Send + Sync {
+    /// Whether the medium may reach something that is not a framegate
+    /// server, so the client must probe before its first command.
+    fn should_probe(&self) -> bool;
+    /// The remote base path (`/dir/`) of this medium's URL.
+    fn remote_path(&self) -> String;
+    /// Drops connections held for reuse.
+    fn disconnect(&self);
+}
+
+/// Request bodies are streamed through this many chunks of buffer.
+pub const BODY_CHANNEL_CHUNKS: usize = 8;
+
+/// Longest error body kept for messages.
+const ERROR_BODY_LIMIT: usize = 512;
+
+/// Framegate over HTTP(S) with reqwest.
+#[derive(Debug, Clone)]
+pub struct HttpMedium {
+    client: reqwest::Client,
+    base: Url,
+    token: Option<Arc<str>>,
+    basic: Option<(String, Option<String>)>,
+    accept_encoding: &'static str,
+    max_frame_size: usize,
+}
+
+impl HttpMedium {
+    /// A medium for base URL `base` (a directory URL ending in `/`).
+    pub fn new(
+        client: reqwest::Client,
+        mut base: Url,
+        token: Option<String>,
+        compress: bool,
+    ) -> Self {
+        let basic = (!base.username().is_empty()).then(|| {
+            let user = percent_encoding::percent_decode_str(base.username())
+                .decode_utf8_lossy()
+                .into_owned();
+            let pass = base.password().map(|p| {
+                percent_encoding::percent_decode_str(p)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            });
+            (user, pass)
+        });
+        let _ = base.set_username("");
+        let _ = base.set_password(None);
+        HttpMedium {
+            client,
+            base,
+            token: token.map(Into::into),
+            basic,
+            accept_encoding: if compress {
+                "zstd-8mb, identity"
+            } else {
+                "identity"
+            },
+            max_frame_size: framegate_wire::frame::DEFAULT_MAX_FRAME_SIZE,
+        }
+    }
+
+    /// The base URL (without credentials).
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The endpoint URL of `ro` or `rw`.
+    pub fn endpoint(&self, writable: bool) -> String {
+        format!(
+            "{}.framegate/{}",
+            self.base,
+            if writable { "rw" } else { "ro" }
+        )
+    }
+
+    pub(crate) fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = match &self.basic {
+            Some((user, pass)) => req.basic_auth(user, pass.as_ref()),
+            None => req,
+        };
+        match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Starts a message: the POST is under way, its body fed by the writer.
+    pub fn start_message(&self, writable: bool) -> MessageWriter {
+        let url = self.endpoint(writable);
+        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(BODY_CHANNEL_CHUNKS);
+        let body_stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let req = self
+            .authorize(self.client.post(&url))
+            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
+            .header(reqwest::header::ACCEPT, MEDIA_TYPE)
+            .header("framegate-accept-encoding", self.accept_encoding)
+            .body(reqwest::Body::wrap_stream(body_stream));
+        let response = tokio::spawn(req.send());
+        MessageWriter {
+            url,
+            tx,
+            response,
+            max_frame_size: self.max_frame_size,
+        }
+    }
+}
+
+impl ClientMedium for HttpMedium {
+    fn should_probe(&self) -> bool {
+        true
+    }
+
+    fn remote_path(&self) -> String {
+        self.base.path().to_string()
+    }
+
+    fn disconnect(&self) {
+        // reqwest's pool closes idle connections when the client is dropped;
+        // nothing is held open per medium.
+    }
+}
+
+/// The writing half of a message.
+#[derive(Debug)]
+pub struct MessageWriter {
+    url: String,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    response: JoinHandle<reqwest::Result<reqwest::Response>>,
+    max_frame_size: usize,
+}
+
+impl MessageWriter {
+    /// Sends request bytes (encoded frames). Fails if the server stopped
+    /// reading; [`finish`](Self::finish) then tells why.
+    pub async fn write(&mut self, bytes: Bytes) -> Result<()> {
+        self.tx.send(Ok(bytes)).await.map_err(|_| {
+            Error::Usage(format!(
+                "{} stopped reading the request; finish the message to see why",
+                self.url
+            ))
+        })
+    }
+
+    /// Ends the request body and waits for the response head.
+    pub async fn finish(self) -> Result<MessageReader> {
+        let MessageWriter {
+            url,
+            tx,
+            response,
+            max_frame_size,
+        } = self;
+        drop(tx);
+        let response = response
+            .await
+            .map_err(|e| Error::Usage(format!("request task failed: {e}")))?
+            .map_err(|e| Error::from_reqwest(&url, e))?;
+        MessageReader::new(url, response, max_frame_size).await
+    }
+}
+
+/// The reading half of a message.
+pub struct MessageReader {
+    url: String,
+    stream: BoxStream<'static, reqwest::Result<Bytes>>,
+    decoder: FrameDecoder,
+    buf: BytesMut,
+    ended: bool,
+}
+
+impl std::fmt::Debug for MessageReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageReader")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+/// Reads a short error body.
+pub(crate) async fn error_body(resp: reqwest::Response) -> String {
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let text = String::from_utf8_lossy(
+        bytes
+            .get(..bytes.len().min(ERROR_BODY_LIMIT))
+            .unwrap_or_default(),
+    );
+    text.trim().to_string()
+}
+
+/// What a framegate response head says.
+pub(crate) enum HeadVerdict {
+    Framegate,
+    NotFramegate(String),
+}
+
+pub(crate) fn judge_head(resp: &reqwest::Response) -> HeadVerdict {
+    let ctype = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if resp.status() == StatusCode::OK && ctype == MEDIA_TYPE {
+        HeadVerdict::Framegate
+    } else {
+        HeadVerdict::NotFramegate(format!(
+            "HTTP {} with content type {:?}",
+            resp.status().as_u16(),
+            ctype
+        ))
+    }
+}
+
+impl MessageReader {
+    async fn new(
+        url: String,
+        resp: reqwest::Response,
+        max_frame_size: usize,
+    ) -> Result<MessageReader> {
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        {
+            return Err(Error::NeedsCredentials {
+                status: status.as_u16(),
+                url,
+            });
+        }
+        if let HeadVerdict::NotFramegate(_) = judge_head(&resp) {
+            let body = error_body(resp).await;
+            return Err(Error::Http {
+                status: status.as_u16(),
+                url,
+                body,
+            });
+        }
+        Ok(MessageReader {
+            url,
+            stream: resp.bytes_stream().boxed(),
+            decoder: FrameDecoder::new(max_frame_size),
+            buf: BytesMut::new(),
+            ended: false,
+        })
+    }
+
+    /// The endpoint URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The next response frame; `Ok(None)` at the end of the response.
+    pub async fn next_frame(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if self.ended {
+                return match self.decoder.decode_eof(&mut self.buf) {
+                    Ok(frame) => Ok(frame),
+                    Err(e) => Err(Error::Misbehaved {
+                        url: self.url.clone(),
+                        source: e.into(),
+                    }),
+                };
+            }
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(frame)) => return Ok(Some(frame)),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Error::Misbehaved {
+                        url: self.url.clone(),
+                        source: e.into(),
+                    });
+                }
+            }
+            match self.stream.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    return Err(Error::Connection {
+                        url: self.url.clone(),
+                        source: e,
+                    });
+                }
+                None => self.ended = true,
+            }
+        }
+    }
+}

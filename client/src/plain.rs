@@ -1,0 +1,464 @@
+//! Plain HTTP file access (§7.6): what the client does when no framegate
+//! server answers. `get` is GET, `readv` is GET with `Range` (several ranges
+//! per request, `multipart/byteranges` parsed; a server that ignores `Range`
+//! and sends the whole file is sliced), `has`/`stat` are HEAD, `list_dir`
+//! reads an nginx autoindex page (JSON or HTML) or the gateway's JSON
+//! listing. Writes fail with `not-supported`.
+
+use bytes::Bytes;
+use framegate_wire::ErrorCode;
+use futures_util::StreamExt;
+use reqwest::{StatusCode, Url, header};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+use crate::http::HttpMedium;
+use crate::transport::{Kind, Stat};
+
+/// Ranges asked for in one GET (keeps the `Range` header within proxies'
+/// header limits).
+pub const RANGES_PER_REQUEST: usize = 64;
+
+pub(crate) fn url_for(base: &Url, path: &str) -> Result<Url> {
+    let mut url = base.clone();
+    {
+        let mut segments = url
+            .path_segments_mut()
+            .map_err(|_| Error::InvalidUrl(base.to_string()))?;
+        segments.pop_if_empty();
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            if part == ".." {
+                return Err(Error::remote(
+                    ErrorCode::PATH_OUTSIDE_BASE,
+                    "path leaves the base",
+                ));
+            }
+            segments.push(part);
+        }
+    }
+    Ok(url)
+}
+
+fn dir_url(base: &Url, path: &str) -> Result<Url> {
+    let mut url = url_for(base, path)?;
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    Ok(url)
+}
+
+async fn send(
+    medium: &HttpMedium,
+    req: reqwest::RequestBuilder,
+    url: &Url,
+) -> Result<reqwest::Response> {
+    let resp = medium
+        .authorize(req)
+        .send()
+        .await
+        .map_err(|e| Error::from_reqwest(url.as_str(), e))?;
+    let status = resp.status();
+    match status.as_u16() {
+        401 | 407 => Err(Error::NeedsCredentials {
+            status: status.as_u16(),
+            url: url.to_string(),
+        }),
+        404 | 410 => Err(Error::remote(
+            ErrorCode::NO_SUCH_FILE,
+            format!("no such file: {}", url.path()),
+        )),
+        403 => Err(Error::remote(
+            ErrorCode::PERMISSION_DENIED,
+            format!("forbidden: {}", url.path()),
+        )),
+        416 => Err(Error::remote(
+            ErrorCode::SHORT_READ,
+            format!("range past the end of {}", url.path()),
+        )),
+        _ if status.is_success() => Ok(resp),
+        _ => Err(Error::Http {
+            status: status.as_u16(),
+            url: url.to_string(),
+            body: crate::http::error_body(resp).await,
+        }),
+    }
+}
+
+fn is_listing(resp: &reqwest::Response) -> bool {
+    resp.url().path().ends_with('/')
+}
+
+pub(crate) async fn get(medium: &HttpMedium, path: &str) -> Result<Bytes> {
+    let url = url_for(medium.base(), path)?;
+    let resp = send(medium, medium.client().get(url.clone()), &url).await?;
+    if is_listing(&resp) {
+        return Err(Error::remote(
+            ErrorCode::IS_A_DIRECTORY,
+            format!("is a directory: {path}"),
+        ));
+    }
+    resp.bytes().await.map_err(|e| Error::Connection {
+        url: url.to_string(),
+        source: e,
+    })
+}
+
+pub(crate) async fn get_into(
+    medium: &HttpMedium,
+    path: &str,
+    out: &mut (dyn AsyncWrite + Unpin + Send),
+) -> Result<u64> {
+    let url = url_for(medium.base(), path)?;
+    let resp = send(medium, medium.client().get(url.clone()), &url).await?;
+    if is_listing(&resp) {
+        return Err(Error::remote(
+            ErrorCode::IS_A_DIRECTORY,
+            format!("is a directory: {path}"),
+        ));
+    }
+    let mut stream = resp.bytes_stream();
+    let mut written = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::Connection {
+            url: url.to_string(),
+            source: e,
+        })?;
+        out.write_all(&chunk).await?;
+        written += chunk.len() as u64;
+    }
+    out.flush().await?;
+    Ok(written)
+}
+
+/// A byte range as HTTP writes it.
+fn range_spec(ranges: &[(u64, u64)]) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|(o, l)| format!("{}-{}", o, o + l - 1))
+        .collect();
+    format!("bytes={}", parts.join(","))
+}
+
+/// Parses `Content-Range: bytes a-b/total`.
+fn content_range(value: &str) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes ")?;
+    let (range, _total) = spec.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (b >= a).then_some((a, b - a + 1))
+}
+
+/// Pieces `(offset, bytes)` of a `multipart/byteranges` body.
+pub(crate) fn parse_multipart(body: &[u8], boundary: &str) -> Option<Vec<(u64, Bytes)>> {
+    let delimiter = format!("--{boundary}");
+    let delim = delimiter.as_bytes();
+    let find = |hay: &[u8], needle: &[u8], from: usize| -> Option<usize> {
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut pieces = Vec::new();
+    let mut at = find(body, delim, 0)?;
+    loop {
+        let after = at + delim.len();
+        if body.get(after..after + 2) == Some(b"--") {
+            break;
+        }
+        let headers_end = find(body, b"\r\n\r\n", after)?;
+        let headers = std::str::from_utf8(body.get(after..headers_end)?).ok()?;
+        let range = headers
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-range"))
+            })
+            .and_then(|(_, v)| content_range(v))?;
+        let data_start = headers_end + 4;
+        let data_end = data_start + range.1 as usize;
+        let data = body.get(data_start..data_end)?;
+        pieces.push((range.0, Bytes::copy_from_slice(data)));
+        at = find(body, delim, data_end)?;
+    }
+    Some(pieces)
+}
+
+fn slice_from(pieces: &[(u64, Bytes)], offset: u64, len: u64) -> Option<Bytes> {
+    pieces.iter().find_map(|(start, data)| {
+        let end = start + data.len() as u64;
+        (offset >= *start && offset + len <= end)
+            .then(|| data.slice((offset - start) as usize..(offset - start + len) as usize))
+    })
+}
+
+pub(crate) async fn readv(
+    medium: &HttpMedium,
+    path: &str,
+    ranges: &[(u64, u64)],
+) -> Result<Vec<Bytes>> {
+    let url = url_for(medium.base(), path)?;
+    let mut out = Vec::with_capacity(ranges.len());
+    let wanted: Vec<(u64, u64)> = ranges.iter().copied().filter(|r| r.1 > 0).collect();
+    let mut pieces: Vec<(u64, Bytes)> = Vec::new();
+    for group in wanted.chunks(RANGES_PER_REQUEST) {
+        let req = medium
+            .client()
+            .get(url.clone())
+            .header(header::RANGE, range_spec(group));
+        let resp = send(medium, req, &url).await?;
+        let status = resp.status();
+        let ctype = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let single = resp
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(content_range);
+        let body = resp.bytes().await.map_err(|e| Error::Connection {
+            url: url.to_string(),
+            source: e,
+        })?;
+        if status == StatusCode::OK {
+            // The server ignored Range: the whole file came.
+            pieces.push((0, body));
+        } else if let Some(boundary) = ctype.strip_prefix("multipart/byteranges").and_then(|rest| {
+            rest.split(';')
+                .find_map(|p| p.trim().strip_prefix("boundary="))
+        }) {
+            let boundary = boundary.trim_matches('"');
+            let parsed = parse_multipart(&body, boundary).ok_or_else(|| Error::Http {
+                status: status.as_u16(),
+                url: url.to_string(),
+                body: "malformed multipart/byteranges answer".into(),
+            })?;
+            pieces.extend(parsed);
+        } else if let Some((start, _)) = single {
+            pieces.push((start, body));
+        } else {
+            return Err(Error::Http {
+                status: status.as_u16(),
+                url: url.to_string(),
+                body: "206 without Content-Range".into(),
+            });
+        }
+    }
+    for &(offset, len) in ranges {
+        if len == 0 {
+            out.push(Bytes::new());
+            continue;
+        }
+        let piece = slice_from(&pieces, offset, len).ok_or_else(|| {
+            Error::remote(
+                ErrorCode::SHORT_READ,
+                format!("range {offset},{len} ends past the end of {path}"),
+            )
+        })?;
+        out.push(piece);
+    }
+    Ok(out)
+}
+
+pub(crate) async fn stat(medium: &HttpMedium, path: &str) -> Result<Stat> {
+    let url = url_for(medium.base(), path)?;
+    let resp = send(medium, medium.client().head(url.clone()), &url).await?;
+    let mtime = resp
+        .headers()
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    if is_listing(&resp) {
+        return Ok(Stat {
+            kind: Kind::Dir,
+            size: 0,
+            mtime,
+            mode: 0o755,
+        });
+    }
+    let size = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(Stat {
+        kind: Kind::File,
+        size,
+        mtime,
+        mode: 0o644,
+    })
+}
+
+pub(crate) async fn has(medium: &HttpMedium, path: &str) -> Result<bool> {
+    match stat(medium, path).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is(&ErrorCode::NO_SUCH_FILE) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `(name, is_dir)` of a listing page.
+async fn listing(medium: &HttpMedium, path: &str) -> Result<Vec<(String, bool)>> {
+    let url = dir_url(medium.base(), path)?;
+    let req = medium
+        .client()
+        .get(url.clone())
+        .header(header::ACCEPT, "application/json, text/html;q=0.9");
+    let resp = send(medium, req, &url).await?;
+    let ctype = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let body = resp.bytes().await.map_err(|e| Error::Connection {
+        url: url.to_string(),
+        source: e,
+    })?;
+    let mut entries = if ctype.contains("json") {
+        parse_json_listing(&body)
+    } else if ctype.contains("html") {
+        parse_html_listing(&String::from_utf8_lossy(&body))
+    } else {
+        None
+    }
+    .ok_or_else(|| {
+        Error::remote(
+            ErrorCode::NOT_SUPPORTED,
+            format!("{url} offers no directory listing this client can read"),
+        )
+    })?;
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    entries.dedup();
+    Ok(entries)
+}
+
+fn parse_json_listing(body: &[u8]) -> Option<Vec<(String, bool)>> {
+    let items: Vec<serde_json::Value> = serde_json::from_slice(body).ok()?;
+    items
+        .iter()
+        .map(|item| {
+            let name = item.get("name")?.as_str()?.to_string();
+            let is_dir = item.get("type").and_then(|t| t.as_str()) == Some("directory");
+            Some((name, is_dir))
+        })
+        .collect()
+}
+
+/// Links of an autoindex HTML page: relative, one path segment.
+fn parse_html_listing(html: &str) -> Option<Vec<(String, bool)>> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    let mut saw_any = false;
+    while let Some(pos) = rest.find("href=\"") {
+        saw_any = true;
+        rest = rest.get(pos + 6..)?;
+        let end = rest.find('"')?;
+        let href = rest.get(..end)?;
+        rest = rest.get(end..)?;
+        if href.starts_with('?')
+            || href.starts_with('/')
+            || href.starts_with("..")
+            || href.contains("://")
+        {
+            continue;
+        }
+        let is_dir = href.ends_with('/');
+        let trimmed = href.trim_end_matches('/');
+        if trimmed.is_empty() || trimmed.contains('/') {
+            continue;
+        }
+        let name = percent_encoding::percent_decode_str(trimmed)
+            .decode_utf8()
+            .ok()?
+            .replace("&amp;", "&");
+        out.push((name, is_dir));
+    }
+    saw_any.then_some(out)
+}
+
+pub(crate) async fn list_dir(medium: &HttpMedium, path: &str) -> Result<Vec<String>> {
+    Ok(listing(medium, path)
+        .await?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect())
+}
+
+/// Most directories walked for one `iter_files_recursive` over plain HTTP.
+pub const MAX_PLAIN_WALK_DIRS: usize = 100_000;
+
+pub(crate) async fn iter_files_recursive(medium: &HttpMedium, path: &str) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    let mut stack = vec![String::new()];
+    let mut walked = 0;
+    while let Some(rel) = stack.pop() {
+        walked += 1;
+        if walked > MAX_PLAIN_WALK_DIRS {
+            return Err(Error::remote(
+                ErrorCode::NOT_SUPPORTED,
+                "tree too large to walk over plain HTTP",
+            ));
+        }
+        let dir = if rel.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}/{rel}")
+        };
+        for (name, is_dir) in listing(medium, &dir).await? {
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if is_dir {
+                stack.push(child);
+            } else {
+                files.push(child);
+            }
+        }
+    }
+    files.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(files)
+}
+
+pub(crate) fn write_refused(medium: &HttpMedium, command: &str) -> Error {
+    Error::remote(
+        ErrorCode::NOT_SUPPORTED,
+        format!(
+            "{command} needs a framegate server; {} serves plain files only",
+            medium.base()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_pieces() {
+        let body = b"\r\n--XYZ\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-1/10\r\n\r\n01\r\n--XYZ\r\ncontent-range: bytes 8-9/10\r\n\r\n89\r\n--XYZ--\r\n";
+        let pieces = parse_multipart(body, "XYZ").unwrap();
+        assert_eq!(pieces, vec![(0, Bytes::from("01")), (8, Bytes::from("89"))]);
+        assert_eq!(slice_from(&pieces, 9, 1).unwrap(), "9");
+        assert!(slice_from(&pieces, 1, 2).is_none());
+    }
+
+    #[test]
+    fn html_autoindex_links() {
+        let html = r#"<html><body><h1>Index</h1><a href="../">../</a>
+<a href="a%20b.txt">a b.txt</a> 01-Jan
+<a href="sub/">sub/</a>
+<a href="?C=N;O=D">Name</a></body></html>"#;
+        assert_eq!(
+            parse_html_listing(html).unwrap(),
+            vec![("a b.txt".into(), false), ("sub".into(), true)]
+        );
+    }
+}

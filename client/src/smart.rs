@@ -1,0 +1,313 @@
+//! Running one framegate message: many requests out, their answers in.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use framegate_wire::{
+    Arguments, ClientEvent, ClientReactor, ErrorKind, HelloPayload, ProgressPayload, TextAtom,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+use crate::http::HttpMedium;
+
+/// Bytes of request frames gathered before they go to the body.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Size of reads from a request data source.
+const SOURCE_READ: usize = 256 * 1024;
+
+/// Called with text-output (rendered) and progress of a request.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Text-output messages (already rendered).
+    pub on_text: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    /// Progress reports.
+    pub on_progress: Option<Arc<dyn Fn(&ProgressPayload) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks").finish_non_exhaustive()
+    }
+}
+
+/// Where a request's data comes from.
+pub(crate) enum Source<'a> {
+    None,
+    Bytes(Bytes),
+    Reader(&'a mut (dyn AsyncRead + Unpin + Send)),
+}
+
+/// Where a request's answer goes.
+pub(crate) enum Sink<'a> {
+    Memory,
+    Writer {
+        out: &'a mut (dyn AsyncWrite + Unpin + Send),
+        written: u64,
+    },
+}
+
+pub(crate) struct Request<'a> {
+    pub(crate) name: String,
+    pub(crate) args: Arguments,
+    pub(crate) source: Source<'a>,
+    pub(crate) sink: Sink<'a>,
+}
+
+impl Request<'_> {
+    pub(crate) fn new(name: &str, args: Arguments, data: Option<Bytes>) -> Request<'static> {
+        Request {
+            name: name.to_string(),
+            args,
+            source: data.map_or(Source::None, Source::Bytes),
+            sink: Sink::Memory,
+        }
+    }
+}
+
+/// Outcome of one message: per request, the answer (in memory, or the count
+/// written to its writer) or its error.
+pub(crate) type Answers = Vec<Result<Bytes>>;
+
+/// Sends `requests` as one message and collects every answer.
+pub(crate) async fn run_message(
+    medium: &HttpMedium,
+    writable: bool,
+    requests: &mut [Request<'_>],
+    hooks: &Hooks,
+) -> Result<Answers> {
+    let mut reactor = ClientReactor::default();
+    let mut writer = medium.start_message(writable);
+    let mut buf = BytesMut::new();
+    let mut ids = Vec::with_capacity(requests.len());
+    let mut write_failed = false;
+    for req in requests.iter_mut() {
+        let has_data = !matches!(req.source, Source::None);
+        let id = reactor
+            .start_request(&req.name, &req.args, has_data)
+            .map_err(|e| Error::Usage(format!("cannot send {}: {e}", req.name)))?;
+        ids.push(id);
+        match &mut req.source {
+            Source::None => {}
+            Source::Bytes(bytes) => {
+                reactor
+                    .send_data(id, bytes.clone(), true)
+                    .map_err(|e| Error::Usage(e.to_string()))?;
+            }
+            Source::Reader(reader) => {
+                let mut chunk = BytesMut::with_capacity(SOURCE_READ);
+                loop {
+                    chunk.reserve(SOURCE_READ);
+                    let n = reader.read_buf(&mut chunk).await?;
+                    let last = n == 0;
+                    reactor
+                        .send_data(id, chunk.split().freeze(), last)
+                        .map_err(|e| Error::Usage(e.to_string()))?;
+                    reactor.write_transmit(&mut buf);
+                    if buf.len() >= WRITE_CHUNK && !write_failed {
+                        write_failed = writer.write(buf.split().freeze()).await.is_err();
+                    }
+                    if last || write_failed {
+                        break;
+                    }
+                }
+            }
+        }
+        reactor.write_transmit(&mut buf);
+        if buf.len() >= WRITE_CHUNK && !write_failed {
+            write_failed = writer.write(buf.split().freeze()).await.is_err();
+        }
+    }
+    if !buf.is_empty() && !write_failed {
+        let _ = writer.write(buf.split().freeze()).await;
+    }
+    let mut reader = writer.finish().await?;
+    let url = reader.url().to_string();
+    let index: std::collections::HashMap<_, _> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut memory: Vec<BytesMut> = requests.iter().map(|_| BytesMut::new()).collect();
+    let mut answers: Vec<Option<Result<Bytes>>> = requests.iter().map(|_| None).collect();
+    let mut connection_error: Option<Error> = None;
+    let mut ended = false;
+    while !ended {
+        match reader.next_frame().await? {
+            Some(frame) => reactor
+                .handle_frame(frame)
+                .map_err(|source| Error::Misbehaved {
+                    url: url.clone(),
+                    source,
+                })?,
+            None => {
+                reactor.handle_input_ended();
+                ended = true;
+            }
+        }
+        while let Some(event) = reactor.poll_event() {
+            match event {
+                ClientEvent::Data { request_id, data } => {
+                    let Some(&i) = index.get(&request_id) else {
+                        continue;
+                    };
+                    match requests.get_mut(i).map(|r| &mut r.sink) {
+                        Some(Sink::Writer { out, written }) => {
+                            out.write_all(&data).await?;
+                            *written += data.len() as u64;
+                        }
+                        _ => {
+                            if let Some(m) = memory.get_mut(i) {
+                                m.extend_from_slice(&data);
+                            }
+                        }
+                    }
+                }
+                ClientEvent::End { request_id } => {
+                    let Some(&i) = index.get(&request_id) else {
+                        continue;
+                    };
+                    if let Some(Sink::Writer { out, .. }) = requests.get_mut(i).map(|r| &mut r.sink)
+                    {
+                        out.flush().await?;
+                    }
+                    let bytes = memory
+                        .get_mut(i)
+                        .map(|m| m.split().freeze())
+                        .unwrap_or_default();
+                    if let Some(slot) = answers.get_mut(i) {
+                        *slot = Some(Ok(bytes));
+                    }
+                }
+                ClientEvent::Failed {
+                    request_id,
+                    kind,
+                    error,
+                } => {
+                    let Some(&i) = index.get(&request_id) else {
+                        continue;
+                    };
+                    let err = match kind {
+                        ErrorKind::Application => Error::Remote {
+                            code: error.code,
+                            message: error.message,
+                        },
+                        ErrorKind::Protocol => Error::Refused {
+                            code: error.code,
+                            message: error.message,
+                        },
+                    };
+                    if let Some(slot) = answers.get_mut(i) {
+                        *slot = Some(Err(err));
+                    }
+                }
+                ClientEvent::ConnectionError { error, .. } => {
+                    connection_error = Some(Error::Refused {
+                        code: error.code,
+                        message: error.message,
+                    });
+                }
+                ClientEvent::TextOutput { atoms, .. } => {
+                    if let Some(hook) = &hooks.on_text {
+                        hook(&atoms.iter().map(TextAtom::render).collect::<String>());
+                    }
+                }
+                ClientEvent::Progress { progress, .. } => {
+                    if let Some(hook) = &hooks.on_progress {
+                        hook(&progress);
+                    }
+                }
+                ClientEvent::Unanswered { .. } => {}
+                _ => {}
+            }
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                Err(match &connection_error {
+                    Some(Error::Refused { code, message }) => Error::Refused {
+                        code: code.clone(),
+                        message: message.clone(),
+                    },
+                    _ => Error::Unanswered { url: url.clone() },
+                })
+            })
+        })
+        .collect())
+}
+
+/// The probe of §7.4: `hello` to `B/.framegate/ro`.
+pub(crate) enum Probe {
+    Smart(HelloPayload),
+    NotSmart(String),
+}
+
+pub(crate) async fn probe(medium: &HttpMedium) -> Result<Probe> {
+    let url = medium.endpoint(false);
+    let mut reactor = ClientReactor::default();
+    let id = reactor
+        .request("hello", &Arguments::new(), None)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let mut body = BytesMut::new();
+    reactor.write_transmit(&mut body);
+    let resp = medium
+        .authorize(medium.client().post(&url))
+        .header(reqwest::header::CONTENT_TYPE, framegate_wire::MEDIA_TYPE)
+        .header(reqwest::header::ACCEPT, framegate_wire::MEDIA_TYPE)
+        .body(body.freeze())
+        .send()
+        .await
+        .map_err(|e| Error::from_reqwest(&url, e))?;
+    let status = resp.status().as_u16();
+    if status == 401 || status == 407 {
+        return Err(Error::NeedsCredentials { status, url });
+    }
+    if let crate::http::HeadVerdict::NotFramegate(reason) = crate::http::judge_head(&resp) {
+        return Ok(Probe::NotSmart(reason));
+    }
+    // From here the server claims to be framegate: anything wrong is a hard error.
+    let bytes = resp.bytes().await.map_err(|e| Error::Connection {
+        url: url.clone(),
+        source: e,
+    })?;
+    let mis = |source| Error::Misbehaved {
+        url: url.clone(),
+        source,
+    };
+    let mut buf = BytesMut::from(&bytes[..]);
+    let mut decoder = framegate_wire::FrameDecoder::default();
+    let mut answer = BytesMut::new();
+    let mut done = false;
+    loop {
+        match decoder.decode_eof(&mut buf) {
+            Ok(Some(frame)) => reactor.handle_frame(frame).map_err(mis)?,
+            Ok(None) => break,
+            Err(e) => return Err(mis(e.into())),
+        }
+        while let Some(ev) = reactor.poll_event() {
+            match ev {
+                ClientEvent::Data { data, .. } => answer.extend_from_slice(&data),
+                ClientEvent::End { request_id } if request_id == id => done = true,
+                ClientEvent::Failed { error, .. } | ClientEvent::ConnectionError { error, .. } => {
+                    return Err(Error::Refused {
+                        code: error.code,
+                        message: error.message,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    if !done {
+        return Err(Error::Misbehaved {
+            url,
+            source: framegate_wire::PeerMisbehaved::Protocol(framegate_wire::ProtocolError::new(
+                framegate_wire::ErrorCode::INCOMPLETE_REQUEST,
+                "the hello answer is missing",
+            )),
+        });
+    }
+    HelloPayload::decode(&answer)
+        .map(Probe::Smart)
+        .map_err(|e| mis(e.into()))
+}

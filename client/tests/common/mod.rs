@@ -1,0 +1,162 @@
+//! Shared helpers: a real framegate-server on loopback, a real nginx.
+#![allow(dead_code, missing_docs, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use framegate_server::{Gateway, GatewayConfig, Registry, ServeHandle, serve};
+
+pub struct Smart {
+    pub url: String,
+    pub gateway: Arc<Gateway>,
+    pub handle: ServeHandle,
+}
+
+pub async fn smart_server(root: &Path, configure: impl FnOnce(&mut GatewayConfig)) -> Smart {
+    let mut config = GatewayConfig::new(root);
+    configure(&mut config);
+    let gateway = Gateway::new(config, Registry::files()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = serve(gateway.clone(), listener, None).await.unwrap();
+    Smart {
+        url: format!("http://{}/", handle.local_addr),
+        gateway,
+        handle,
+    }
+}
+
+impl Smart {
+    /// framegate messages the server has seen on `endpoint`.
+    pub fn messages(&self, endpoint: &str) -> u64 {
+        self.gateway
+            .metrics
+            .messages
+            .with_label_values(&[endpoint])
+            .get()
+    }
+}
+
+/// A tree with a few files of every kind.
+pub fn sample_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("hello.txt"), b"hello, world\n").unwrap();
+    std::fs::create_dir_all(p.join("sub/deeper")).unwrap();
+    std::fs::write(
+        p.join("sub/a.bin"),
+        (0..=255u8).cycle().take(100_000).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    std::fs::write(p.join("sub/deeper/z.txt"), b"z").unwrap();
+    std::fs::write(p.join("space name.txt"), b"spaced").unwrap();
+    dir
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real nginx serving `root` as static files on loopback:
+/// `/json/` with `autoindex_format json`, `/html/` with HTML autoindex,
+/// `/bare/` without any index.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn nginx_binary() -> PathBuf {
+    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"] {
+        if Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    which("nginx").expect("nginx is not installed: .ci/run installs it (apt-get install nginx)")
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+pub fn nginx(root: &Path) -> Nginx {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let r = root.display();
+    let conf = format!(
+        r#"
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    types {{ text/plain txt; application/octet-stream bin; }}
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        location /json/ {{ alias {r}/; autoindex on; autoindex_format json; }}
+        location /html/ {{ alias {r}/; autoindex on; }}
+        location /bare/ {{ alias {r}/; }}
+    }}
+}}
+"#
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(nginx_binary())
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut n = Nginx {
+        child,
+        port,
+        _dir: dir,
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return n;
+        }
+        if let Ok(Some(status)) = n.child.try_wait() {
+            let log = std::fs::read_to_string(n._dir.path().join("error.log")).unwrap_or_default();
+            panic!("nginx exited with {status}: {log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nginx did not start on port {port}");
+}
+
+impl Nginx {
+    pub fn url(&self, location: &str) -> String {
+        format!("http://127.0.0.1:{}/{location}/", self.port)
+    }
+}
