@@ -1,1 +1,486 @@
-fn main() {}
+//! `framegate`: the command-line client.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{CommandFactory, Parser, Subcommand};
+use framegate_client::{Error, Hooks, Kind, Options, Stat, Transport};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the server refused a command (e.g. no such file, read-only)
+  2  usage error
+  3  connection, TLS or HTTP error
+  4  credentials needed (HTTP 401/407)
+  5  no framegate server where one was required, or the server broke the protocol";
+
+#[derive(Parser, Debug)]
+#[command(name = "framegate", version, about = "Read and write files through a framegate gateway, or any web server", after_help = EXIT_CODES)]
+struct Cli {
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Bearer token for writes [env: FRAMEGATE_TOKEN].
+    #[arg(long, global = true, env = "FRAMEGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Extra CA certificate (PEM) to trust, besides the system roots.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Do not ask for zstd-compressed answers.
+    #[arg(long, global = true)]
+    no_compress: bool,
+    /// Connect timeout.
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Longest silence while reading an answer.
+    #[arg(long, global = true, default_value = "120s", value_parser = humantime::parse_duration)]
+    read_timeout: Duration,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Tell whether URL is served by framegate (smart) or plain HTTP.
+    Probe { url: String },
+    /// List a directory.
+    Ls { url: String },
+    /// Write a file to stdout.
+    Cat { url: String },
+    /// Download a file (resumes if the connection drops).
+    Get { url: String, dest: Option<PathBuf> },
+    /// Upload a file (atomic replace).
+    Put { src: PathBuf, url: String },
+    /// Show a file's kind, size, mtime and mode.
+    Stat { url: String },
+    /// Create a directory.
+    Mkdir { url: String },
+    /// Rename within one tree: TO is a path relative to URL's directory, or a URL under it.
+    Mv { url: String, to: String },
+    /// Delete a file (or, with --dir, an empty directory).
+    Rm {
+        url: String,
+        /// Remove an empty directory instead.
+        #[arg(long)]
+        dir: bool,
+    },
+    /// Download a whole tree into DIR, in batches; skips files with the same size and mtime.
+    Mirror { url: String, dir: PathBuf },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+struct Ctx {
+    json: bool,
+    quiet: bool,
+    options: Options,
+}
+
+/// Splits a file URL into its directory URL and the file name.
+fn split_url(url: &str) -> Result<(String, String), Error> {
+    let no_file = || Error::InvalidUrl(format!("{url} names no file"));
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| Error::InvalidUrl(url.into()))?;
+    // Where the path starts: the first `/` after the host.
+    let path_start = scheme.len() + 3 + rest.find('/').ok_or_else(no_file)?;
+    let trimmed = url.trim_end_matches('/');
+    let slash = trimmed
+        .rfind('/')
+        .filter(|&i| i >= path_start)
+        .ok_or_else(no_file)?;
+    let (dir, name) = (&trimmed[..=slash], &trimmed[slash + 1..]);
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8_lossy()
+        .into_owned();
+    Ok((dir.to_string(), name))
+}
+
+fn bar(ctx: &Ctx, len: Option<u64>, what: &str) -> ProgressBar {
+    if ctx.quiet || ctx.json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = match len {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    pb.set_style(style);
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn stat_json(s: &Stat) -> serde_json::Value {
+    json!({ "kind": s.kind, "size": s.size, "mtime": s.mtime, "mode": format!("{:o}", s.mode) })
+}
+
+async fn open(ctx: &Ctx, url: &str) -> Result<Transport, Error> {
+    Transport::open(url, ctx.options.clone()).await
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let mut options = Options::default();
+    options.token = cli.token.clone().filter(|t| !t.is_empty());
+    options.ca_cert = cli.ca_cert.clone();
+    options.compress = !cli.no_compress;
+    options.connect_timeout = cli.connect_timeout;
+    options.read_timeout = cli.read_timeout;
+    options.hooks = Hooks {
+        on_text: Some(Arc::new(|text: &str| eprint!("{text}"))),
+        on_progress: None,
+    };
+    let ctx = Ctx {
+        json: cli.json,
+        quiet: cli.quiet,
+        options,
+    };
+    match cli.command {
+        Cmd::Probe { url } => {
+            let t = open(&ctx, &url).await?;
+            let out = match t.hello() {
+                Some(h) => json!({
+                    "url": t.base_url().as_str(), "smart": true, "server": h.server, "protocol": h.protocol,
+                    "commands": h.commands, "encodings": h.encodings, "writable": h.writable,
+                    "max_frame_size": h.max_frame_size,
+                }),
+                None => json!({ "url": t.base_url().as_str(), "smart": false }),
+            };
+            if ctx.json {
+                println!("{out}");
+            } else if let Some(h) = t.hello() {
+                println!("{}: framegate server {}", t.base_url(), h.server);
+                println!("  commands:  {}", h.commands.join(" "));
+                println!("  encodings: {}", h.encodings.join(", "));
+                println!(
+                    "  writable:  {}",
+                    if h.writable {
+                        "yes"
+                    } else {
+                        "no (ro endpoint)"
+                    }
+                );
+            } else {
+                println!(
+                    "{}: plain HTTP (no framegate server); reads only",
+                    t.base_url()
+                );
+            }
+        }
+        Cmd::Ls { url } => {
+            let t = open(&ctx, &url).await?;
+            let names = t.list_dir("").await?;
+            if ctx.json {
+                println!("{}", json!(names));
+            } else {
+                for n in names {
+                    println!("{n}");
+                }
+            }
+        }
+        Cmd::Cat { url } => {
+            let (dir, name) = split_url(&url)?;
+            let t = open(&ctx, &dir).await?;
+            let mut stdout = tokio::io::stdout();
+            t.get_into(&name, &mut stdout).await?;
+            stdout.flush().await?;
+        }
+        Cmd::Get { url, dest } => {
+            let (dir, name) = split_url(&url)?;
+            let dest =
+                dest.unwrap_or_else(|| PathBuf::from(name.rsplit('/').next().unwrap_or(&name)));
+            let dest = if dest.is_dir() {
+                dest.join(name.rsplit('/').next().unwrap_or(&name))
+            } else {
+                dest
+            };
+            let t = open(&ctx, &dir).await?;
+            let size = t.stat(&name).await.ok().map(|s| s.size);
+            let pb = bar(&ctx, size, &name);
+            let watcher = watch_file(pb.clone(), dest.clone());
+            let result = t.download(&name, &dest).await;
+            watcher.abort();
+            pb.finish_and_clear();
+            let n = result?;
+            if ctx.json {
+                println!("{}", json!({ "path": name, "dest": dest, "bytes": n }));
+            } else if !ctx.quiet {
+                eprintln!("{name}: {n} bytes -> {}", dest.display());
+            }
+        }
+        Cmd::Put { src, url } => {
+            let (dir, name) = split_url(&url)?;
+            let t = open(&ctx, &dir).await?;
+            let file = tokio::fs::File::open(&src).await?;
+            let len = file.metadata().await?.len();
+            let pb = bar(&ctx, Some(len), &name);
+            let mut reader = pb.wrap_async_read(file);
+            let result = t.put_from(&name, &mut reader, None).await;
+            pb.finish_and_clear();
+            result?;
+            if ctx.json {
+                println!("{}", json!({ "path": name, "bytes": len }));
+            } else if !ctx.quiet {
+                eprintln!("{} -> {url}: {len} bytes", src.display());
+            }
+        }
+        Cmd::Stat { url } => {
+            let (dir, name) = split_url(&url)?;
+            let t = open(&ctx, &dir).await?;
+            let s = t.stat(&name).await?;
+            if ctx.json {
+                println!("{}", stat_json(&s));
+            } else {
+                let kind = match s.kind {
+                    Kind::File => "file",
+                    Kind::Dir => "dir",
+                    Kind::Symlink => "symlink",
+                    Kind::Other => "other",
+                };
+                let when = std::time::UNIX_EPOCH + Duration::from_secs_f64(s.mtime.max(0.0));
+                println!(
+                    "{name}: {kind}, {} bytes, mode {:o}, modified {}",
+                    s.size,
+                    s.mode,
+                    httpdate::fmt_http_date(when)
+                );
+            }
+        }
+        Cmd::Mkdir { url } => {
+            let (dir, name) = split_url(&url)?;
+            open(&ctx, &dir).await?.mkdir(&name, None).await?;
+            if ctx.json {
+                println!("{}", json!({ "created": name }));
+            }
+        }
+        Cmd::Mv { url, to } => {
+            let (dir, name) = split_url(&url)?;
+            let to = match to.strip_prefix(dir.as_str()) {
+                Some(rel) => rel.to_string(),
+                None if to.contains("://") => {
+                    return Err(Error::Usage(format!(
+                        "{to} is not under {dir}: mv works within one tree"
+                    )));
+                }
+                None => to,
+            };
+            open(&ctx, &dir).await?.rename(&name, &to).await?;
+            if ctx.json {
+                println!("{}", json!({ "from": name, "to": to }));
+            }
+        }
+        Cmd::Rm { url, dir: is_dir } => {
+            let (dir, name) = split_url(&url)?;
+            let t = open(&ctx, &dir).await?;
+            if is_dir {
+                t.rmdir(&name).await?
+            } else {
+                t.delete(&name).await?
+            }
+            if ctx.json {
+                println!("{}", json!({ "removed": name }));
+            }
+        }
+        Cmd::Mirror { url, dir } => mirror(&ctx, &url, &dir).await?,
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "framegate",
+                &mut std::io::stdout(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Moves a progress bar along with a file being written.
+fn watch_file(pb: ProgressBar, path: PathBuf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Ok(meta) = tokio::fs::metadata(&path).await {
+                pb.set_position(meta.len());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// Files per `stat` or `get` batch in `mirror`.
+const MIRROR_BATCH_FILES: usize = 1000;
+/// Answer bytes per `get` batch in `mirror` (bounds memory).
+const MIRROR_BATCH_BYTES: u64 = 64 << 20;
+
+async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error> {
+    let t = open(ctx, url).await?;
+    let files = t.iter_files_recursive("").await?;
+    let mut messages = 1u64;
+    // Which files differ from the local copy?
+    let mut wanted: Vec<(String, Stat)> = Vec::new();
+    let mut skipped = 0u64;
+    for chunk in files.chunks(MIRROR_BATCH_FILES) {
+        let mut batch = t.batch();
+        let slots: Vec<_> = chunk.iter().map(|f| batch.stat(f)).collect();
+        let mut results = batch.send().await?;
+        messages += 1;
+        for (f, slot) in chunk.iter().zip(slots) {
+            let stat = results.take(slot)?;
+            if same_as_local(&dir.join(f), &stat) {
+                skipped += 1;
+            } else {
+                wanted.push((f.clone(), stat));
+            }
+        }
+    }
+    let total: u64 = wanted.iter().map(|(_, s)| s.size).sum();
+    let pb = bar(ctx, Some(total), "mirror");
+    let mut downloaded = 0u64;
+    let mut bytes_done = 0u64;
+    let mut i = 0;
+    while i < wanted.len() {
+        // One message per group: up to 1,000 files or 64 MiB of answers.
+        let mut group = Vec::new();
+        let mut group_bytes = 0u64;
+        while let Some((f, s)) = wanted.get(i) {
+            if !group.is_empty()
+                && (group.len() >= MIRROR_BATCH_FILES || group_bytes + s.size > MIRROR_BATCH_BYTES)
+            {
+                break;
+            }
+            group.push((f.clone(), s.clone()));
+            group_bytes += s.size;
+            i += 1;
+        }
+        if group.len() == 1 && group_bytes > MIRROR_BATCH_BYTES {
+            // A large file streams straight to disk.
+            let (f, s) = &group[0];
+            let dest = dir.join(f);
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            t.download(f, &dest).await?;
+            set_mtime(&dest, s.mtime)?;
+            messages += 2;
+            downloaded += 1;
+            bytes_done += s.size;
+            pb.set_position(bytes_done);
+            continue;
+        }
+        let mut batch = t.batch();
+        let slots: Vec<_> = group.iter().map(|(f, _)| batch.get(f)).collect();
+        let mut results = batch.send().await?;
+        messages += 1;
+        for ((f, s), slot) in group.iter().zip(slots) {
+            let data: Bytes = results.take(slot)?;
+            let dest = dir.join(f);
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::fs::write(&dest, &data).await?;
+            set_mtime(&dest, s.mtime)?;
+            downloaded += 1;
+            bytes_done += data.len() as u64;
+            pb.set_position(bytes_done);
+        }
+    }
+    pb.finish_and_clear();
+    if ctx.json {
+        println!(
+            "{}",
+            json!({ "files": files.len(), "downloaded": downloaded, "skipped": skipped, "bytes": bytes_done, "messages": messages })
+        );
+    } else if !ctx.quiet {
+        eprintln!(
+            "{} files: {downloaded} downloaded ({bytes_done} bytes), {skipped} up to date, {messages} messages",
+            files.len()
+        );
+    }
+    Ok(())
+}
+
+fn same_as_local(path: &Path, stat: &Stat) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let local = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    meta.len() == stat.size && local.is_some_and(|l| (l.as_secs_f64() - stat.mtime).abs() < 1e-3)
+}
+
+fn set_mtime(path: &Path, mtime: f64) -> std::io::Result<()> {
+    let when = std::time::UNIX_EPOCH + Duration::from_secs_f64(mtime.max(0.0));
+    std::fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(when)
+}
+
+fn exit_code(err: &Error) -> u8 {
+    match err {
+        Error::Remote { .. } | Error::Refused { .. } => 1,
+        Error::Usage(_) | Error::InvalidUrl(_) => 2,
+        Error::NeedsCredentials { .. } => 4,
+        Error::Misbehaved { .. } | Error::NotSmart { .. } => 5,
+        _ => 3,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("framegate: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let mut message = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(s) = source {
+                message.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("framegate: {message}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_directory_and_file() {
+        assert_eq!(
+            split_url("http://h:1/a/b.txt").unwrap(),
+            ("http://h:1/a/".into(), "b.txt".into())
+        );
+        assert_eq!(
+            split_url("https://h/x%20y").unwrap(),
+            ("https://h/".into(), "x y".into())
+        );
+        assert!(split_url("http://h/").is_err());
+        assert!(split_url("http://h").is_err());
+        assert!(split_url("nonsense").is_err());
+    }
+}

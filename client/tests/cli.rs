@@ -1,0 +1,265 @@
+//! The `framegate` command line against a real server (and nginx).
+
+mod common;
+
+use assert_cmd::Command;
+use common::*;
+use serde_json::Value;
+
+/// Runs the CLI off the async runtime; returns (exit code, stdout, stderr).
+async fn cli(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::cargo_bin("framegate")
+            .unwrap()
+            .args(&args)
+            .env_remove("FRAMEGATE_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn a(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_subcommands_and_json_shapes() {
+    let tree = sample_tree();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let u = &s.url;
+
+    let (code, out, _) = cli(a(&["probe", "--json", u])).await;
+    assert_eq!(code, 0);
+    let p = json(&out);
+    assert_eq!(p["smart"], true);
+    assert!(
+        p["server"]
+            .as_str()
+            .unwrap()
+            .starts_with("framegate-server/")
+    );
+    assert!(
+        p["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "readv")
+    );
+    assert_eq!(p["encodings"][0], "zstd-8mb");
+    assert_eq!(p["writable"], false);
+    let (code, out, _) = cli(a(&["probe", u])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("framegate server"));
+
+    let (code, out, _) = cli(a(&["ls", "--json", &format!("{u}sub/")])).await;
+    assert_eq!(
+        (code, json(&out)),
+        (0, serde_json::json!(["a.bin", "deeper"]))
+    );
+    let (_, out, _) = cli(a(&["ls", u])).await;
+    assert_eq!(out, "hello.txt\nspace name.txt\nsub\n");
+
+    let (code, out, _) = cli(a(&["cat", &format!("{u}hello.txt")])).await;
+    assert_eq!((code, out.as_str()), (0, "hello, world\n"));
+    let (code, out, _) = cli(a(&["cat", &format!("{u}space%20name.txt")])).await;
+    assert_eq!((code, out.as_str()), (0, "spaced"));
+
+    let (code, out, _) = cli(a(&["stat", "--json", &format!("{u}sub/a.bin")])).await;
+    assert_eq!(code, 0);
+    let st = json(&out);
+    assert_eq!(
+        (st["kind"].as_str(), st["size"].as_u64()),
+        (Some("file"), Some(100_000))
+    );
+    assert!(st["mtime"].as_f64().unwrap() > 1e9 && st["mode"].is_string());
+
+    let dest = tempfile::tempdir().unwrap();
+    let target = dest.path().join("copy.bin");
+    let (code, out, _) = cli(a(&[
+        "get",
+        "--json",
+        &format!("{u}sub/a.bin"),
+        target.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["bytes"], 100_000);
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        std::fs::read(tree.path().join("sub/a.bin")).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_subcommands_and_auth() {
+    let tree = sample_tree();
+    let s = smart_server(tree.path(), |c| {
+        c.allow_writes = true;
+        c.write_token = Some("tok".into());
+    })
+    .await;
+    let u = &s.url;
+    let src = tree.path().join("hello.txt");
+    let (code, _, err) = cli(a(&["put", src.to_str().unwrap(), &format!("{u}up.txt")])).await;
+    assert_eq!(code, 4, "no token: credentials needed ({err})");
+    assert!(err.contains("credentials"));
+    let t = ["--token", "tok"];
+    let (code, out, _) = cli([
+        &t[..],
+        &[
+            "put",
+            "--json",
+            src.to_str().unwrap(),
+            &format!("{u}up.txt"),
+        ],
+    ]
+    .concat()
+    .iter()
+    .map(|s| s.to_string())
+    .collect())
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["bytes"], 13);
+    assert_eq!(
+        std::fs::read(tree.path().join("up.txt")).unwrap(),
+        b"hello, world\n"
+    );
+    let run = |extra: &[&str]| {
+        [&t[..], extra]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(cli(run(&["mkdir", &format!("{u}newdir")])).await.0, 0);
+    assert!(tree.path().join("newdir").is_dir());
+    assert_eq!(
+        cli(run(&["mv", &format!("{u}up.txt"), "newdir/moved.txt"]))
+            .await
+            .0,
+        0
+    );
+    assert!(tree.path().join("newdir/moved.txt").exists());
+    assert_eq!(
+        cli(run(&[
+            "mv",
+            &format!("{u}newdir/moved.txt"),
+            &format!("{u}newdir/again.txt")
+        ]))
+        .await
+        .0,
+        0
+    );
+    assert!(tree.path().join("newdir/again.txt").exists());
+    assert_eq!(
+        cli(run(&["rm", &format!("{u}newdir/again.txt")])).await.0,
+        0
+    );
+    assert_eq!(cli(run(&["rm", "--dir", &format!("{u}newdir")])).await.0, 0);
+    assert!(!tree.path().join("newdir").exists());
+    let (code, _, err) = cli(run(&["rm", &format!("{u}nope")])).await;
+    assert_eq!(code, 1, "remote error: {err}");
+    assert!(err.contains("no-such-file"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes() {
+    let tree = sample_tree();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let (code, _, err) = cli(a(&["cat", &format!("{}missing", s.url)])).await;
+    assert_eq!(code, 1, "{err}");
+    let port = free_port();
+    let (code, _, err) = cli(a(&["probe", &format!("http://127.0.0.1:{port}/")])).await;
+    assert_eq!(code, 3, "connection refused: {err}");
+    assert!(err.contains("cannot connect"));
+    let (code, _, _) = cli(a(&["cat", "ftp://x/y"])).await;
+    assert_eq!(code, 2);
+    let (code, _, _) = cli(a(&["frobnicate"])).await;
+    assert_eq!(code, 2);
+    let ngx = nginx(tree.path());
+    let (code, _, err) = cli(a(&[
+        "probe",
+        &ngx.url("json").replace("http://", "framegate+http://"),
+    ]))
+    .await;
+    assert_eq!(code, 5, "{err}");
+    let (code, out, _) = cli(a(&["probe", "--json", &ngx.url("json")])).await;
+    assert_eq!((code, json(&out)["smart"].clone()), (0, Value::Bool(false)));
+    let (code, _, err) = cli(a(&[
+        "put",
+        tree.path().join("hello.txt").to_str().unwrap(),
+        &format!("{}x", ngx.url("json")),
+    ]))
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("needs a framegate server"));
+    let (code, out, _) = cli(a(&["completions", "bash"])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("framegate"));
+    let (_, out, _) = cli(a(&["--help"])).await;
+    assert!(out.contains("Exit codes:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_of_two_thousand_files_takes_a_handful_of_posts() {
+    let tree = tempfile::tempdir().unwrap();
+    for i in 0..2000 {
+        let dir = tree.path().join(format!("d{}", i % 20));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i}.txt")),
+            format!("file number {i}\n").repeat(i % 7 + 1),
+        )
+        .unwrap();
+    }
+    let s = smart_server(tree.path(), |_| {}).await;
+    let dest = tempfile::tempdir().unwrap();
+    let before = s.messages("ro");
+    let (code, out, err) = cli(a(&[
+        "mirror",
+        "--json",
+        &s.url,
+        dest.path().to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let posts = s.messages("ro") - before;
+    assert!(posts <= 6, "{posts} POSTs for 2,000 files");
+    let summary = json(&out);
+    assert_eq!(
+        (summary["files"].as_u64(), summary["downloaded"].as_u64()),
+        (Some(2000), Some(2000))
+    );
+    for i in [0, 999, 1999] {
+        let rel = format!("d{}/f{i}.txt", i % 20);
+        assert_eq!(
+            std::fs::read(dest.path().join(&rel)).unwrap(),
+            std::fs::read(tree.path().join(&rel)).unwrap()
+        );
+    }
+    // Again: everything is up to date.
+    let (code, out, _) = cli(a(&[
+        "mirror",
+        "--json",
+        &s.url,
+        dest.path().to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 0);
+    let again = json(&out);
+    assert_eq!(
+        (again["downloaded"].as_u64(), again["skipped"].as_u64()),
+        (Some(0), Some(2000))
+    );
+}
