@@ -5,11 +5,21 @@
 //! [`MessageReader`] (response frames decoded as they arrive). Reading
 //! before finishing writing, or writing after, does not compile:
 //!
+//! ```no_run
+//! # async fn f(m: framegate_client::http::HttpMedium) {
+//! let mut writer = m.start_message(false);
+//! writer.write(bytes::Bytes::new()).await.unwrap();
+//! let mut reader = writer.finish().await.unwrap();
+//! while let Some(frame) = reader.next_frame().await.unwrap() { let _ = frame; }
+//! # }
+//! ```
+//!
 //! ```compile_fail
 //! # async fn f(m: framegate_client::http::HttpMedium) {
-//! let writer = m.start_message(false);
-//! let reader = writer.finish().await.unwrap();
-//! writer.write(bytes::Bytes::new()).await; // `writer` was consumed
+//! let mut writer = m.start_message(false);
+//! writer.write(bytes::Bytes::new()).await.unwrap();
+//! let mut reader = writer.finish().await.unwrap();
+//! writer.write(bytes::Bytes::new()).await.unwrap(); // `writer` was consumed by finish
 //! # }
 //! ```
 

@@ -17,13 +17,19 @@ const WRITE_CHUNK: usize = 64 * 1024;
 /// Size of reads from a request data source.
 const SOURCE_READ: usize = 256 * 1024;
 
+/// A callback for rendered text-output.
+pub type TextHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A callback for progress reports.
+pub type ProgressHook = Arc<dyn Fn(&ProgressPayload) + Send + Sync>;
+
 /// Called with text-output (rendered) and progress of a request.
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// Text-output messages (already rendered).
-    pub on_text: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    pub on_text: Option<TextHook>,
     /// Progress reports.
-    pub on_progress: Option<Arc<dyn Fn(&ProgressPayload) + Send + Sync>>,
+    pub on_progress: Option<ProgressHook>,
 }
 
 impl std::fmt::Debug for Hooks {

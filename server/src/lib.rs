@@ -8,7 +8,7 @@
 //!
 //! Embedding: build a [`Registry`] with your own commands (see
 //! `examples/custom_command.rs`), a [`GatewayConfig`], then
-//! [`Gateway::new`] and [`Gateway::router`] or [`serve`].
+//! [`Gateway::new`] and [`Gateway::router`] or [`serve()`].
 
 pub mod command;
 pub mod files;
