@@ -253,3 +253,66 @@ async fn interrupted_download_resumes_with_readv() {
         .get();
     assert_eq!(resumed, 1, "the download resumed once with readv");
 }
+
+#[tokio::test]
+async fn idempotent_reads_are_retried_once_on_a_dropped_connection() {
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("big.bin"), vec![3u8; 200_000]).unwrap();
+    std::fs::write(tree.path().join("small.txt"), b"small").unwrap();
+    let s = smart_server(tree.path(), |_| {}).await;
+    // The probe's connection (reused for the batch) is cut after 20 kB.
+    let proxy = cutting_proxy(s.handle.local_addr, 20_000).await;
+    let mut o = Options::default();
+    o.compress = false;
+    let t = Transport::open(&format!("http://{proxy}/"), o)
+        .await
+        .unwrap();
+    let before = s.messages("ro");
+    let mut batch = t.batch();
+    let big = batch.get("big.bin");
+    let small = batch.get("small.txt");
+    let mut r = batch.send().await.unwrap();
+    assert_eq!(r.take(big).unwrap().len(), 200_000);
+    assert_eq!(r.take(small).unwrap().as_ref(), b"small");
+    assert_eq!(
+        s.messages("ro") - before,
+        2,
+        "the batch was sent twice: cut, then retried"
+    );
+}
+
+#[tokio::test]
+async fn basic_auth_from_url_userinfo_is_sent() {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(|headers: HeaderMap| async move {
+        // "alice:open sesame" in base64.
+        let ok = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            == Some("Basic YWxpY2U6b3BlbiBzZXNhbWU=");
+        if ok {
+            (StatusCode::NOT_FOUND, "no framegate here").into_response()
+        } else {
+            StatusCode::UNAUTHORIZED.into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let err = Transport::open(&format!("http://{addr}/a/"), Options::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NeedsCredentials { status: 401, .. }));
+    let t = Transport::open(
+        &format!("http://alice:open%20sesame@{addr}/b/"),
+        Options::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!t.is_smart(), "credentials accepted; 404 means plain");
+    assert!(
+        !t.base_url().as_str().contains("alice"),
+        "credentials are not kept in the URL"
+    );
+}
