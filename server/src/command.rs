@@ -225,8 +225,6 @@ pub struct Context {
     pub base: Arc<Dir>,
     /// Whether the endpoint or connection accepts writes.
     pub writable: bool,
-    /// Whether a `hello` `token` argument authorizes writes (byte streams).
-    pub write_token: Option<Arc<String>>,
     pub(crate) notes: mpsc::UnboundedSender<Note>,
     pub(crate) hello: Arc<HelloInfo>,
 }

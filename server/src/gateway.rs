@@ -55,6 +55,9 @@ pub struct GatewayConfig {
     /// Bytes of body still drained after a protocol error before answering
     /// anyway (default 64 MiB).
     pub max_drain_after_error: u64,
+    /// Byte-stream connections silent this long, with nothing running, are
+    /// closed (default 300 s).
+    pub idle_timeout: Duration,
 }
 
 impl GatewayConfig {
@@ -69,6 +72,7 @@ impl GatewayConfig {
             body_read_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             max_drain_after_error: 64 << 20,
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -303,12 +307,13 @@ async fn framegate_endpoint(
     let _in_flight = InFlightGuard(gw.clone());
     let spec = MessageSpec {
         base: Arc::new(base_dir),
-        writable,
+        writable: Arc::new(std::sync::atomic::AtomicBool::new(writable)),
+        token_unlocks: false,
         encoding,
         endpoint: endpoint_name,
         base_display: format!("/{}", base_path.display()),
     };
-    let mut message = Message::new(gw.clone(), spec);
+    let mut message = Message::new(gw.clone(), spec, framegate_wire::OutputMode::Deferred);
     match message.read_body(request.into_body()).await {
         Ok(()) => {}
         Err(Abandoned::TimedOut) => {

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod message;
 pub mod metrics;
 pub mod serve;
+pub mod stream;
 pub mod tree;
 
 pub use command::{Access, Answer, Call, Command, CommandError, Context, Registry, Upload};

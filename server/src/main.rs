@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use framegate_server::stream::{serve_stdio, serve_tcp};
 use framegate_server::{Gateway, GatewayConfig, Registry, serve};
+use tokio_util::sync::CancellationToken;
 use serde::Deserialize;
 
 #[derive(Parser, Debug)]
@@ -22,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Serve DIR (default: the current directory).
+    /// Serve DIR (default: the current directory) over HTTP, and with
+    /// --tcp or --stdio over the byte-stream protocol.
     ///
     /// Defaults are safe: read-only, the protocol's limits, listening on
     /// 127.0.0.1:8080 only. Every option can also be set in a TOML file
@@ -91,6 +94,23 @@ struct ServeArgs {
     /// Serve Prometheus metrics on ADDR at /metrics (off by default).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Also serve the byte-stream protocol (framegate://) on ADDR
+    /// [default when given without a value: 127.0.0.1:4159].
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:4159")]
+    tcp: Option<SocketAddr>,
+    /// Serve no HTTP (with --tcp: byte streams only).
+    #[arg(long)]
+    #[serde(default)]
+    no_http: bool,
+    /// Serve one session on stdin/stdout, as started by sshd
+    /// (`framegate+ssh://`); logs go to stderr, nothing else to stdout.
+    #[arg(long, conflicts_with_all = ["tcp", "no_http", "listen", "metrics_listen"])]
+    #[serde(skip)]
+    stdio: bool,
+    /// Close byte-stream connections silent this long [default: 300s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    idle_timeout: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
@@ -138,6 +158,10 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             log_format: self.log_format.or(file.log_format),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            tcp: self.tcp.or(file.tcp),
+            no_http: self.no_http || file.no_http,
+            stdio: self.stdio,
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
         }
     }
 }
@@ -199,51 +223,74 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     if let Some(d) = args.shutdown_grace {
         config.shutdown_grace = d;
     }
+    if let Some(d) = args.idle_timeout {
+        config.idle_timeout = d;
+    }
     Ok(config)
 }
 
 async fn run(args: ServeArgs) -> Result<(), String> {
     let config = gateway_config(&args)?;
-    let listen = args
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let metrics = match args.metrics_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
+    let root = config.root.clone();
+    let writes = if config.allow_writes { "read-write" } else { "read-only" };
+    let gateway = Gateway::new(config, Registry::files()).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping: finishing requests in flight");
+            stop.cancel();
+        });
+    }
+    if args.stdio {
+        // Nothing but frames may reach stdout.
+        return serve_stdio(gateway, stop).await.map_err(|e| e.to_string());
+    }
+    if args.no_http && args.tcp.is_none() {
+        return Err("--no-http needs --tcp".into());
+    }
+    let tcp_task = match args.tcp {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?,
-        ),
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            println!("framegate-server: serving {} ({writes}) at framegate://{local}/", root.display());
+            Some(tokio::spawn(serve_tcp(gateway.clone(), listener, stop.clone())))
+        }
         None => None,
     };
-    let root = config.root.clone();
-    let writes = if config.allow_writes {
-        "read-write"
-    } else {
-        "read-only"
-    };
-    let gateway = Gateway::new(config, Registry::files())
-        .map_err(|e| format!("cannot open {}: {e}", root.display()))?;
-    let handle = serve(gateway, listener, metrics)
-        .await
-        .map_err(|e| e.to_string())?;
-    println!(
-        "framegate-server: serving {} ({writes}) at http://{}/",
-        root.display(),
-        handle.local_addr
-    );
-    if let Some(addr) = handle.metrics_addr {
-        println!("framegate-server: metrics at http://{addr}/metrics");
+    if !args.no_http {
+        let listen = args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let metrics = match args.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        let handle = serve(gateway, listener, metrics).await.map_err(|e| e.to_string())?;
+        println!("framegate-server: serving {} ({writes}) at http://{}/", root.display(), handle.local_addr);
+        if let Some(addr) = handle.metrics_addr {
+            println!("framegate-server: metrics at http://{addr}/metrics");
+        }
+        let token = handle.stop_token();
+        let http_stop = stop.clone();
+        tokio::spawn(async move {
+            http_stop.cancelled().await;
+            token.cancel();
+        });
+        handle.wait().await.map_err(|e| e.to_string())?;
     }
-    let stop = handle.stop_token();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("stopping: finishing messages in flight");
-        stop.cancel();
-    });
-    handle.wait().await.map_err(|e| e.to_string())
+    if let Some(task) = tcp_task {
+        task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

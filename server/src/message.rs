@@ -13,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -53,7 +54,11 @@ type TaskResult = (RequestId, Result<Answer, CommandError>);
 /// Where a message comes from and what it may do.
 pub(crate) struct MessageSpec {
     pub(crate) base: Arc<Dir>,
-    pub(crate) writable: bool,
+    /// Whether writes are accepted; a byte-stream `hello` with the right
+    /// `token` may turn it on (§9.1).
+    pub(crate) writable: Arc<AtomicBool>,
+    /// Whether `hello`'s `token` argument can unlock writes.
+    pub(crate) token_unlocks: bool,
     pub(crate) encoding: Encoding,
     pub(crate) endpoint: &'static str,
     pub(crate) base_display: String,
@@ -166,12 +171,8 @@ pub(crate) struct Message {
 }
 
 impl Message {
-    pub(crate) fn new(gw: Arc<Gateway>, spec: MessageSpec) -> Self {
-        let reactor = ServerReactor::new(
-            gw.config.limits.clone(),
-            OutputMode::Deferred,
-            spec.encoding,
-        );
+    pub(crate) fn new(gw: Arc<Gateway>, spec: MessageSpec, mode: OutputMode) -> Self {
+        let reactor = ServerReactor::new(gw.config.limits.clone(), mode, spec.encoding);
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(gw.config.limits.max_running_commands.max(1)));
         Message {
@@ -327,8 +328,16 @@ impl Message {
             );
             return;
         };
+        if cmd.name == "hello" && self.spec.token_unlocks {
+            if let (Some(given), Some(token)) = (cmd.arguments.get("token"), &self.gw.config.write_token) {
+                if bool::from(subtle::ConstantTimeEq::ct_eq(given.as_ref(), token.as_bytes())) {
+                    self.spec.writable.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        let writable = self.spec.writable.load(Ordering::SeqCst);
         let access = command.access();
-        if access == Access::Write && !self.spec.writable {
+        if access == Access::Write && !writable {
             self.fail_now(
                 id,
                 &cmd.name,
@@ -351,8 +360,7 @@ impl Message {
         let ctx = Context {
             request_id: id,
             base: self.spec.base.clone(),
-            writable: self.spec.writable,
-            write_token: None,
+            writable,
             notes: self.notes_tx.clone(),
             hello: self.gw.hello.clone(),
         };
@@ -528,6 +536,129 @@ impl Message {
             "message done"
         );
     }
+}
+
+impl Message {
+    /// Runs a full-duplex session (§8) after the preamble: frames are read,
+    /// commands run and answers written all at once. Ends when the peer
+    /// closed its side and every answer went out, on a protocol error once
+    /// complete requests are answered, after `idle` without input while
+    /// nothing runs, or (finishing what is in flight) when `stop` fires.
+    pub(crate) async fn run_stream<R, W>(
+        mut self,
+        reader: R,
+        mut writer: W,
+        idle: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> io::Result<()>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut frames = FramedRead::new(reader, FrameDecoder::new(self.gw.config.limits.max_frame_size));
+        let mut out = BytesMut::new();
+        let mut reading = true;
+        let mut last_input = Instant::now();
+        let mut current: Option<(RequestId, Source)> = None;
+        loop {
+            while let Ok(note) = self.notes_rx.try_recv() {
+                self.apply_note(note);
+            }
+            if current.is_none() {
+                current = self.lazy.pop_front();
+            }
+            if let Some((id, source)) = current.as_mut() {
+                if self.reactor.pending_output_bytes() < OUTPUT_WATERMARK {
+                    match source.next_piece().await {
+                        Some(Ok(piece)) => {
+                            let _ = self.reactor.send_answer_data(*id, piece);
+                        }
+                        Some(Err(err)) => {
+                            let _ = self.reactor.fail_command(*id, err.into());
+                            current = None;
+                        }
+                        None => {
+                            let _ = self.reactor.finish_answer(*id);
+                            current = None;
+                        }
+                    }
+                }
+            }
+            self.reactor.write_transmit(&mut out);
+            if !out.is_empty() {
+                self.bytes_out += out.len() as u64;
+                self.gw.metrics.bytes_out.inc_by(out.len() as u64);
+                writer.write_all(&out).await?;
+                writer.flush().await?;
+                out.clear();
+            }
+            if !reading && self.reactor.is_done() {
+                break;
+            }
+            let busy = current.is_some() || !self.lazy.is_empty();
+            let idle_armed = reading && self.reactor.active_requests() == 0;
+            tokio::select! {
+                next = frames.next(), if reading => match next {
+                    None => {
+                        self.reactor.handle_input_ended();
+                        self.process_events().await;
+                        reading = false;
+                    }
+                    Some(Ok(frame)) => {
+                        last_input = Instant::now();
+                        self.bytes_in += frame.wire_len() as u64;
+                        if self.reactor.handle_frame(frame).is_err() {
+                            reading = false;
+                        }
+                        self.process_events().await;
+                    }
+                    Some(Err(CodecError::Frame(err))) => {
+                        let _ = self.reactor.handle_decode_error(err);
+                        self.process_events().await;
+                        reading = false;
+                    }
+                    Some(Err(err)) => {
+                        tracing::info!(error = %err, "connection broke; cancelling its commands");
+                        return Ok(());
+                    }
+                },
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => self.task_done(joined),
+                Some(note) = self.notes_rx.recv() => self.apply_note(note),
+                _ = tokio::time::sleep_until((last_input + idle).into()), if idle_armed => {
+                    tracing::info!(idle_secs = idle.as_secs_f64(), "closing idle connection");
+                    break;
+                }
+                _ = stop.cancelled(), if reading => {
+                    tracing::info!("stopping: finishing requests in flight on this connection");
+                    self.reactor.handle_input_ended();
+                    self.process_events().await;
+                    reading = false;
+                }
+                _ = std::future::ready(()), if busy => {}
+            }
+        }
+        self.finish_metrics();
+        writer.shutdown().await
+    }
+}
+
+/// The first line of a byte-stream session (§8): the client's encodings, or
+/// the error line to answer with.
+pub(crate) fn parse_preamble(line: &str) -> Result<Encoding, &'static str> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    let Some(rest) = line.strip_prefix("framegate/") else { return Err("unsupported-protocol") };
+    let mut parts = rest.split(' ');
+    if parts.next() != Some("1") {
+        return Err("unsupported-version");
+    }
+    let mut encoding = Encoding::Identity;
+    for pair in parts.filter(|p| !p.is_empty()) {
+        if let Some(list) = pair.strip_prefix("accept-encoding=") {
+            encoding = Encoding::negotiate(list);
+        }
+    }
+    Ok(encoding)
 }
 
 fn abandoned(err: io::Error) -> Abandoned {
