@@ -86,6 +86,31 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// A session call made in the wrong runstate.
+    #[error("cannot {operation}: the session is {state}")]
+    State {
+        /// What was attempted.
+        operation: &'static str,
+        /// The state it was in.
+        state: crate::session::RunState,
+    },
+    /// Connecting a session failed; `source` is the root cause.
+    #[error("cannot connect to {target}: {source}")]
+    ConnectFailed {
+        /// Where.
+        target: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The session's connection dropped; pending calls fail with this.
+    #[error("connection to {target} lost: {reason}")]
+    ConnectionLost {
+        /// Where.
+        target: String,
+        /// Why.
+        reason: String,
+    },
     /// A local I/O error (reading a source, writing a destination).
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -113,7 +138,10 @@ impl Error {
 
     /// Whether retrying on a new connection may help (the connection dropped).
     pub fn is_dropped_connection(&self) -> bool {
-        matches!(self, Error::Connection { .. } | Error::Unanswered { .. })
+        matches!(
+            self,
+            Error::Connection { .. } | Error::Unanswered { .. } | Error::ConnectionLost { .. }
+        )
     }
 
     pub(crate) fn remote(code: ErrorCode, message: impl Into<String>) -> Self {

@@ -14,9 +14,11 @@
 pub mod error;
 pub mod http;
 pub mod plain;
+pub mod session;
 pub mod smart;
 pub mod transport;
 
 pub use error::{Error, Result};
+pub use session::{Connector, RunState, Session, SshTarget};
 pub use smart::Hooks;
 pub use transport::{Batch, BatchResults, Kind, Options, Slot, Stat, Transport};

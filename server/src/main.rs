@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use framegate_server::stream::{serve_stdio, serve_tcp};
 use framegate_server::{Gateway, GatewayConfig, Registry, serve};
-use tokio_util::sync::CancellationToken;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -232,8 +232,13 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
 async fn run(args: ServeArgs) -> Result<(), String> {
     let config = gateway_config(&args)?;
     let root = config.root.clone();
-    let writes = if config.allow_writes { "read-write" } else { "read-only" };
-    let gateway = Gateway::new(config, Registry::files()).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    let writes = if config.allow_writes {
+        "read-write"
+    } else {
+        "read-only"
+    };
+    let gateway = Gateway::new(config, Registry::files())
+        .map_err(|e| format!("cannot open {}: {e}", root.display()))?;
     let stop = CancellationToken::new();
     {
         let stop = stop.clone();
@@ -256,13 +261,22 @@ async fn run(args: ServeArgs) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let local = listener.local_addr().map_err(|e| e.to_string())?;
-            println!("framegate-server: serving {} ({writes}) at framegate://{local}/", root.display());
-            Some(tokio::spawn(serve_tcp(gateway.clone(), listener, stop.clone())))
+            println!(
+                "framegate-server: serving {} ({writes}) at framegate://{local}/",
+                root.display()
+            );
+            Some(tokio::spawn(serve_tcp(
+                gateway.clone(),
+                listener,
+                stop.clone(),
+            )))
         }
         None => None,
     };
     if !args.no_http {
-        let listen = args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let listen = args
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -274,8 +288,14 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             ),
             None => None,
         };
-        let handle = serve(gateway, listener, metrics).await.map_err(|e| e.to_string())?;
-        println!("framegate-server: serving {} ({writes}) at http://{}/", root.display(), handle.local_addr);
+        let handle = serve(gateway, listener, metrics)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "framegate-server: serving {} ({writes}) at http://{}/",
+            root.display(),
+            handle.local_addr
+        );
         if let Some(addr) = handle.metrics_addr {
             println!("framegate-server: metrics at http://{addr}/metrics");
         }
@@ -288,7 +308,9 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         handle.wait().await.map_err(|e| e.to_string())?;
     }
     if let Some(task) = tcp_task {
-        task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        task.await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

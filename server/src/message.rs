@@ -329,8 +329,13 @@ impl Message {
             return;
         };
         if cmd.name == "hello" && self.spec.token_unlocks {
-            if let (Some(given), Some(token)) = (cmd.arguments.get("token"), &self.gw.config.write_token) {
-                if bool::from(subtle::ConstantTimeEq::ct_eq(given.as_ref(), token.as_bytes())) {
+            if let (Some(given), Some(token)) =
+                (cmd.arguments.get("token"), &self.gw.config.write_token)
+            {
+                if bool::from(subtle::ConstantTimeEq::ct_eq(
+                    given.as_ref(),
+                    token.as_bytes(),
+                )) {
                     self.spec.writable.store(true, Ordering::SeqCst);
                 }
             }
@@ -556,7 +561,10 @@ impl Message {
         W: tokio::io::AsyncWrite + Unpin,
     {
         use tokio::io::AsyncWriteExt;
-        let mut frames = FramedRead::new(reader, FrameDecoder::new(self.gw.config.limits.max_frame_size));
+        let mut frames = FramedRead::new(
+            reader,
+            FrameDecoder::new(self.gw.config.limits.max_frame_size),
+        );
         let mut out = BytesMut::new();
         let mut reading = true;
         let mut last_input = Instant::now();
@@ -647,7 +655,9 @@ impl Message {
 /// the error line to answer with.
 pub(crate) fn parse_preamble(line: &str) -> Result<Encoding, &'static str> {
     let line = line.trim_end_matches(['\n', '\r']);
-    let Some(rest) = line.strip_prefix("framegate/") else { return Err("unsupported-protocol") };
+    let Some(rest) = line.strip_prefix("framegate/") else {
+        return Err("unsupported-protocol");
+    };
     let mut parts = rest.split(' ');
     if parts.next() != Some("1") {
         return Err("unsupported-version");

@@ -46,7 +46,11 @@ where
     let idle = config.idle_timeout;
     let mut reader = BufReader::new(reader);
     let mut line = String::new();
-    let read = tokio::time::timeout(idle, (&mut reader).take(MAX_PREAMBLE_LEN).read_line(&mut line)).await;
+    let read = tokio::time::timeout(
+        idle,
+        (&mut reader).take(MAX_PREAMBLE_LEN).read_line(&mut line),
+    )
+    .await;
     let encoding = match read {
         Err(_) => {
             tracing::info!("closing connection: no preamble within the idle timeout");
@@ -58,7 +62,9 @@ where
             Ok(encoding) => encoding,
             Err(code) => {
                 tracing::info!(code, "refusing connection: bad preamble");
-                writer.write_all(format!("framegate/1 error {code}\n").as_bytes()).await?;
+                writer
+                    .write_all(format!("framegate/1 error {code}\n").as_bytes())
+                    .await?;
                 writer.shutdown().await?;
                 return Ok(());
             }
@@ -78,14 +84,22 @@ where
         endpoint: "stream",
         base_display: "/".into(),
     };
-    gateway.metrics.messages.with_label_values(&["stream"]).inc();
+    gateway
+        .metrics
+        .messages
+        .with_label_values(&["stream"])
+        .inc();
     let message = Message::new(gateway.clone(), spec, OutputMode::Immediate);
     message.run_stream(reader, writer, idle, stop).await
 }
 
 /// Accepts TCP connections until `stop`, then lets each finish what is in
 /// flight (bounded by the shutdown grace).
-pub async fn serve_tcp(gateway: Arc<Gateway>, listener: TcpListener, stop: CancellationToken) -> io::Result<()> {
+pub async fn serve_tcp(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> io::Result<()> {
     let tracker = TaskTracker::new();
     loop {
         tokio::select! {
@@ -122,5 +136,12 @@ pub async fn serve_tcp(gateway: Arc<Gateway>, listener: TcpListener, stop: Cance
 /// One session on stdin/stdout (started by sshd). Nothing else may be
 /// written to stdout: logs go to stderr.
 pub async fn serve_stdio(gateway: Arc<Gateway>, stop: CancellationToken) -> io::Result<()> {
-    serve_connection(gateway, tokio::io::stdin(), tokio::io::stdout(), WritePolicy::TrustLogin, stop).await
+    serve_connection(
+        gateway,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        WritePolicy::TrustLogin,
+        stop,
+    )
+    .await
 }
