@@ -241,6 +241,16 @@ struct Live {
     child: Option<tokio::process::Child>,
 }
 
+impl Drop for Live {
+    /// A session dropped without `disconnect()` stops its tasks (and its
+    /// SSH child, killed on drop) instead of leaking them.
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+        self.shared.fail_all("the session was dropped");
+    }
+}
+
 /// A framegate session over one byte stream.
 pub struct Session {
     state: watch::Sender<RunState>,
@@ -505,6 +515,9 @@ impl Session {
             out.take();
         }
         let writer = (&mut live.writer).await;
+        if writer.is_err() {
+            live.reader.abort();
+        }
         let reader = match tokio::time::timeout(DISCONNECT_TIMEOUT, &mut live.reader).await {
             Ok(r) => r,
             Err(_) => {

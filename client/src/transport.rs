@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,7 +35,11 @@ use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWrite};
 use crate::error::{Error, Result};
 use crate::http::HttpMedium;
 use crate::plain;
+use crate::session::{Connector, Session, SshTarget};
 use crate::smart::{self, Hooks, Probe, Request, Sink, Source};
+
+/// Default TCP port of `framegate://` URLs.
+pub const DEFAULT_TCP_PORT: u16 = 4159;
 
 /// Requests per message: the protocol's default per-message limit.
 pub const MAX_REQUESTS_PER_MESSAGE: usize = 4096;
@@ -140,6 +144,10 @@ fn verdicts() -> &'static Mutex<HashMap<String, Verdict>> {
 #[derive(Debug)]
 pub struct Transport {
     medium: HttpMedium,
+    /// A full-duplex session (`framegate://`, `framegate+ssh://`) instead of HTTP.
+    session: Option<Arc<Session>>,
+    /// Prepended to every path (byte streams address the server's root).
+    prefix: String,
     smart: Option<HelloPayload>,
     unsupported: Mutex<HashSet<String>>,
     hooks: Hooks,
@@ -172,6 +180,9 @@ impl Transport {
     /// server once per base URL and process, falling back to plain HTTP if
     /// none answers; `framegate+http(s)://` requires one.
     pub async fn open(url: &str, options: Options) -> Result<Transport> {
+        if url.starts_with("framegate://") || url.starts_with("framegate+ssh://") {
+            return Self::open_stream(url, options).await;
+        }
         let (base, require_smart) = parse_url(url)?;
         let client = options.http_client()?;
         let medium = HttpMedium::new(client, base, options.token.clone(), options.compress);
@@ -204,6 +215,8 @@ impl Transport {
         }
         Ok(Transport {
             medium,
+            session: None,
+            prefix: String::new(),
             smart: match verdict {
                 Verdict::Smart(h) => Some(h),
                 Verdict::Plain => None,
@@ -211,6 +224,62 @@ impl Transport {
             unsupported: Mutex::new(HashSet::new()),
             hooks: options.hooks,
         })
+    }
+
+    /// Opens `framegate://host[:port]/path` (TCP) or
+    /// `framegate+ssh://[user@]host[:port]/path` (an SSH child running
+    /// `framegate-server serve --stdio /`). These media carry nothing but
+    /// framegate, so there is no probe (`should_probe() == false`).
+    async fn open_stream(url: &str, options: Options) -> Result<Transport> {
+        let parsed = Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{url}: {e}")))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| Error::InvalidUrl(format!("{url}: no host")))?
+            .to_string();
+        let connector = if parsed.scheme() == "framegate" {
+            let port = parsed.port().unwrap_or(DEFAULT_TCP_PORT);
+            Connector::Tcp(format!("{host}:{port}"))
+        } else {
+            let user = parsed.username();
+            let dest = if user.is_empty() {
+                host.clone()
+            } else {
+                format!("{user}@{host}")
+            };
+            Connector::Ssh(SshTarget::new(&dest, parsed.port()))
+        };
+        let session = Arc::new(Session::new());
+        session.connect(connector).await?;
+        let mut args = Arguments::new();
+        if let Some(token) = &options.token {
+            let _ = args.insert("token", token.clone());
+        }
+        let hello = session.call("hello", &args, None).await?;
+        let hello = HelloPayload::decode(&hello)
+            .map_err(|e| Error::Usage(format!("{url}: malformed hello answer: {e}")))?;
+        // The server serves its root; the URL path is a prefix (without the leading `/`).
+        let prefix = percent_encoding::percent_decode_str(parsed.path().trim_matches('/'))
+            .decode_utf8_lossy()
+            .into_owned();
+        let placeholder =
+            Url::parse("http://stream.invalid/").map_err(|e| Error::InvalidUrl(e.to_string()))?;
+        let medium = HttpMedium::new(options.http_client()?, placeholder, None, false);
+        Ok(Transport {
+            medium,
+            session: Some(session),
+            prefix,
+            smart: Some(hello),
+            unsupported: Mutex::new(HashSet::new()),
+            hooks: options.hooks,
+        })
+    }
+
+    /// Disconnects a byte-stream session cleanly (HTTP: nothing to do).
+    pub async fn close(&self) -> Result<()> {
+        match &self.session {
+            Some(session) => session.disconnect().await,
+            None => Ok(()),
+        }
     }
 
     /// Whether a framegate server answers.
@@ -332,6 +401,13 @@ impl Transport {
         let Some(_) = &self.smart else {
             return plain::get_into(&self.medium, path, out).await;
         };
+        if self.session.is_some() {
+            use tokio::io::AsyncWriteExt;
+            let data = self.get(path).await?;
+            out.write_all(&data).await?;
+            out.flush().await?;
+            return Ok(data.len() as u64);
+        }
         let mut written = 0u64;
         let result = self
             .stream_request("get", path_args(path), &mut *out, &mut written)
@@ -375,7 +451,9 @@ impl Transport {
     pub async fn download(&self, path: &str, dest: &Path) -> Result<u64> {
         let mut file = tokio::fs::File::create(dest).await?;
         let mut written = 0u64;
-        let first = if self.smart.is_some() {
+        let first = if self.session.is_some() {
+            self.get_into(path, &mut file).await.map(|n| written = n)
+        } else if self.smart.is_some() {
             self.stream_request("get", path_args(path), &mut file, &mut written)
                 .await
         } else {
@@ -447,6 +525,12 @@ impl Transport {
     ) -> Result<()> {
         if self.smart.is_none() {
             return Err(plain::write_refused(&self.medium, "put"));
+        }
+        if self.session.is_some() {
+            use tokio::io::AsyncReadExt;
+            let mut data = Vec::new();
+            source.read_to_end(&mut data).await?;
+            return self.put(path, data, mode).await;
         }
         let mut args = path_args(path);
         if let Some(mode) = mode {
@@ -527,7 +611,15 @@ impl Op {
         }
     }
 
-    fn request(&self) -> Request<'static> {
+    fn request(&self, prefix: &str) -> Request<'static> {
+        let full = |path: &str| -> String {
+            match (prefix.is_empty(), path.trim_matches('/').is_empty()) {
+                (true, _) => path.to_string(),
+                (false, true) => prefix.to_string(),
+                (false, false) => format!("{prefix}/{}", path.trim_start_matches('/')),
+            }
+        };
+        let path_args = |path: &str| path_args(&full(path));
         let with_mode = |path: &str, mode: &Option<u32>| {
             let mut a = path_args(path);
             if let Some(m) = mode {
@@ -554,8 +646,8 @@ impl Op {
             Op::Mkdir(p, mode) => Request::new("mkdir", with_mode(p, mode), None),
             Op::Rename(from, to) => {
                 let mut a = Arguments::new();
-                let _ = a.insert("from", from.clone());
-                let _ = a.insert("to", to.clone());
+                let _ = a.insert("from", full(from));
+                let _ = a.insert("to", full(to));
                 Request::new("rename", a, None)
             }
             Op::Call {
@@ -779,12 +871,25 @@ fn slice_ranges(op: Option<&Op>, whole: Bytes) -> Result<Bytes> {
 
 impl Transport {
     async fn send_ops(&self, ops: &[Op], idx: &[usize]) -> Result<Vec<Result<Bytes>>> {
+        if let Some(session) = &self.session {
+            // Pipelined on one connection: every call in flight at once.
+            let calls = idx.iter().filter_map(|&i| ops.get(i)).map(|op| {
+                let req = op.request(&self.prefix);
+                let data = match req.source {
+                    Source::Bytes(b) => Some(b),
+                    _ => None,
+                };
+                let (name, args) = (req.name, req.args);
+                async move { session.call(&name, &args, data).await }
+            });
+            return Ok(futures_util::future::join_all(calls).await);
+        }
         let write = idx.iter().any(|&i| ops.get(i).is_some_and(Op::is_write));
         let attempt = || async {
             let mut requests: Vec<Request<'static>> = idx
                 .iter()
                 .filter_map(|&i| ops.get(i))
-                .map(Op::request)
+                .map(|op| op.request(&self.prefix))
                 .collect();
             smart::run_message(&self.medium, write, &mut requests, &self.hooks).await
         };

@@ -535,3 +535,60 @@ async fn stdio_server_through_a_child_process() {
         b"over stdio"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_and_cli_accept_framegate_tcp_urls() {
+    use framegate_client::{Kind, Options, Transport};
+    let server = tcp(|c| c.allow_writes = true).await;
+    std::fs::create_dir(server.dir.path().join("sub")).unwrap();
+    std::fs::write(server.dir.path().join("sub/s.txt"), b"sub file").unwrap();
+    // The URL path is a prefix: the transport is rooted at /sub.
+    let url = format!("framegate://{}/sub/", server.addr);
+    let t = Transport::open(&url, Options::default()).await.unwrap();
+    assert!(t.is_smart());
+    assert_eq!(t.get("s.txt").await.unwrap(), "sub file");
+    assert_eq!(
+        t.readv("s.txt", &[(0, 3), (4, 4)]).await.unwrap(),
+        vec![Bytes::from("sub"), Bytes::from("file")]
+    );
+    assert!(t.has("s.txt").await.unwrap());
+    assert_eq!(t.stat("s.txt").await.unwrap().kind, Kind::File);
+    t.put("n.txt", "new", None).await.unwrap();
+    assert_eq!(t.append("n.txt", "er").await.unwrap(), 3);
+    t.mkdir("d", None).await.unwrap();
+    t.rename("n.txt", "d/n.txt").await.unwrap();
+    assert_eq!(t.list_dir("").await.unwrap(), ["d", "s.txt"]);
+    assert_eq!(
+        t.iter_files_recursive("").await.unwrap(),
+        ["d/n.txt", "s.txt"]
+    );
+    assert_eq!(
+        std::fs::read(server.dir.path().join("sub/d/n.txt")).unwrap(),
+        b"newer"
+    );
+    t.delete("d/n.txt").await.unwrap();
+    t.rmdir("d").await.unwrap();
+    let mut batch = t.batch();
+    let slots: Vec<_> = (0..500).map(|_| batch.get("s.txt")).collect();
+    let mut r = batch.send().await.unwrap();
+    for s in slots {
+        assert_eq!(r.take(s).unwrap(), "sub file");
+    }
+    t.close().await.unwrap();
+
+    let out = tokio::task::spawn_blocking(move || {
+        assert_cmd::Command::cargo_bin("framegate")
+            .unwrap()
+            .args(["cat", &format!("{url}s.txt")])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"sub file");
+}

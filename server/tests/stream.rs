@@ -1,0 +1,128 @@
+//! The byte-stream binding (§8) over raw TCP: preamble handling and clients
+//! that vanish mid-request.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::*;
+use framegate_server::stream::serve_tcp;
+use framegate_server::{Gateway, GatewayConfig, Registry};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+async fn tcp_server(dir: &std::path::Path) -> (String, CancellationToken) {
+    let mut config = GatewayConfig::new(dir);
+    config.allow_writes = true;
+    let gateway = Gateway::new(config, Registry::files()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = CancellationToken::new();
+    tokio::spawn(serve_tcp(gateway, listener, stop.clone()));
+    (addr, stop)
+}
+
+async fn exchange(addr: &str, send: &[u8]) -> String {
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(send).await.unwrap();
+    // End of input: the server answers what it has, then closes.
+    sock.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn unknown_preambles_are_refused_with_a_line_and_a_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _stop) = tcp_server(dir.path()).await;
+    assert_eq!(
+        exchange(&addr, b"GET / HTTP/1.1\r\n\r\n").await,
+        "framegate/1 error unsupported-protocol\n"
+    );
+    assert_eq!(
+        exchange(&addr, b"SSH-2.0-OpenSSH_9.2\r\n").await,
+        "framegate/1 error unsupported-protocol\n"
+    );
+    assert_eq!(
+        exchange(&addr, b"framegate/2 accept-encoding=identity\n").await,
+        "framegate/1 error unsupported-version\n"
+    );
+    // A good preamble, then end of input: ok, and a clean close.
+    assert_eq!(
+        exchange(&addr, b"framegate/1 accept-encoding=zstd-8mb,identity\n").await,
+        "framegate/1 ok\n"
+    );
+}
+
+#[tokio::test]
+async fn half_sent_frame_then_disconnect_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keep.txt"), b"old").unwrap();
+    let (addr, _stop) = tcp_server(dir.path()).await;
+    let mut batch = Batch::new();
+    batch.add("put", &[("path", b"keep.txt")], Some(&vec![7u8; 300_000]));
+    let body = batch.body();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(b"framegate/1\n").await.unwrap();
+    // Everything but the last few bytes: the last data frame is cut in half.
+    sock.write_all(&body[..body.len() - 10]).await.unwrap();
+    let mut ok = [0u8; 15];
+    sock.read_exact(&mut ok).await.unwrap();
+    assert_eq!(&ok, b"framegate/1 ok\n");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let staging = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".framegate-upload-")
+            })
+            .count()
+    };
+    assert_eq!(staging(), 1, "the upload was being staged");
+    drop(sock);
+    for _ in 0..50 {
+        if staging() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(staging(), 0, "staging file removed");
+    assert_eq!(std::fs::read(dir.path().join("keep.txt")).unwrap(), b"old");
+}
+
+#[tokio::test]
+async fn answers_go_out_while_the_client_is_still_sending() {
+    // Immediate mode: the answer to the first request arrives before the
+    // second request is even complete.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a"), b"first").unwrap();
+    let (addr, _stop) = tcp_server(dir.path()).await;
+    let mut batch = Batch::new();
+    batch.add("get", &[("path", b"a")], None);
+    let first = batch.body();
+    batch
+        .client
+        .start_request("put", &args(&[("path", b"b")]), true)
+        .unwrap();
+    let mut second = BytesMut::new();
+    batch.client.write_transmit(&mut second);
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(b"framegate/1\n").await.unwrap();
+    sock.write_all(&first).await.unwrap();
+    sock.write_all(&second).await.unwrap();
+    let mut buf = vec![0u8; 15 + 8 + 5];
+    tokio::time::timeout(Duration::from_secs(5), sock.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf.ends_with(b"first"), "{buf:?}");
+}
