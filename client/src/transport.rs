@@ -62,6 +62,8 @@ pub struct Options {
     pub read_timeout: Duration,
     /// Ask for zstd-compressed answers (default true).
     pub compress: bool,
+    /// Speak only HTTP/1.1 (default false: HTTP/2 when TLS ALPN offers it).
+    pub http1_only: bool,
     /// Text-output and progress callbacks.
     pub hooks: Hooks,
 }
@@ -76,6 +78,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(120),
             compress: true,
+            http1_only: false,
             hooks: Hooks::default(),
         }
     }
@@ -89,6 +92,9 @@ impl Options {
             .read_timeout(self.read_timeout)
             .tcp_nodelay(true)
             .user_agent(concat!("framegate/", env!("CARGO_PKG_VERSION")));
+        if self.http1_only {
+            builder = builder.http1_only();
+        }
         if let Some(path) = &self.ca_cert {
             let pem = std::fs::read(path)?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
