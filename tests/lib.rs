@@ -266,7 +266,7 @@ impl Nginx {
         let d = dir.display();
         let main = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 1024; }}\n\
+             events {{ worker_connections 4096; }}\n\
              http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
              types {{ text/plain txt; application/octet-stream bin; application/json json; }}\n\

@@ -1,0 +1,529 @@
+//! `cargo run --release -p framegate-bench` — the end-to-end benchmarks of
+//! issue P2–P8, every comparison measured side by side in one run
+//! (interleaved where it matters), written to `BENCHMARKS.md` and
+//! `benchmarks.svg` at the repository root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use framegate_client::{Options, Transport};
+use framegate_e2e::*;
+use framegate_wire::{Arguments, ClientReactor, MEDIA_TYPE};
+use futures_util::StreamExt;
+
+const SMALL_FILES: usize = 1000;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// One line of the report.
+#[derive(Clone)]
+struct Row {
+    id: &'static str,
+    what: String,
+    framegate: String,
+    other: String,
+    /// framegate's advantage as the goal states it (higher is better).
+    ratio: f64,
+    ratio_text: String,
+    goal: f64,
+    goal_text: &'static str,
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    tree: PathBuf,
+    tls: Tls,
+    gateways: Vec<Gateway>,
+    nginx: Nginx,
+    plain_port: u16,
+}
+
+fn write_small(tree: &Path) {
+    let small = tree.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    for i in 0..SMALL_FILES {
+        std::fs::write(small.join(format!("f{i:04}")), noise(1024, i as u64)).unwrap();
+    }
+}
+
+fn setup(big: bool) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    write_small(&tree);
+    if big {
+        write_text(&tree.join("text"));
+        write_noise_file(&tree.join("big.bin"), 1 << 30);
+        write_noise_file(&tree.join("mid.bin"), 64 << 20);
+    }
+    let token = dir.path().join("token");
+    std::fs::write(&token, "bench").unwrap();
+    let tls = Tls::generate(dir.path());
+    let gateways = vec![Gateway::start(&tree, &token, &[]), Gateway::start(&tree, &token, &[])];
+    let plain_port = free_port();
+    let extra = format!(
+        "gzip on; gzip_types text/plain application/octet-stream; gzip_min_length 0;\n\
+         server {{ listen 127.0.0.1:{plain_port}; location / {{ root {}; }} }}",
+        tree.display()
+    );
+    let ngx = dir.path().join("nginx");
+    std::fs::create_dir_all(&ngx).unwrap();
+    let nginx = Nginx::start(&ngx, &tls, [gateways[0].port, gateways[1].port], &tree, &extra);
+    Env { _dir: dir, tree, tls, gateways, nginx, plain_port }
+}
+
+fn write_noise_file(path: &Path, len: usize) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let block = noise(1 << 20, 7);
+    for _ in 0..len >> 20 {
+        f.write_all(&block).unwrap();
+    }
+}
+
+/// 1,000 small text files: Rust sources from the cargo registry, else generated.
+fn write_text(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut sources = Vec::new();
+    if let Some(home) = std::env::var_os("HOME") {
+        let registry = Path::new(&home).join(".cargo/registry/src");
+        collect_rs(&registry, &mut sources, 4000);
+    }
+    sources.sort();
+    let mut written = 0;
+    for src in sources {
+        let Ok(text) = std::fs::read(&src) else { continue };
+        if text.len() < 200 || text.len() > 8192 {
+            continue;
+        }
+        std::fs::write(dir.join(format!("t{written:04}.txt")), text).unwrap();
+        written += 1;
+        if written == SMALL_FILES {
+            return;
+        }
+    }
+    while written < SMALL_FILES {
+        let text = format!("fn item_{written}() -> usize {{\n    // generated text\n    {written} * 2\n}}\n").repeat(20);
+        std::fs::write(dir.join(format!("t{written:04}.txt")), text).unwrap();
+        written += 1;
+    }
+}
+
+fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>, max: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if out.len() >= max {
+            return;
+        }
+        let p = e.path();
+        if p.is_dir() {
+            collect_rs(&p, out, max);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+impl Env {
+    fn options(&self) -> Options {
+        let mut o = Options::default();
+        o.ca_cert = Some(self.tls.ca.clone());
+        o
+    }
+    fn direct(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.gateways[0].port)
+    }
+    fn plain(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.plain_port)
+    }
+    fn tls_client(&self, h1: bool) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.tls.ca).unwrap()).unwrap();
+        let mut b = reqwest::Client::builder().add_root_certificate(ca);
+        if h1 {
+            b = b.http1_only();
+        }
+        b.build().unwrap()
+    }
+}
+
+async fn framegate_batch(t: &Transport) -> f64 {
+    let started = Instant::now();
+    let mut batch = t.batch();
+    let slots: Vec<_> = (0..SMALL_FILES).map(|i| batch.get(&format!("small/f{i:04}"))).collect();
+    let mut r = batch.send().await.unwrap();
+    for s in slots {
+        assert_eq!(r.take(s).unwrap().len(), 1024);
+    }
+    started.elapsed().as_secs_f64()
+}
+
+async fn sequential_gets(client: &reqwest::Client, base: &str) -> f64 {
+    let started = Instant::now();
+    for i in 0..SMALL_FILES {
+        let body = client.get(format!("{base}small/f{i:04}")).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(body.len(), 1024);
+    }
+    started.elapsed().as_secs_f64()
+}
+
+async fn multiplexed_gets(client: &reqwest::Client, base: &str) -> f64 {
+    // One request first, so the HTTP/2 connection exists and the 1,000
+    // multiplex onto it instead of racing to open connections of their own.
+    client.get(format!("{base}small/f0000")).send().await.unwrap().bytes().await.unwrap();
+    let started = Instant::now();
+    let gets = (0..SMALL_FILES).map(|i| {
+        let url = format!("{base}small/f{i:04}");
+        async move {
+            let resp = client.get(url).send().await.unwrap();
+            assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+            assert_eq!(resp.bytes().await.unwrap().len(), 1024);
+        }
+    });
+    futures_util::future::join_all(gets).await;
+    started.elapsed().as_secs_f64()
+}
+
+/// P2 and P3: returns (fg direct, nginx h1 sequential, fg via nginx h2, nginx h2 multiplexed) medians.
+async fn small_reads(env: &Env, rounds: usize) -> [f64; 4] {
+    let direct = Transport::open(&env.direct(), Options::default()).await.unwrap();
+    let via = Transport::open(&env.nginx.url("/"), env.options()).await.unwrap();
+    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let h2 = env.tls_client(false);
+    let static_base = env.nginx.url("/static/");
+    let plain_base = env.plain("");
+    // Warm-up: connections and caches.
+    framegate_batch(&direct).await;
+    framegate_batch(&via).await;
+    sequential_gets(&h1, &plain_base).await;
+    multiplexed_gets(&h2, &static_base).await;
+    let mut m: [Vec<f64>; 4] = Default::default();
+    for _ in 0..rounds {
+        m[0].push(framegate_batch(&direct).await);
+        m[1].push(sequential_gets(&h1, &plain_base).await);
+        m[2].push(framegate_batch(&via).await);
+        m[3].push(multiplexed_gets(&h2, &static_base).await);
+    }
+    m.map(median)
+}
+
+struct Sink(u64);
+impl tokio::io::AsyncWrite for Sink {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        self.0 += buf.len() as u64;
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+async fn fg_get(t: &Transport, path: &str) -> (f64, u64) {
+    let started = Instant::now();
+    let mut sink = Sink(0);
+    let n = t.get_into(path, &mut sink).await.unwrap();
+    (started.elapsed().as_secs_f64(), n)
+}
+
+async fn http_get(client: &reqwest::Client, url: &str) -> (f64, u64) {
+    let started = Instant::now();
+    let resp = client.get(url).send().await.unwrap();
+    assert!(resp.status().is_success());
+    let mut stream = resp.bytes_stream();
+    let mut n = 0u64;
+    while let Some(c) = stream.next().await {
+        n += c.unwrap().len() as u64;
+    }
+    (started.elapsed().as_secs_f64(), n)
+}
+
+fn mib_s(secs: f64, bytes: u64) -> f64 {
+    bytes as f64 / secs / (1 << 20) as f64
+}
+
+/// Bytes of the response body of one framegate message of 1,000 `get`s.
+async fn framegate_wire_bytes(url: &str, compress: bool) -> u64 {
+    let mut reactor = ClientReactor::default();
+    for i in 0..SMALL_FILES {
+        reactor.request("get", &Arguments::new().with("path", format!("text/t{i:04}.txt")).unwrap(), None).unwrap();
+    }
+    let mut body = BytesMut::new();
+    reactor.write_transmit(&mut body);
+    let resp = reqwest::Client::new()
+        .post(format!("{url}.framegate/ro"))
+        .header("content-type", MEDIA_TYPE)
+        .header("accept", MEDIA_TYPE)
+        .header("framegate-accept-encoding", if compress { "zstd-8mb, identity" } else { "identity" })
+        .body(body.freeze())
+        .send()
+        .await
+        .unwrap();
+    resp.bytes().await.unwrap().len() as u64
+}
+
+async fn nginx_gzip_bytes(base: &str) -> (u64, u64) {
+    let client = reqwest::Client::builder().http1_only().build().unwrap();
+    let (mut wire, mut raw) = (0u64, 0u64);
+    for i in 0..SMALL_FILES {
+        let url = format!("{base}text/t{i:04}.txt");
+        let resp = client.get(&url).header("accept-encoding", "gzip").send().await.unwrap();
+        assert_eq!(resp.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+        wire += resp.bytes().await.unwrap().len() as u64;
+        raw += client.get(&url).send().await.unwrap().bytes().await.unwrap().len() as u64;
+    }
+    (wire, raw)
+}
+
+/// Completed operations per second with `tasks` concurrent loops for `secs`.
+async fn rate<F, Fut>(tasks: usize, secs: f64, op: F) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (op, done) = (op.clone(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    op().await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / secs
+}
+
+async fn breezy(env: &Env) -> Option<f64> {
+    let root = repo_root();
+    let setup = Command::new(root.join("bench/peer/setup-brz.sh")).output().ok()?;
+    if !setup.status.success() {
+        eprintln!("breezy setup failed: {}", String::from_utf8_lossy(&setup.stderr));
+        return None;
+    }
+    let venv = PathBuf::from(String::from_utf8_lossy(&setup.stdout).trim());
+    let port = free_port();
+    let mut server = Command::new(venv.join("bin/brz"))
+        .args(["serve", "--listen", "127.0.0.1", "--port", &port.to_string(), "--directory"])
+        .arg(env.tree.join("small"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new(venv.join("bin/python"))
+        .arg(root.join("bench/peer/brz_read.py"))
+        .arg(format!("bzr://127.0.0.1:{port}/"))
+        .args([SMALL_FILES.to_string(), "3".into()])
+        .output()
+        .ok();
+    let _ = server.kill();
+    let _ = server.wait();
+    let out = out?;
+    if !out.status.success() {
+        eprintln!("breezy client failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["median_s"].as_f64()
+}
+
+/// Runs P2/P3 again inside a network namespace whose loopback has 10 ms
+/// each way (20 ms RTT). Needs root, `ip` and `tc` (netem).
+fn with_rtt() -> Result<[f64; 4], String> {
+    let ns = format!("fgbench{}", std::process::id());
+    let ip = |args: &[&str]| Command::new("ip").args(args).status().map_err(|e| e.to_string());
+    if !ip(&["netns", "add", &ns])?.success() {
+        return Err("`ip netns add` failed (needs root)".into());
+    }
+    let run = || -> Result<[f64; 4], String> {
+        let exec = |cmd: &[&str]| Command::new("ip").args(["netns", "exec", &ns]).args(cmd).status().map_err(|e| e.to_string());
+        if !exec(&["ip", "link", "set", "lo", "up"])?.success() {
+            return Err("cannot bring up lo in the namespace".into());
+        }
+        if !exec(&["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "10ms"])?.success() {
+            return Err("tc netem is not available (kernel module sch_netem?)".into());
+        }
+        let me = std::env::current_exe().map_err(|e| e.to_string())?;
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(me)
+            .arg("--rtt-phase")
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err("the 20 ms RTT phase failed".into());
+        }
+        let v: Vec<f64> = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        Ok([v[0], v[1], v[2], v[3]])
+    };
+    let result = run();
+    let _ = ip(&["netns", "delete", &ns]);
+    result
+}
+
+fn row(id: &'static str, what: impl Into<String>, fg: String, other: String, ratio: f64, ratio_text: String, goal: f64, goal_text: &'static str) -> Row {
+    Row { id, what: what.into(), framegate: fg, other, ratio, ratio_text, goal, goal_text }
+}
+
+fn ms(s: f64) -> String {
+    format!("{:.1} ms", s * 1e3)
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--rtt-phase") {
+        let env = setup(false);
+        let r = small_reads(&env, 3).await;
+        println!("{}", serde_json::json!(r));
+        return;
+    }
+    let started = Instant::now();
+    eprintln!("setting up (1 GiB and 64 MiB files, 1,000 small and 1,000 text files)...");
+    let env = setup(true);
+    let mut rows: Vec<Row> = Vec::new();
+
+    eprintln!("P2/P3: 1,000 small reads...");
+    let [fg_direct, ngx_seq, fg_via, ngx_h2] = small_reads(&env, 7).await;
+    rows.push(row("P2", "1,000 × 1 KiB reads: one framegate message vs sequential HTTP/1.1 keep-alive GETs (nginx static, loopback)", ms(fg_direct), ms(ngx_seq), ngx_seq / fg_direct, format!("{:.1}× faster", ngx_seq / fg_direct), 10.0, "≥ 10×"));
+    rows.push(row("P3", "1,000 × 1 KiB reads through nginx TLS: one framegate message vs 1,000 multiplexed HTTP/2 GETs", ms(fg_via), ms(ngx_h2), ngx_h2 / fg_via, format!("{:.2}× faster", ngx_h2 / fg_via), 2.0, "≥ 2×"));
+    eprintln!("P2/P3 with 20 ms RTT...");
+    match with_rtt() {
+        Ok([fd, ns, fv, nh]) => {
+            rows.push(row("P2-rtt", "P2 with 20 ms round-trip time (netns + netem)", ms(fd), ms(ns), ns / fd, format!("{:.0}× faster", ns / fd), 10.0, "≥ 10×"));
+            rows.push(row("P3-rtt", "P3 with 20 ms round-trip time (netns + netem)", ms(fv), ms(nh), nh / fv, format!("{:.2}× faster", nh / fv), 2.0, "≥ 2×"));
+        }
+        Err(why) => eprintln!("20 ms RTT runs skipped: {why}"),
+    }
+
+    eprintln!("P4/P5: 1 GiB...");
+    let direct = Transport::open(&env.direct(), Options::default()).await.unwrap();
+    let via = Transport::open(&env.nginx.url("/"), env.options()).await.unwrap();
+    let plain = reqwest::Client::builder().http1_only().build().unwrap();
+    let tls = env.tls_client(false);
+    let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut peak_single: f64 = 0.0;
+    for _ in 0..3 {
+        env.gateways[0].reset_peak_rss();
+        let (s, n) = fg_get(&direct, "big.bin").await;
+        peak_single = peak_single.max(env.gateways[0].peak_rss_mib());
+        assert_eq!(n, 1 << 30);
+        a.push(mib_s(s, n));
+        let (s, n) = http_get(&plain, &env.plain("big.bin")).await;
+        assert_eq!(n, 1 << 30);
+        b.push(mib_s(s, n));
+        let (s, n) = fg_get(&via, "big.bin").await;
+        c.push(mib_s(s, n));
+        let (s, n) = http_get(&tls, &env.nginx.url("/static/big.bin")).await;
+        d.push(mib_s(s, n));
+    }
+    let (a, b, c, d) = (median(a), median(b), median(c), median(d));
+    rows.push(row("P4", "1 GiB file, direct on loopback: framegate `get` vs nginx static GET (sendfile)", format!("{a:.0} MiB/s"), format!("{b:.0} MiB/s"), a / b, format!("{:.2}× nginx", a / b), 0.8, "≥ 0.8×"));
+    rows.push(row("P4-nginx", "1 GiB file through nginx TLS: framegate `get` vs nginx static", format!("{c:.0} MiB/s"), format!("{d:.0} MiB/s"), c / d, format!("{:.2}× nginx", c / d), 0.8, "≥ 0.8×"));
+    rows.push(row("P5", "server peak RSS during the 1 GiB `get` (P4)", format!("{peak_single:.1} MiB"), "—".into(), 64.0 / peak_single, format!("{peak_single:.1} MiB"), 1.0, "≤ 64 MiB"));
+    env.gateways[0].reset_peak_rss();
+    let direct = Arc::new(direct);
+    let reads = (0..64).map(|_| {
+        let t = direct.clone();
+        async move { fg_get(&t, "mid.bin").await }
+    });
+    let results = futures_util::future::join_all(reads).await;
+    assert!(results.iter().all(|(_, n)| *n == 64 << 20));
+    let peak_many = env.gateways[0].peak_rss_mib();
+    rows.push(row("P5-64", "server peak RSS, 64 concurrent clients each reading 64 MiB", format!("{peak_many:.1} MiB"), "—".into(), 256.0 / peak_many, format!("{peak_many:.1} MiB"), 1.0, "≤ 256 MiB"));
+
+    eprintln!("P6: bytes on the wire for 1,000 text files...");
+    let fg_zstd = framegate_wire_bytes(&env.direct(), true).await;
+    let fg_identity = framegate_wire_bytes(&env.direct(), false).await;
+    let (gzip, raw) = nginx_gzip_bytes(&env.plain("")).await;
+    rows.push(row("P6", format!("bytes on the wire (bodies) for 1,000 text files, {raw} bytes raw: framegate zstd-8mb (one message) vs nginx gzip (per file)"), format!("{fg_zstd} B (identity: {fg_identity} B)"), format!("{gzip} B"), 0.5 / (fg_zstd as f64 / gzip as f64), format!("{:.2}× nginx's bytes", fg_zstd as f64 / gzip as f64), 1.0, "≤ 0.5×"));
+
+    eprintln!("P7: small messages per second...");
+    let t = Arc::new(Transport::open(&env.direct(), Options::default()).await.unwrap());
+    let fg_rate = rate(32, 3.0, {
+        let t = t.clone();
+        move || {
+            let t = t.clone();
+            async move {
+                t.call("hello", Arguments::new(), None, false).await.unwrap();
+            }
+        }
+    })
+    .await;
+    let client = reqwest::Client::builder().http1_only().build().unwrap();
+    let url = env.plain("small/f0000");
+    let ngx_rate = rate(32, 3.0, move || {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client.get(&url).send().await.unwrap().bytes().await.unwrap();
+        }
+    })
+    .await;
+    rows.push(row("P7", "small messages per second, 32 concurrent clients, loopback: framegate `hello` POSTs vs nginx static 1 KiB GETs", format!("{fg_rate:.0}/s"), format!("{ngx_rate:.0}/s"), fg_rate / ngx_rate, format!("{:.2}× nginx", fg_rate / ngx_rate), 0.5, "≥ 0.5×"));
+
+    eprintln!("P8: Breezy smart server...");
+    match breezy(&env).await {
+        Some(brz) => rows.push(row("P8", "1,000 × 1 KiB reads: Breezy smart server (`brz serve`, bzr://, one get each) vs one framegate message", ms(fg_direct), ms(brz), brz / fg_direct, format!("{:.0}× faster", brz / fg_direct), 50.0, "≥ 50×")),
+        None => eprintln!("P8 skipped: Breezy could not be installed or run"),
+    }
+
+    let elapsed = started.elapsed().as_secs_f64();
+    write_report(&rows, elapsed);
+    eprintln!("done in {elapsed:.0} s: BENCHMARKS.md and benchmarks.svg written");
+}
+
+fn write_report(rows: &[Row], elapsed: f64) {
+    let mut md = String::from(
+        "# Benchmarks\n\nWritten by `cargo run --release -p framegate-bench` (every comparison measured side by side in the same run, \
+         medians of repeated runs, on the 2-core CI-class machine; loopback unless stated). Ratios are framegate's standing against \
+         the goal: higher is better for speed, lower for bytes and memory.\n\n![ratios against goals](benchmarks.svg)\n\n\
+         | id | what | framegate | compared with | result | goal | met |\n|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let met = if r.ratio >= r.goal { "yes" } else { "**no**" };
+        md.push_str(&format!("| {} | {} | {} | {} | {} | {} | {} |\n", r.id, r.what, r.framegate, r.other, r.ratio_text, r.goal_text, met));
+    }
+    md.push_str(&format!("\nTotal run time: {elapsed:.0} s.\n"));
+    std::fs::write(repo_root().join("BENCHMARKS.md"), md).unwrap();
+    std::fs::write(repo_root().join("benchmarks.svg"), svg(rows)).unwrap();
+}
+
+/// A bar per line: its standing relative to its goal (1.0 = exactly the goal).
+fn svg(rows: &[Row]) -> String {
+    let (w, bar_h, left) = (760.0, 26.0, 90.0);
+    let h = 40.0 + bar_h * rows.len() as f64 + 30.0;
+    let max = rows.iter().map(|r| r.ratio / r.goal).fold(2.0_f64, f64::max).min(20.0);
+    let scale = |v: f64| left + (w - left - 20.0) * (v.min(max) / max);
+    let mut s = format!(r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{left}" y="20">standing against the goal (goal = 1, bar to the right is better; capped at {max:.0})</text>"##);
+    for (i, r) in rows.iter().enumerate() {
+        let y = 34.0 + bar_h * i as f64;
+        let v = r.ratio / r.goal;
+        let color = if v >= 1.0 { "#3a7d44" } else { "#c0392b" };
+        s.push_str(&format!(r##"<text x="8" y="{}">{}</text><rect x="{left}" y="{y}" width="{:.1}" height="{}" fill="{color}"/><text x="{:.1}" y="{}">{}</text>"##, y + 16.0, r.id, scale(v) - left, bar_h - 6.0, scale(v) + 4.0, y + 16.0, r.ratio_text));
+    }
+    let gx = scale(1.0);
+    s.push_str(&format!(r##"<line x1="{gx:.1}" y1="28" x2="{gx:.1}" y2="{}" stroke="black" stroke-dasharray="4 3"/><text x="{:.1}" y="{}">goal</text></svg>"##, h - 20.0, gx - 12.0, h - 6.0));
+    s
+}
