@@ -68,7 +68,10 @@ fn setup(big: bool) -> Env {
     let token = dir.path().join("token");
     std::fs::write(&token, "bench").unwrap();
     let tls = Tls::generate(dir.path());
-    let gateways = vec![Gateway::start(&tree, &token, &[]), Gateway::start(&tree, &token, &[])];
+    let gateways = vec![
+        Gateway::start(&tree, &token, &[]),
+        Gateway::start(&tree, &token, &[]),
+    ];
     let plain_port = free_port();
     let extra = format!(
         "gzip on; gzip_types text/plain application/octet-stream; gzip_min_length 0;\n\
@@ -77,16 +80,29 @@ fn setup(big: bool) -> Env {
     );
     let ngx = dir.path().join("nginx");
     std::fs::create_dir_all(&ngx).unwrap();
-    let nginx = Nginx::start(&ngx, &tls, [gateways[0].port, gateways[1].port], &tree, &extra);
-    Env { _dir: dir, tree, tls, gateways, nginx, plain_port }
+    let nginx = Nginx::start(
+        &ngx,
+        &tls,
+        [gateways[0].port, gateways[1].port],
+        &tree,
+        &extra,
+    );
+    Env {
+        _dir: dir,
+        tree,
+        tls,
+        gateways,
+        nginx,
+        plain_port,
+    }
 }
 
 fn write_noise_file(path: &Path, len: usize) {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let block = noise(1 << 20, 7);
-    for _ in 0..len >> 20 {
-        f.write_all(&block).unwrap();
+    // Every MiB different: no long-range repeats for a compressor to find.
+    for i in 0..len >> 20 {
+        f.write_all(&noise(1 << 20, 1000 + i as u64)).unwrap();
     }
 }
 
@@ -101,7 +117,9 @@ fn write_text(dir: &Path) {
     sources.sort();
     let mut written = 0;
     for src in sources {
-        let Ok(text) = std::fs::read(&src) else { continue };
+        let Ok(text) = std::fs::read(&src) else {
+            continue;
+        };
         if text.len() < 200 || text.len() > 8192 {
             continue;
         }
@@ -112,14 +130,19 @@ fn write_text(dir: &Path) {
         }
     }
     while written < SMALL_FILES {
-        let text = format!("fn item_{written}() -> usize {{\n    // generated text\n    {written} * 2\n}}\n").repeat(20);
+        let text = format!(
+            "fn item_{written}() -> usize {{\n    // generated text\n    {written} * 2\n}}\n"
+        )
+        .repeat(20);
         std::fs::write(dir.join(format!("t{written:04}.txt")), text).unwrap();
         written += 1;
     }
 }
 
 fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>, max: usize) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         if out.len() >= max {
             return;
@@ -158,7 +181,9 @@ impl Env {
 async fn framegate_batch(t: &Transport) -> f64 {
     let started = Instant::now();
     let mut batch = t.batch();
-    let slots: Vec<_> = (0..SMALL_FILES).map(|i| batch.get(&format!("small/f{i:04}"))).collect();
+    let slots: Vec<_> = (0..SMALL_FILES)
+        .map(|i| batch.get(&format!("small/f{i:04}")))
+        .collect();
     let mut r = batch.send().await.unwrap();
     for s in slots {
         assert_eq!(r.take(s).unwrap().len(), 1024);
@@ -169,7 +194,14 @@ async fn framegate_batch(t: &Transport) -> f64 {
 async fn sequential_gets(client: &reqwest::Client, base: &str) -> f64 {
     let started = Instant::now();
     for i in 0..SMALL_FILES {
-        let body = client.get(format!("{base}small/f{i:04}")).send().await.unwrap().bytes().await.unwrap();
+        let body = client
+            .get(format!("{base}small/f{i:04}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(body.len(), 1024);
     }
     started.elapsed().as_secs_f64()
@@ -178,7 +210,14 @@ async fn sequential_gets(client: &reqwest::Client, base: &str) -> f64 {
 async fn multiplexed_gets(client: &reqwest::Client, base: &str) -> f64 {
     // One request first, so the HTTP/2 connection exists and the 1,000
     // multiplex onto it instead of racing to open connections of their own.
-    client.get(format!("{base}small/f0000")).send().await.unwrap().bytes().await.unwrap();
+    client
+        .get(format!("{base}small/f0000"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let started = Instant::now();
     let gets = (0..SMALL_FILES).map(|i| {
         let url = format!("{base}small/f{i:04}");
@@ -194,8 +233,12 @@ async fn multiplexed_gets(client: &reqwest::Client, base: &str) -> f64 {
 
 /// P2 and P3: returns (fg direct, nginx h1 sequential, fg via nginx h2, nginx h2 multiplexed) medians.
 async fn small_reads(env: &Env, rounds: usize) -> [f64; 4] {
-    let direct = Transport::open(&env.direct(), Options::default()).await.unwrap();
-    let via = Transport::open(&env.nginx.url("/"), env.options()).await.unwrap();
+    let direct = Transport::open(&env.direct(), Options::default())
+        .await
+        .unwrap();
+    let via = Transport::open(&env.nginx.url("/"), env.options())
+        .await
+        .unwrap();
     let h1 = reqwest::Client::builder().http1_only().build().unwrap();
     let h2 = env.tls_client(false);
     let static_base = env.nginx.url("/static/");
@@ -217,14 +260,24 @@ async fn small_reads(env: &Env, rounds: usize) -> [f64; 4] {
 
 struct Sink(u64);
 impl tokio::io::AsyncWrite for Sink {
-    fn poll_write(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
         self.0 += buf.len() as u64;
         std::task::Poll::Ready(Ok(buf.len()))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
@@ -256,7 +309,15 @@ fn mib_s(secs: f64, bytes: u64) -> f64 {
 async fn framegate_wire_bytes(url: &str, compress: bool) -> u64 {
     let mut reactor = ClientReactor::default();
     for i in 0..SMALL_FILES {
-        reactor.request("get", &Arguments::new().with("path", format!("text/t{i:04}.txt")).unwrap(), None).unwrap();
+        reactor
+            .request(
+                "get",
+                &Arguments::new()
+                    .with("path", format!("text/t{i:04}.txt"))
+                    .unwrap(),
+                None,
+            )
+            .unwrap();
     }
     let mut body = BytesMut::new();
     reactor.write_transmit(&mut body);
@@ -264,7 +325,14 @@ async fn framegate_wire_bytes(url: &str, compress: bool) -> u64 {
         .post(format!("{url}.framegate/ro"))
         .header("content-type", MEDIA_TYPE)
         .header("accept", MEDIA_TYPE)
-        .header("framegate-accept-encoding", if compress { "zstd-8mb, identity" } else { "identity" })
+        .header(
+            "framegate-accept-encoding",
+            if compress {
+                "zstd-8mb, identity"
+            } else {
+                "identity"
+            },
+        )
         .body(body.freeze())
         .send()
         .await
@@ -277,10 +345,28 @@ async fn nginx_gzip_bytes(base: &str) -> (u64, u64) {
     let (mut wire, mut raw) = (0u64, 0u64);
     for i in 0..SMALL_FILES {
         let url = format!("{base}text/t{i:04}.txt");
-        let resp = client.get(&url).header("accept-encoding", "gzip").send().await.unwrap();
-        assert_eq!(resp.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+        let resp = client
+            .get(&url)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers()
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap()),
+            Some("gzip")
+        );
         wire += resp.bytes().await.unwrap().len() as u64;
-        raw += client.get(&url).send().await.unwrap().bytes().await.unwrap().len() as u64;
+        raw += client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len() as u64;
     }
     (wire, raw)
 }
@@ -312,15 +398,27 @@ where
 
 async fn breezy(env: &Env) -> Option<f64> {
     let root = repo_root();
-    let setup = Command::new(root.join("bench/peer/setup-brz.sh")).output().ok()?;
+    let setup = Command::new(root.join("bench/peer/setup-brz.sh"))
+        .output()
+        .ok()?;
     if !setup.status.success() {
-        eprintln!("breezy setup failed: {}", String::from_utf8_lossy(&setup.stderr));
+        eprintln!(
+            "breezy setup failed: {}",
+            String::from_utf8_lossy(&setup.stderr)
+        );
         return None;
     }
     let venv = PathBuf::from(String::from_utf8_lossy(&setup.stdout).trim());
     let port = free_port();
     let mut server = Command::new(venv.join("bin/brz"))
-        .args(["serve", "--listen", "127.0.0.1", "--port", &port.to_string(), "--directory"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--directory",
+        ])
         .arg(env.tree.join("small"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -342,7 +440,10 @@ async fn breezy(env: &Env) -> Option<f64> {
     let _ = server.wait();
     let out = out?;
     if !out.status.success() {
-        eprintln!("breezy client failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "breezy client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -353,16 +454,31 @@ async fn breezy(env: &Env) -> Option<f64> {
 /// each way (20 ms RTT). Needs root, `ip` and `tc` (netem).
 fn with_rtt() -> Result<[f64; 4], String> {
     let ns = format!("fgbench{}", std::process::id());
-    let ip = |args: &[&str]| Command::new("ip").args(args).status().map_err(|e| e.to_string());
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .status()
+            .map_err(|e| e.to_string())
+    };
     if !ip(&["netns", "add", &ns])?.success() {
         return Err("`ip netns add` failed (needs root)".into());
     }
     let run = || -> Result<[f64; 4], String> {
-        let exec = |cmd: &[&str]| Command::new("ip").args(["netns", "exec", &ns]).args(cmd).status().map_err(|e| e.to_string());
+        let exec = |cmd: &[&str]| {
+            Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(cmd)
+                .status()
+                .map_err(|e| e.to_string())
+        };
         if !exec(&["ip", "link", "set", "lo", "up"])?.success() {
             return Err("cannot bring up lo in the namespace".into());
         }
-        if !exec(&["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "10ms"])?.success() {
+        if !exec(&[
+            "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "10ms",
+        ])?
+        .success()
+        {
             return Err("tc netem is not available (kernel module sch_netem?)".into());
         }
         let me = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -384,8 +500,26 @@ fn with_rtt() -> Result<[f64; 4], String> {
     result
 }
 
-fn row(id: &'static str, what: impl Into<String>, fg: String, other: String, ratio: f64, ratio_text: String, goal: f64, goal_text: &'static str) -> Row {
-    Row { id, what: what.into(), framegate: fg, other, ratio, ratio_text, goal, goal_text }
+fn row(
+    id: &'static str,
+    what: impl Into<String>,
+    fg: String,
+    other: String,
+    ratio: f64,
+    ratio_text: String,
+    goal: f64,
+    goal_text: &'static str,
+) -> Row {
+    Row {
+        id,
+        what: what.into(),
+        framegate: fg,
+        other,
+        ratio,
+        ratio_text,
+        goal,
+        goal_text,
+    }
 }
 
 fn ms(s: f64) -> String {
@@ -412,15 +546,37 @@ async fn main() {
     eprintln!("P2/P3 with 20 ms RTT...");
     match with_rtt() {
         Ok([fd, ns, fv, nh]) => {
-            rows.push(row("P2-rtt", "P2 with 20 ms round-trip time (netns + netem)", ms(fd), ms(ns), ns / fd, format!("{:.0}× faster", ns / fd), 10.0, "≥ 10×"));
-            rows.push(row("P3-rtt", "P3 with 20 ms round-trip time (netns + netem)", ms(fv), ms(nh), nh / fv, format!("{:.2}× faster", nh / fv), 2.0, "≥ 2×"));
+            rows.push(row(
+                "P2-rtt",
+                "P2 with 20 ms round-trip time (netns + netem)",
+                ms(fd),
+                ms(ns),
+                ns / fd,
+                format!("{:.0}× faster", ns / fd),
+                10.0,
+                "≥ 10×",
+            ));
+            rows.push(row(
+                "P3-rtt",
+                "P3 with 20 ms round-trip time (netns + netem)",
+                ms(fv),
+                ms(nh),
+                nh / fv,
+                format!("{:.2}× faster", nh / fv),
+                2.0,
+                "≥ 2×",
+            ));
         }
         Err(why) => eprintln!("20 ms RTT runs skipped: {why}"),
     }
 
     eprintln!("P4/P5: 1 GiB...");
-    let direct = Transport::open(&env.direct(), Options::default()).await.unwrap();
-    let via = Transport::open(&env.nginx.url("/"), env.options()).await.unwrap();
+    let direct = Transport::open(&env.direct(), Options::default())
+        .await
+        .unwrap();
+    let via = Transport::open(&env.nginx.url("/"), env.options())
+        .await
+        .unwrap();
     let plain = reqwest::Client::builder().http1_only().build().unwrap();
     let tls = env.tls_client(false);
     let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -440,9 +596,36 @@ async fn main() {
         d.push(mib_s(s, n));
     }
     let (a, b, c, d) = (median(a), median(b), median(c), median(d));
-    rows.push(row("P4", "1 GiB file, direct on loopback: framegate `get` vs nginx static GET (sendfile)", format!("{a:.0} MiB/s"), format!("{b:.0} MiB/s"), a / b, format!("{:.2}× nginx", a / b), 0.8, "≥ 0.8×"));
-    rows.push(row("P4-nginx", "1 GiB file through nginx TLS: framegate `get` vs nginx static", format!("{c:.0} MiB/s"), format!("{d:.0} MiB/s"), c / d, format!("{:.2}× nginx", c / d), 0.8, "≥ 0.8×"));
-    rows.push(row("P5", "server peak RSS during the 1 GiB `get` (P4)", format!("{peak_single:.1} MiB"), "—".into(), 64.0 / peak_single, format!("{peak_single:.1} MiB"), 1.0, "≤ 64 MiB"));
+    rows.push(row(
+        "P4",
+        "1 GiB file, direct on loopback: framegate `get` vs nginx static GET (sendfile)",
+        format!("{a:.0} MiB/s"),
+        format!("{b:.0} MiB/s"),
+        a / b,
+        format!("{:.2}× nginx", a / b),
+        0.8,
+        "≥ 0.8×",
+    ));
+    rows.push(row(
+        "P4-nginx",
+        "1 GiB file through nginx TLS: framegate `get` vs nginx static",
+        format!("{c:.0} MiB/s"),
+        format!("{d:.0} MiB/s"),
+        c / d,
+        format!("{:.2}× nginx", c / d),
+        0.8,
+        "≥ 0.8×",
+    ));
+    rows.push(row(
+        "P5",
+        "server peak RSS during the 1 GiB `get` (P4)",
+        format!("{peak_single:.1} MiB"),
+        "—".into(),
+        64.0 / peak_single,
+        format!("{peak_single:.1} MiB"),
+        1.0,
+        "≤ 64 MiB",
+    ));
     env.gateways[0].reset_peak_rss();
     let direct = Arc::new(direct);
     let reads = (0..64).map(|_| {
@@ -452,7 +635,16 @@ async fn main() {
     let results = futures_util::future::join_all(reads).await;
     assert!(results.iter().all(|(_, n)| *n == 64 << 20));
     let peak_many = env.gateways[0].peak_rss_mib();
-    rows.push(row("P5-64", "server peak RSS, 64 concurrent clients each reading 64 MiB", format!("{peak_many:.1} MiB"), "—".into(), 256.0 / peak_many, format!("{peak_many:.1} MiB"), 1.0, "≤ 256 MiB"));
+    rows.push(row(
+        "P5-64",
+        "server peak RSS, 64 concurrent clients each reading 64 MiB",
+        format!("{peak_many:.1} MiB"),
+        "—".into(),
+        256.0 / peak_many,
+        format!("{peak_many:.1} MiB"),
+        1.0,
+        "≤ 256 MiB",
+    ));
 
     eprintln!("P6: bytes on the wire for 1,000 text files...");
     let fg_zstd = framegate_wire_bytes(&env.direct(), true).await;
@@ -461,13 +653,19 @@ async fn main() {
     rows.push(row("P6", format!("bytes on the wire (bodies) for 1,000 text files, {raw} bytes raw: framegate zstd-8mb (one message) vs nginx gzip (per file)"), format!("{fg_zstd} B (identity: {fg_identity} B)"), format!("{gzip} B"), 0.5 / (fg_zstd as f64 / gzip as f64), format!("{:.2}× nginx's bytes", fg_zstd as f64 / gzip as f64), 1.0, "≤ 0.5×"));
 
     eprintln!("P7: small messages per second...");
-    let t = Arc::new(Transport::open(&env.direct(), Options::default()).await.unwrap());
+    let t = Arc::new(
+        Transport::open(&env.direct(), Options::default())
+            .await
+            .unwrap(),
+    );
     let fg_rate = rate(32, 3.0, {
         let t = t.clone();
         move || {
             let t = t.clone();
             async move {
-                t.call("hello", Arguments::new(), None, false).await.unwrap();
+                t.call("hello", Arguments::new(), None, false)
+                    .await
+                    .unwrap();
             }
         }
     })
@@ -477,7 +675,14 @@ async fn main() {
     let ngx_rate = rate(32, 3.0, move || {
         let (client, url) = (client.clone(), url.clone());
         async move {
-            client.get(&url).send().await.unwrap().bytes().await.unwrap();
+            client
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
         }
     })
     .await;
@@ -503,7 +708,10 @@ fn write_report(rows: &[Row], elapsed: f64) {
     );
     for r in rows {
         let met = if r.ratio >= r.goal { "yes" } else { "**no**" };
-        md.push_str(&format!("| {} | {} | {} | {} | {} | {} | {} |\n", r.id, r.what, r.framegate, r.other, r.ratio_text, r.goal_text, met));
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r.id, r.what, r.framegate, r.other, r.ratio_text, r.goal_text, met
+        ));
     }
     md.push_str(&format!("\nTotal run time: {elapsed:.0} s.\n"));
     std::fs::write(repo_root().join("BENCHMARKS.md"), md).unwrap();
@@ -514,9 +722,15 @@ fn write_report(rows: &[Row], elapsed: f64) {
 fn svg(rows: &[Row]) -> String {
     let (w, bar_h, left) = (760.0, 26.0, 90.0);
     let h = 40.0 + bar_h * rows.len() as f64 + 30.0;
-    let max = rows.iter().map(|r| r.ratio / r.goal).fold(2.0_f64, f64::max).min(20.0);
+    let max = rows
+        .iter()
+        .map(|r| r.ratio / r.goal)
+        .fold(2.0_f64, f64::max)
+        .min(20.0);
     let scale = |v: f64| left + (w - left - 20.0) * (v.min(max) / max);
-    let mut s = format!(r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{left}" y="20">standing against the goal (goal = 1, bar to the right is better; capped at {max:.0})</text>"##);
+    let mut s = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{left}" y="20">standing against the goal (goal = 1, bar to the right is better; capped at {max:.0})</text>"##
+    );
     for (i, r) in rows.iter().enumerate() {
         let y = 34.0 + bar_h * i as f64;
         let v = r.ratio / r.goal;

@@ -82,6 +82,23 @@ struct Inflight {
     abort: AbortHandle,
 }
 
+/// Bytes sampled from a lazy answer to decide whether it compresses.
+pub const COMPRESSION_SAMPLE: usize = 64 * 1024;
+
+/// A sample that zstd (level 1) shrinks by less than this is sent unencoded.
+pub const MIN_COMPRESSION_GAIN: f64 = 0.9;
+
+/// Whether `data` is worth compressing, judged on a sample.
+fn compresses(data: &[u8]) -> bool {
+    let sample = data
+        .get(..data.len().min(COMPRESSION_SAMPLE))
+        .unwrap_or_default();
+    match zstd::bulk::compress(sample, 1) {
+        Ok(c) => (c.len() as f64) < sample.len() as f64 * MIN_COMPRESSION_GAIN,
+        Err(_) => true,
+    }
+}
+
 enum Source {
     File {
         file: Arc<std::fs::File>,
@@ -467,18 +484,29 @@ impl Message {
         let keepalive = self.gw.config.keepalive_interval;
         let mut out = BytesMut::new();
         let mut last_output = Instant::now();
-        let mut current: Option<(RequestId, Source)> = None;
+        let mut current: Option<(RequestId, Source, bool)> = None;
         loop {
             while let Ok(note) = self.notes_rx.try_recv() {
                 self.apply_note(note);
             }
             if current.is_none() {
-                current = self.lazy.pop_front();
+                current = self
+                    .lazy
+                    .pop_front()
+                    .map(|(id, source)| (id, source, false));
             }
-            if let Some((id, source)) = current.as_mut() {
+            if let Some((id, source, sampled)) = current.as_mut() {
                 if self.reactor.pending_output_bytes() < OUTPUT_WATERMARK {
                     match source.next_piece().await {
                         Some(Ok(piece)) => {
+                            if !*sampled {
+                                *sampled = true;
+                                if self.reactor.encoding() != Encoding::Identity
+                                    && !compresses(&piece)
+                                {
+                                    let _ = self.reactor.set_answer_encoding(*id, false);
+                                }
+                            }
                             let _ = self.reactor.send_answer_data(*id, piece);
                         }
                         Some(Err(err)) => {
@@ -568,18 +596,29 @@ impl Message {
         let mut out = BytesMut::new();
         let mut reading = true;
         let mut last_input = Instant::now();
-        let mut current: Option<(RequestId, Source)> = None;
+        let mut current: Option<(RequestId, Source, bool)> = None;
         loop {
             while let Ok(note) = self.notes_rx.try_recv() {
                 self.apply_note(note);
             }
             if current.is_none() {
-                current = self.lazy.pop_front();
+                current = self
+                    .lazy
+                    .pop_front()
+                    .map(|(id, source)| (id, source, false));
             }
-            if let Some((id, source)) = current.as_mut() {
+            if let Some((id, source, sampled)) = current.as_mut() {
                 if self.reactor.pending_output_bytes() < OUTPUT_WATERMARK {
                     match source.next_piece().await {
                         Some(Ok(piece)) => {
+                            if !*sampled {
+                                *sampled = true;
+                                if self.reactor.encoding() != Encoding::Identity
+                                    && !compresses(&piece)
+                                {
+                                    let _ = self.reactor.set_answer_encoding(*id, false);
+                                }
+                            }
                             let _ = self.reactor.send_answer_data(*id, piece);
                         }
                         Some(Err(err)) => {

@@ -428,3 +428,48 @@ async fn truncated_body_answers_complete_requests() {
             .any(|fr| fr.request_id.0 == 1 && fr.body.payload().as_ref() == b"A")
     );
 }
+
+#[tokio::test]
+async fn incompressible_files_are_sent_unencoded_on_a_zstd_stream() {
+    let s = TestServer::start(|_| {}).await;
+    let mut x: u64 = 88172645463325252;
+    let noise: Vec<u8> = (0..500_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    s.write("noise.bin", &noise);
+    s.write(
+        "text.txt",
+        "plain words compress well ".repeat(20_000).as_bytes(),
+    );
+    let mut b = Batch::new();
+    b.add("get", &[("path", b"noise.bin")], None);
+    b.add("get", &[("path", b"text.txt")], None);
+    let body = b.body();
+    let bytes = post(&s.ro(), body, &[("framegate-accept-encoding", "zstd-8mb")])
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let frames = framegate_wire::codec::decode_all(&bytes, 65_535).unwrap();
+    let encoded = |req: u16| {
+        frames.iter().filter(|f| f.request_id.0 == req).all(|f| {
+            f.stream_flags
+                .contains(framegate_wire::frame::StreamFlags::ENCODED)
+        })
+    };
+    assert!(
+        frames.iter().filter(|f| f.request_id.0 == 1).all(|f| !f
+            .stream_flags
+            .contains(framegate_wire::frame::StreamFlags::ENCODED)),
+        "noise goes out raw"
+    );
+    assert!(encoded(3), "text is compressed");
+    let (o, _) = b.decode(&bytes);
+    assert_eq!(o[0].ok().as_ref(), &noise[..]);
+    assert_eq!(o[1].ok().len(), 520_000);
+}

@@ -229,6 +229,8 @@ struct Request {
     arrival: u64,
     phase: Phase,
     answer: AnswerState,
+    /// Whether this answer's bytes go through the stream's encoding.
+    encode: bool,
 }
 
 impl Request {
@@ -459,6 +461,7 @@ impl ServerReactor {
     pub fn send_answer_data(&mut self, id: RequestId, mut data: Bytes) -> Result<(), ApiMisuse> {
         let chunk = self.config.answer_chunk_size;
         let request = self.answerable(id)?;
+        let encode = request.encode;
         let AnswerState::Open { tail } = &mut request.answer else {
             return Err(ApiMisuse::AnswerEnded(id));
         };
@@ -487,8 +490,17 @@ impl ServerReactor {
         }
         *tail = Some(data);
         for piece in ready {
-            self.push(id, bytes_body(piece, false), true, false);
+            self.push(id, bytes_body(piece, false), encode, false);
         }
+        Ok(())
+    }
+
+    /// Chooses whether the rest of a request's answer is encoded with the
+    /// stream's content encoding (default: yes). Drivers turn it off for
+    /// data that does not compress (§5 allows unencoded frames on an
+    /// encoded stream), saving the compressor's time.
+    pub fn set_answer_encoding(&mut self, id: RequestId, encode: bool) -> Result<(), ApiMisuse> {
+        self.answerable(id)?.encode = encode;
         Ok(())
     }
 
@@ -501,7 +513,8 @@ impl ServerReactor {
         };
         let last = tail.take().unwrap_or_default();
         request.answer = AnswerState::Queued;
-        self.push(id, bytes_body(last, true), true, true);
+        let encode = request.encode;
+        self.push(id, bytes_body(last, true), encode, true);
         Ok(())
     }
 
@@ -680,6 +693,7 @@ impl ServerReactor {
                 arrival,
                 phase,
                 answer: AnswerState::Open { tail: None },
+                encode: true,
             },
         );
         if complete {

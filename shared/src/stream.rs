@@ -258,11 +258,25 @@ fn decompress(
     ))
 }
 
+/// Whether an outbound stream's compressor exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CompressorState {
+    /// No encoding declared (identity), or not begun.
+    Identity,
+    /// zstd declared; no payload encoded yet.
+    NotYet,
+    /// Made and in use.
+    Made,
+    /// Failed once: the rest of the stream goes out unencoded.
+    Failed,
+}
+
 /// The sending side of one stream.
 pub struct OutboundStream {
     id: StreamId,
     encoding: Encoding,
     begun: bool,
+    compressor_state: CompressorState,
     compressor: Option<Encoder<'static>>,
     scratch: Vec<u8>,
 }
@@ -285,6 +299,7 @@ impl OutboundStream {
             id,
             encoding,
             begun: false,
+            compressor_state: CompressorState::Identity,
             compressor: None,
             scratch: Vec::new(),
         }
@@ -323,9 +338,21 @@ impl OutboundStream {
                         stream_flags: StreamFlags::BEGIN,
                         body: FrameBody::StreamSettings(StreamSettings::new(self.encoding.name())),
                     }]);
-                    self.compressor = new_compressor();
+                    // The compressor (a few MiB) is made when a payload is
+                    // first encoded: streams that only carry raw frames
+                    // never pay for it.
+                    self.compressor_state = CompressorState::NotYet;
                 }
             }
+        }
+        if encode && !body.payload().is_empty() && self.compressor_state == CompressorState::NotYet
+        {
+            self.compressor = new_compressor();
+            self.compressor_state = if self.compressor.is_some() {
+                CompressorState::Made
+            } else {
+                CompressorState::Failed
+            };
         }
         if encode && !body.payload().is_empty() {
             if let Some(compressor) = self.compressor.as_mut() {
@@ -336,7 +363,10 @@ impl OutboundStream {
                     }
                     // A compressor that failed is in an unknown state: the
                     // rest of the stream goes out unencoded, which is legal.
-                    None => self.compressor = None,
+                    None => {
+                        self.compressor = None;
+                        self.compressor_state = CompressorState::Failed;
+                    }
                 }
             }
         }

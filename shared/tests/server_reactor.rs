@@ -1356,3 +1356,33 @@ fn zstd_window_above_8_mib_is_bad_encoding() {
     );
     expect_error(&mut r, vec![settings, frame], ErrorCode::BAD_ENCODING);
 }
+
+#[test]
+fn answer_encoding_can_be_switched_off_for_incompressible_data() {
+    let mut r = zstd_server();
+    r.handle_frame(eos_cmd(1, B, "get")).unwrap();
+    let _ = events(&mut r);
+    r.set_answer_encoding(RequestId(1), false).unwrap();
+    r.send_answer_data(RequestId(1), Bytes::from(vec![9u8; 40_000]))
+        .unwrap();
+    r.finish_answer(RequestId(1)).unwrap();
+    r.handle_input_ended();
+    let frames = out(&mut r);
+    assert!(matches!(frames[0].body, FrameBody::StreamSettings(_)));
+    assert!(
+        frames[1..]
+            .iter()
+            .all(|f| !f.stream_flags.contains(StreamFlags::ENCODED))
+    );
+    assert_eq!(
+        frames[1..]
+            .iter()
+            .map(|f| f.body.payload().len())
+            .sum::<usize>(),
+        40_000
+    );
+    assert_eq!(
+        r.set_answer_encoding(RequestId(9), false),
+        Err(ApiMisuse::UnknownRequest(RequestId(9)))
+    );
+}
