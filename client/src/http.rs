@@ -127,6 +127,22 @@ impl HttpMedium {
         &self.client
     }
 
+    /// Sends a message whose frames are all in memory as one body (with a
+    /// `Content-Length`, no streaming machinery) and returns its reader.
+    pub async fn send_message(&self, writable: bool, body: Bytes) -> Result<MessageReader> {
+        let url = self.endpoint(writable);
+        let resp = self
+            .authorize(self.client.post(&url))
+            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
+            .header(reqwest::header::ACCEPT, MEDIA_TYPE)
+            .header("framegate-accept-encoding", self.accept_encoding)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::from_reqwest(&url, e))?;
+        MessageReader::new(url, resp, self.max_frame_size).await
+    }
+
     /// Starts a message: the POST is under way, its body fed by the writer.
     pub fn start_message(&self, writable: bool) -> MessageWriter {
         let url = self.endpoint(writable);

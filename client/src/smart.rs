@@ -84,6 +84,27 @@ pub(crate) async fn run_message(
     hooks: &Hooks,
 ) -> Result<Answers> {
     let mut reactor = ClientReactor::default();
+    if requests
+        .iter()
+        .all(|r| !matches!(r.source, Source::Reader(_)))
+    {
+        // Everything is in memory: one body with a Content-Length.
+        let mut body = BytesMut::new();
+        let mut ids = Vec::with_capacity(requests.len());
+        for req in requests.iter() {
+            let data = match &req.source {
+                Source::Bytes(b) => Some(b.clone()),
+                _ => None,
+            };
+            let id = reactor
+                .request(&req.name, &req.args, data)
+                .map_err(|e| Error::Usage(format!("cannot send {}: {e}", req.name)))?;
+            ids.push(id);
+            reactor.write_transmit(&mut body);
+        }
+        let reader = medium.send_message(writable, body.freeze()).await?;
+        return read_answers(reactor, reader, ids, requests, hooks).await;
+    }
     let mut writer = medium.start_message(writable);
     let mut buf = BytesMut::new();
     let mut ids = Vec::with_capacity(requests.len());
@@ -128,7 +149,18 @@ pub(crate) async fn run_message(
     if !buf.is_empty() && !write_failed {
         let _ = writer.write(buf.split().freeze()).await;
     }
-    let mut reader = writer.finish().await?;
+    let reader = writer.finish().await?;
+    read_answers(reactor, reader, ids, requests, hooks).await
+}
+
+/// Reads a message's answers into the requests' sinks.
+async fn read_answers(
+    mut reactor: ClientReactor,
+    mut reader: crate::http::MessageReader,
+    ids: Vec<framegate_wire::RequestId>,
+    requests: &mut [Request<'_>],
+    hooks: &Hooks,
+) -> Result<Answers> {
     let url = reader.url().to_string();
     let index: std::collections::HashMap<_, _> =
         ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
