@@ -478,6 +478,47 @@ impl Message {
         };
     }
 
+    /// Applies pending notes and feeds the next piece of the current lazy
+    /// answer (picking the next one when it is done), unless the reactor
+    /// already holds a watermark of output. The first piece of each lazy
+    /// answer decides whether it is worth compressing.
+    async fn feed_output(&mut self, current: &mut Option<(RequestId, Source, bool)>) {
+        while let Ok(note) = self.notes_rx.try_recv() {
+            self.apply_note(note);
+        }
+        if current.is_none() {
+            *current = self
+                .lazy
+                .pop_front()
+                .map(|(id, source)| (id, source, false));
+        }
+        let Some((id, source, sampled)) = current.as_mut() else {
+            return;
+        };
+        if self.reactor.pending_output_bytes() >= OUTPUT_WATERMARK {
+            return;
+        }
+        match source.next_piece().await {
+            Some(Ok(piece)) => {
+                if !*sampled {
+                    *sampled = true;
+                    if self.reactor.encoding() != Encoding::Identity && !compresses(&piece) {
+                        let _ = self.reactor.set_answer_encoding(*id, false);
+                    }
+                }
+                let _ = self.reactor.send_answer_data(*id, piece);
+            }
+            Some(Err(err)) => {
+                let _ = self.reactor.fail_command(*id, err.into());
+                *current = None;
+            }
+            None => {
+                let _ = self.reactor.finish_answer(*id);
+                *current = None;
+            }
+        }
+    }
+
     /// Streams every answer into `tx`; returns when all went out or the
     /// client is gone.
     pub(crate) async fn write_answers(mut self, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
@@ -486,40 +527,7 @@ impl Message {
         let mut last_output = Instant::now();
         let mut current: Option<(RequestId, Source, bool)> = None;
         loop {
-            while let Ok(note) = self.notes_rx.try_recv() {
-                self.apply_note(note);
-            }
-            if current.is_none() {
-                current = self
-                    .lazy
-                    .pop_front()
-                    .map(|(id, source)| (id, source, false));
-            }
-            if let Some((id, source, sampled)) = current.as_mut() {
-                if self.reactor.pending_output_bytes() < OUTPUT_WATERMARK {
-                    match source.next_piece().await {
-                        Some(Ok(piece)) => {
-                            if !*sampled {
-                                *sampled = true;
-                                if self.reactor.encoding() != Encoding::Identity
-                                    && !compresses(&piece)
-                                {
-                                    let _ = self.reactor.set_answer_encoding(*id, false);
-                                }
-                            }
-                            let _ = self.reactor.send_answer_data(*id, piece);
-                        }
-                        Some(Err(err)) => {
-                            let _ = self.reactor.fail_command(*id, err.into());
-                            current = None;
-                        }
-                        None => {
-                            let _ = self.reactor.finish_answer(*id);
-                            current = None;
-                        }
-                    }
-                }
-            }
+            self.feed_output(&mut current).await;
             let mut chunks = Vec::new();
             transmit_chunks(&mut self.reactor, &mut out, &mut chunks);
             if !chunks.is_empty() {
@@ -601,40 +609,7 @@ impl Message {
         let mut last_input = Instant::now();
         let mut current: Option<(RequestId, Source, bool)> = None;
         loop {
-            while let Ok(note) = self.notes_rx.try_recv() {
-                self.apply_note(note);
-            }
-            if current.is_none() {
-                current = self
-                    .lazy
-                    .pop_front()
-                    .map(|(id, source)| (id, source, false));
-            }
-            if let Some((id, source, sampled)) = current.as_mut() {
-                if self.reactor.pending_output_bytes() < OUTPUT_WATERMARK {
-                    match source.next_piece().await {
-                        Some(Ok(piece)) => {
-                            if !*sampled {
-                                *sampled = true;
-                                if self.reactor.encoding() != Encoding::Identity
-                                    && !compresses(&piece)
-                                {
-                                    let _ = self.reactor.set_answer_encoding(*id, false);
-                                }
-                            }
-                            let _ = self.reactor.send_answer_data(*id, piece);
-                        }
-                        Some(Err(err)) => {
-                            let _ = self.reactor.fail_command(*id, err.into());
-                            current = None;
-                        }
-                        None => {
-                            let _ = self.reactor.finish_answer(*id);
-                            current = None;
-                        }
-                    }
-                }
-            }
+            self.feed_output(&mut current).await;
             self.reactor.write_transmit(&mut out);
             if !out.is_empty() {
                 self.bytes_out += out.len() as u64;
