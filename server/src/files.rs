@@ -109,6 +109,17 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|_| CommandError::internal("file task dropped"))?
 }
 
+/// Waits for the command's turn (§6 ordering), then runs `f` on the base
+/// directory in the file-I/O pool.
+async fn on_base(
+    call: &mut Call,
+    f: impl FnOnce(&Dir) -> Result<Answer, CommandError> + Send + 'static,
+) -> Result<Answer, CommandError> {
+    call.turn.wait().await?;
+    let base = call.ctx.base.clone();
+    blocking(move || f(&base)).await
+}
+
 fn path_arg(call: &Call, name: &str) -> Result<PathBuf, CommandError> {
     clean_path(call.arg(name)?)
 }
@@ -166,10 +177,8 @@ fn open_file(base: &Dir, path: &Path) -> Result<(std::fs::File, u64), CommandErr
 fn get(mut call: Call) -> Fut {
     Box::pin(async move {
         let path = path_arg(&call, "path")?;
-        call.turn.wait().await?;
-        let base = call.ctx.base.clone();
-        blocking(move || {
-            let (file, size) = open_file(&base, &path)?;
+        on_base(&mut call, move |base| {
+            let (file, size) = open_file(base, &path)?;
             answer_ranges(file, vec![(0, size)])
         })
         .await
@@ -208,10 +217,8 @@ fn readv(mut call: Call) -> Fut {
     Box::pin(async move {
         let path = path_arg(&call, "path")?;
         let ranges = parse_ranges(call.arg("ranges")?)?;
-        call.turn.wait().await?;
-        let base = call.ctx.base.clone();
-        blocking(move || {
-            let (file, size) = open_file(&base, &path)?;
+        on_base(&mut call, move |base| {
+            let (file, size) = open_file(base, &path)?;
             if let Some(&(offset, length)) = ranges.iter().find(|(o, l)| o + l > size) {
                 return Err(CommandError::new(
                     ErrorCode::SHORT_READ,
@@ -255,9 +262,7 @@ struct Stat {
 fn stat(mut call: Call) -> Fut {
     Box::pin(async move {
         let path = path_arg(&call, "path")?;
-        call.turn.wait().await?;
-        let base = call.ctx.base.clone();
-        blocking(move || {
+        on_base(&mut call, move |base| {
             let meta = base
                 .symlink_metadata(&path)
                 .map_err(|e| io_error(&e, &path))?;
@@ -316,10 +321,8 @@ fn list_dir(mut call: Call) -> Fut {
             Some(raw) => clean_path(raw)?,
             None => PathBuf::from("."),
         };
-        call.turn.wait().await?;
-        let base = call.ctx.base.clone();
-        blocking(move || {
-            let names: Vec<String> = dir_names(&base, &path)?
+        on_base(&mut call, move |base| {
+            let names: Vec<String> = dir_names(base, &path)?
                 .into_iter()
                 .map(|(n, _)| n)
                 .collect();
@@ -335,9 +338,7 @@ fn iter_files_recursive(mut call: Call) -> Fut {
             Some(raw) => clean_path(raw)?,
             None => PathBuf::from("."),
         };
-        call.turn.wait().await?;
-        let base = call.ctx.base.clone();
-        blocking(move || {
+        on_base(&mut call, move |base| {
             let mut files = Vec::new();
             let mut stack = vec![PathBuf::new()];
             while let Some(rel) = stack.pop() {
@@ -542,9 +543,7 @@ fn mkdir(mut call: Call) -> Fut {
     Box::pin(async move {
         let path = path_arg(&call, "path")?;
         let mode = mode_arg(&call)?;
-        call.turn.wait().await?;
-        let base = call.ctx.base.clone();
-        blocking(move || {
+        on_base(&mut call, move |base| {
             base.create_dir(&path).map_err(|e| io_error(&e, &path))?;
             if let Some(mode) = mode {
                 base.set_permissions(&path, Permissions::from_mode(mode))
@@ -562,10 +561,8 @@ fn rename(mut call: Call) -> Fut {
         let to = path_arg(&call, "to")?;
         split_parent(&from)?;
         split_parent(&to)?;
-        call.turn.wait().await?;
-        let base = call.ctx.base.clone();
-        blocking(move || {
-            base.rename(&from, &base, &to)
+        on_base(&mut call, move |base| {
+            base.rename(&from, base, &to)
                 .map_err(|e| io_error(&e, &from))?;
             Ok(Answer::cbor(&()))
         })
@@ -577,9 +574,7 @@ fn delete(mut call: Call) -> Fut {
     Box::pin(async move {
         let path = path_arg(&call, "path")?;
         split_parent(&path)?;
-        call.turn.wait().await?;
-        let base = call.ctx.base.clone();
-        blocking(move || {
+        on_base(&mut call, move |base| {
             if base.symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                 return Err(CommandError::new(
                     ErrorCode::IS_A_DIRECTORY,
@@ -597,9 +592,7 @@ fn rmdir(mut call: Call) -> Fut {
     Box::pin(async move {
         let path = path_arg(&call, "path")?;
         split_parent(&path)?;
-        call.turn.wait().await?;
-        let base = call.ctx.base.clone();
-        blocking(move || {
+        on_base(&mut call, move |base| {
             base.remove_dir(&path).map_err(|e| io_error(&e, &path))?;
             Ok(Answer::cbor(&()))
         })
