@@ -156,7 +156,29 @@ fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>, max: usize) {
     }
 }
 
+/// The four ways the benchmarks read: framegate direct and through nginx,
+/// plain HTTP/1.1, and HTTPS (HTTP/2 by ALPN) to nginx.
+struct Clients {
+    direct: Transport,
+    via: Transport,
+    h1: reqwest::Client,
+    tls: reqwest::Client,
+}
+
 impl Env {
+    async fn clients(&self) -> Clients {
+        Clients {
+            direct: Transport::open(&self.direct(), Options::default())
+                .await
+                .unwrap(),
+            via: Transport::open(&self.nginx.url("/"), self.options())
+                .await
+                .unwrap(),
+            h1: reqwest::Client::builder().http1_only().build().unwrap(),
+            tls: self.tls_client(),
+        }
+    }
+
     fn options(&self) -> Options {
         let mut o = Options::default();
         o.ca_cert = Some(self.tls.ca.clone());
@@ -168,13 +190,13 @@ impl Env {
     fn plain(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}/{path}", self.plain_port)
     }
-    fn tls_client(&self, h1: bool) -> reqwest::Client {
+    /// An HTTPS client trusting the test CA (HTTP/2 by ALPN).
+    fn tls_client(&self) -> reqwest::Client {
         let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.tls.ca).unwrap()).unwrap();
-        let mut b = reqwest::Client::builder().add_root_certificate(ca);
-        if h1 {
-            b = b.http1_only();
-        }
-        b.build().unwrap()
+        reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap()
     }
 }
 
@@ -233,14 +255,12 @@ async fn multiplexed_gets(client: &reqwest::Client, base: &str) -> f64 {
 
 /// P2 and P3: returns (fg direct, nginx h1 sequential, fg via nginx h2, nginx h2 multiplexed) medians.
 async fn small_reads(env: &Env, rounds: usize) -> [f64; 4] {
-    let direct = Transport::open(&env.direct(), Options::default())
-        .await
-        .unwrap();
-    let via = Transport::open(&env.nginx.url("/"), env.options())
-        .await
-        .unwrap();
-    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
-    let h2 = env.tls_client(false);
+    let Clients {
+        direct,
+        via,
+        h1,
+        tls: h2,
+    } = env.clients().await;
     let static_base = env.nginx.url("/static/");
     let plain_base = env.plain("");
     // Warm-up: connections and caches.
@@ -579,14 +599,12 @@ async fn main() {
     }
 
     eprintln!("P4/P5: 1 GiB...");
-    let direct = Transport::open(&env.direct(), Options::default())
-        .await
-        .unwrap();
-    let via = Transport::open(&env.nginx.url("/"), env.options())
-        .await
-        .unwrap();
-    let plain = reqwest::Client::builder().http1_only().build().unwrap();
-    let tls = env.tls_client(false);
+    let Clients {
+        direct,
+        via,
+        h1: plain,
+        tls,
+    } = env.clients().await;
     let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut peak_single: f64 = 0.0;
     for _ in 0..3 {

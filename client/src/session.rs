@@ -38,6 +38,9 @@ pub const MAX_QUEUED_BYTES: usize = 8 << 20;
 /// Longest wait for the server to finish after `disconnect()` closed our side.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long `disconnect()` waits for an SSH child to exit before killing it.
+pub const CHILD_EXIT_WAIT: Duration = Duration::from_secs(5);
+
 /// Transitions kept for a slow [`Session::transitions`] receiver.
 pub const TRANSITION_BUFFER: usize = 64;
 
@@ -530,7 +533,7 @@ impl Session {
         };
         live.shared.fail_all("the session was disconnected");
         if let Some(mut child) = live.child.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            let _ = tokio::time::timeout(CHILD_EXIT_WAIT, child.wait()).await;
             let _ = child.kill().await;
         }
         if let Ok(mut s) = self.shared.lock() {

@@ -16,7 +16,11 @@ async fn every_method_against_a_smart_server() {
     let s = smart_server(tree.path(), |c| c.allow_writes = true).await;
     let t = Transport::open(&s.url, Options::default()).await.unwrap();
     assert!(t.is_smart());
-    assert!(t.hello().unwrap().writable || !t.hello().unwrap().writable);
+    // The probe asks the ro endpoint: its hello says not writable, even
+    // though this server allows writes on rw.
+    let hello = t.hello().unwrap();
+    assert!(!hello.writable);
+    assert!(hello.server.starts_with("framegate-server/"));
     assert_eq!(
         t.get("hello.txt").await.unwrap().as_ref(),
         b"hello, world\n"

@@ -25,6 +25,9 @@ use crate::tree::{RESERVED_COMPONENT, TEMP_PREFIX, clean_path, io_error, split_p
 /// read when sent.
 pub const MAX_INLINE_ANSWER: u64 = 16 * 1024;
 
+/// Buffer for writing uploads to their staging file and copying appends.
+pub const UPLOAD_BUFFER: usize = 1 << 20;
+
 /// Most ranges one `readv` may ask for.
 pub const MAX_READV_RANGES: usize = 16_384;
 
@@ -423,7 +426,7 @@ impl Staging {
         };
         let mut data = call.data.take();
         let mut file =
-            tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+            tokio::io::BufWriter::with_capacity(UPLOAD_BUFFER, tokio::fs::File::from_std(file));
         use tokio::io::AsyncWriteExt;
         if let Some(data) = data.as_mut() {
             while let Some(chunk) = data.next().await? {
@@ -518,7 +521,7 @@ fn append(mut call: Call) -> Fut {
             let result = (|| -> std::io::Result<()> {
                 staged.seek(SeekFrom::Start(0))?;
                 target.seek(SeekFrom::Start(before))?;
-                let mut buf = vec![0u8; 1 << 20];
+                let mut buf = vec![0u8; UPLOAD_BUFFER];
                 loop {
                     let n = staged.read(&mut buf)?;
                     if n == 0 {

@@ -303,8 +303,8 @@ async fn framegate_endpoint(
         .messages
         .with_label_values(&[endpoint_name])
         .inc();
-    gw.metrics.in_flight.inc();
-    let _in_flight = InFlightGuard(gw.clone());
+    // Counted until the answers are written (or the message is abandoned).
+    let in_flight = InFlightGuard::new(gw.clone());
     let spec = MessageSpec {
         base: Arc::new(base_dir),
         writable: Arc::new(std::sync::atomic::AtomicBool::new(writable)),
@@ -325,10 +325,9 @@ async fn framegate_endpoint(
         }
     }
     let (tx, rx) = tokio::sync::mpsc::channel(BODY_CHANNEL_CHUNKS);
-    let guard = _in_flight;
     tokio::spawn(async move {
         message.write_answers(tx).await;
-        drop(guard);
+        drop(in_flight);
     });
     Response::builder()
         .status(StatusCode::OK)
@@ -339,7 +338,15 @@ async fn framegate_endpoint(
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response"))
 }
 
+/// Holds one count in the in-flight gauge for as long as it lives.
 struct InFlightGuard(Arc<Gateway>);
+
+impl InFlightGuard {
+    fn new(gw: Arc<Gateway>) -> Self {
+        gw.metrics.in_flight.inc();
+        InFlightGuard(gw)
+    }
+}
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {

@@ -308,6 +308,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
+/// How often a download's progress bar looks at the file's size.
+const PROGRESS_POLL: Duration = Duration::from_millis(100);
+
 /// Moves a progress bar along with a file being written.
 fn watch_file(pb: ProgressBar, path: PathBuf) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -315,7 +318,7 @@ fn watch_file(pb: ProgressBar, path: PathBuf) -> tokio::task::JoinHandle<()> {
             if let Ok(meta) = tokio::fs::metadata(&path).await {
                 pb.set_position(meta.len());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(PROGRESS_POLL).await;
         }
     })
 }
