@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 
-use framegate_server::command::{Answer, Call, CommandError, read_command};
+use framegate_server::command::{Answer, Call, read_command};
 use framegate_server::{Gateway, GatewayConfig, Registry, serve};
 
 #[tokio::main]
@@ -40,12 +40,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "count",
         read_command(|mut call: Call| async move {
             call.turn.wait().await?;
-            let base = call.ctx.base.clone();
-            let n = tokio::task::spawn_blocking(move || base.entries().map(|e| e.count()))
-                .await
-                .map_err(CommandError::internal)?
-                .map_err(CommandError::internal)?;
-            Ok(Answer::cbor(&n))
+            let entries = call.ctx.storage.list(std::path::Path::new(".")).await?;
+            Ok(Answer::cbor(&entries.len()))
         }),
     );
 

@@ -24,11 +24,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::storage::Storage;
 use bytes::Bytes;
-use cap_std::fs::Dir;
 use framegate_wire::{Arguments, ErrorCode, ErrorPayload, ProgressPayload, RequestId, TextAtom};
 use futures_util::stream::BoxStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -173,37 +173,28 @@ impl Upload {
     }
 }
 
-/// Permission to take effect: granted in completion order (§6), with a
-/// running-command slot (the per-message concurrency limit).
+/// Permission to take effect: granted in completion order (§6) by the
+/// message's driver, within its running-command limit.
 #[derive(Debug)]
 pub struct Turn {
-    rx: Option<oneshot::Receiver<OwnedSemaphorePermit>>,
-    permit: Option<OwnedSemaphorePermit>,
+    rx: Option<oneshot::Receiver<()>>,
 }
 
 impl Turn {
-    pub(crate) fn pending(rx: oneshot::Receiver<OwnedSemaphorePermit>) -> Self {
-        Turn {
-            rx: Some(rx),
-            permit: None,
-        }
+    pub(crate) fn pending(rx: oneshot::Receiver<()>) -> Self {
+        Turn { rx: Some(rx) }
     }
 
     /// A turn that is already granted (embedding tests, direct calls).
     pub fn granted() -> Self {
-        Turn {
-            rx: None,
-            permit: None,
-        }
+        Turn { rx: None }
     }
 
     /// Waits for the turn. Errors if the message was abandoned.
     pub async fn wait(&mut self) -> Result<(), CommandError> {
         if let Some(rx) = self.rx.take() {
-            let permit = rx
-                .await
+            rx.await
                 .map_err(|_| CommandError::new(ErrorCode::INTERNAL, "message abandoned"))?;
-            self.permit = Some(permit);
         }
         Ok(())
     }
@@ -221,8 +212,9 @@ pub(crate) enum Note {
 pub struct Context {
     /// The request.
     pub request_id: RequestId,
-    /// The base directory of the message (commands' paths are relative to it).
-    pub base: Arc<Dir>,
+    /// The storage, seen from the message's base (commands' paths are
+    /// relative to it).
+    pub storage: Arc<dyn Storage>,
     /// Whether the endpoint or connection accepts writes.
     pub writable: bool,
     pub(crate) notes: mpsc::UnboundedSender<Note>,
@@ -359,7 +351,7 @@ impl Registry {
     /// `rmdir`).
     pub fn files() -> Self {
         let mut registry = Registry::empty();
-        crate::files::register(&mut registry);
+        crate::fs::register(&mut registry);
         registry
     }
 

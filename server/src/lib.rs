@@ -4,21 +4,48 @@
 //! (`POST {base}/.framegate/ro|rw`), runs their commands against a served
 //! directory, and streams the answers back after the whole request body was
 //! read (deferred output, PROTOCOL.md §7). It also serves the same tree as
-//! plain files, so clients can fall back to plain HTTP against it too.
+//! plain files, so clients can fall back to plain HTTP against it too, and
+//! the same frames full duplex over TCP and stdio (§8).
 //!
 //! Embedding: build a [`Registry`] with your own commands (see
 //! `examples/custom_command.rs`), a [`GatewayConfig`], then
-//! [`Gateway::new`] and [`Gateway::router`] or [`serve()`].
+//! [`Gateway::new`] and [`serve()`] (or [`router`] into your own axum app,
+//! [`serve_tcp`] for byte streams).
+//!
+//! Inside: one binding-agnostic driver (`driver/`: the reactor, the running
+//! commands, §6 ordering as data), the HTTP binding (`http/`), the
+//! byte-stream binding (`stream.rs`), the file commands (`fs/`) and the
+//! storage they reach files through (`storage/`).
 
 pub mod command;
-pub mod files;
-pub mod gateway;
-pub mod message;
+mod driver;
+mod fs;
+mod gateway;
+mod http;
 pub mod metrics;
+mod pool;
 pub mod serve;
+mod storage;
 pub mod stream;
-pub mod tree;
+mod tree;
 
-pub use command::{Access, Answer, Call, Command, CommandError, Context, Registry, Upload};
+pub use command::{
+    Access, Answer, Call, Command, CommandError, Context, Registry, Turn, Upload, read_command,
+    write_command,
+};
+pub use driver::{
+    ANSWER_PIECE, BODY_CHUNK, COMPRESSION_SAMPLE, DATA_CHANNEL_CHUNKS, MIN_COMPRESSION_GAIN,
+    OUTPUT_WATERMARK,
+};
+pub use fs::{MAX_ITER_FILES, MAX_READV_RANGES};
 pub use gateway::{Gateway, GatewayConfig};
-pub use serve::{ServeHandle, serve};
+pub use http::BODY_CHANNEL_CHUNKS;
+pub use http::router;
+pub use pool::FILE_IO_THREADS;
+pub use serve::{GraceExpired, ServeHandle, serve};
+pub use storage::{
+    EntryKind, EntryMeta, LocalStorage, MAX_INLINE_ANSWER, ReadRanges, StagedUpload, Storage,
+    StorageFuture, SweepReport, UPLOAD_BUFFER,
+};
+pub use stream::{DEFAULT_TCP_PORT, WritePolicy, serve_connection, serve_stdio, serve_tcp};
+pub use tree::{RESERVED_COMPONENT, TEMP_PREFIX, clean_path};

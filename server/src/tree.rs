@@ -82,7 +82,7 @@ pub fn clean_path(raw: &[u8]) -> Result<PathBuf, CommandError> {
 }
 
 /// Splits a cleaned path into parent and final name; the base itself has no name.
-pub fn split_parent(path: &Path) -> Result<(PathBuf, String), CommandError> {
+pub(crate) fn split_parent(path: &Path) -> Result<(PathBuf, String), CommandError> {
     let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         CommandError::new(
             ErrorCode::INVALID_PATH,
@@ -98,7 +98,7 @@ pub fn split_parent(path: &Path) -> Result<(PathBuf, String), CommandError> {
 
 /// Maps an I/O error to a §10 code. Messages never include server paths:
 /// `path` is the client's own (relative) path.
-pub fn io_error(err: &io::Error, path: &Path) -> CommandError {
+pub(crate) fn io_error(err: &io::Error, path: &Path) -> CommandError {
     let shown = path.display();
     let (code, what) = match err.kind() {
         io::ErrorKind::NotFound => (ErrorCode::NO_SUCH_FILE, "no such file"),

@@ -35,7 +35,7 @@ async fn cut_off_put_leaves_the_old_file_and_no_stray() {
     assert_eq!(
         s.stray_files().len(),
         1,
-        "the upload is being staged beside its target"
+        "the upload is being staged in the private area"
     );
     drop(sock);
     for _ in 0..50 {
@@ -180,7 +180,9 @@ async fn grace_period_bounds_the_wait() {
     let handle = s.handle.take().unwrap();
     handle.shutdown();
     let started = std::time::Instant::now();
-    handle.wait().await.unwrap();
+    let err = handle.wait().await.expect_err("the sleeper was cut");
+    let expired = framegate_server::serve::GraceExpired::find(&err).expect("a GraceExpired");
+    assert_eq!(expired.connections, 1);
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "stopped at the end of the grace period"

@@ -75,16 +75,10 @@ async fn half_sent_frame_then_disconnect_leaves_nothing_behind() {
     sock.read_exact(&mut ok).await.unwrap();
     assert_eq!(&ok, b"framegate/1 ok\n");
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Uploads are staged in the private area, never beside their target.
     let staging = || {
-        std::fs::read_dir(dir.path())
+        std::fs::read_dir(dir.path().join(".framegate/staging"))
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(".framegate-upload-")
-            })
             .count()
     };
     assert_eq!(staging(), 1, "the upload was being staged");
@@ -96,6 +90,12 @@ async fn half_sent_frame_then_disconnect_leaves_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(staging(), 0, "staging file removed");
+    let beside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != ".framegate" && n != "keep.txt")
+        .collect();
+    assert!(beside.is_empty(), "nothing beside the target: {beside:?}");
     assert_eq!(std::fs::read(dir.path().join("keep.txt")).unwrap(), b"old");
 }
 

@@ -62,7 +62,8 @@ impl TestServer {
         format!("{}/.framegate/rw", self.url)
     }
 
-    /// Files whose names start with the upload prefix, anywhere in the tree.
+    /// Staged uploads: files in the private staging area, and files whose
+    /// names start with the old upload prefix anywhere in the tree.
     pub fn stray_files(&self) -> Vec<PathBuf> {
         fn walk(p: &Path, out: &mut Vec<PathBuf>) {
             for e in std::fs::read_dir(p).unwrap().flatten() {
@@ -80,6 +81,10 @@ impl TestServer {
         }
         let mut out = Vec::new();
         walk(self.dir.path(), &mut out);
+        let staging = self.dir.path().join(".framegate/staging");
+        if let Ok(entries) = std::fs::read_dir(staging) {
+            out.extend(entries.flatten().map(|e| e.path()));
+        }
         out
     }
 }

@@ -1,0 +1,492 @@
+//! The message driver: one framegate message (an HTTP POST, or a whole
+//! byte-stream session) around a [`ServerReactor`], independent of how its
+//! bytes arrive and leave.
+//!
+//! The driver owns the reactor, the running commands and their ordering.
+//! Bindings call, in any order their I/O allows:
+//! * [`Driver::handle_frame`], [`Driver::handle_decode_error`],
+//!   [`Driver::handle_input_ended`] — input;
+//! * [`Driver::progress`] — wait for a command to finish or speak (only
+//!   useful while [`Driver::is_busy`]);
+//! * [`Driver::feed_output`] and [`Driver::transmit`] — output, as far as the
+//!   reactor lets them (deferred mode: nothing before input ended).
+//!
+//! A command starts when its name and arguments are in if it has data (so
+//! the data can be staged as it arrives), else when released; it takes
+//! effect only when [`order::Order`] releases it, by the reactor's
+//! completion `seq`. Dropping the driver aborts every command of the
+//! message (staged uploads are removed by their guards).
+
+mod order;
+mod output;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use framegate_wire::{
+    Encoding, ErrorCode, Frame, FrameError, IncomingCommand, OutputMode, RequestId, ServerEvent,
+    ServerReactor,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::command::{
+    Access, Answer, Call, Chunk, Command, CommandError, Context, Hello, Note, Turn, Upload,
+};
+use crate::gateway::Gateway;
+use crate::storage::Storage;
+
+pub(crate) use output::read_piece;
+pub use output::{ANSWER_PIECE, BODY_CHUNK, COMPRESSION_SAMPLE, MIN_COMPRESSION_GAIN};
+
+/// Request data chunks buffered per command before the input waits.
+pub const DATA_CHANNEL_CHUNKS: usize = 16;
+
+/// Output bytes queued in the reactor before lazy answers pause.
+pub const OUTPUT_WATERMARK: usize = 256 * 1024;
+
+/// Where a message comes from and what it may do.
+pub(crate) struct MessageSpec {
+    /// The base the message's paths are relative to.
+    pub(crate) storage: Arc<dyn Storage>,
+    /// Whether writes are accepted; a byte-stream `hello` with the right
+    /// `token` may turn it on (§9.1).
+    pub(crate) writable: Arc<AtomicBool>,
+    /// Whether `hello`'s `token` argument can unlock writes.
+    pub(crate) token_unlocks: bool,
+    pub(crate) encoding: Encoding,
+    pub(crate) endpoint: &'static str,
+    pub(crate) base_display: String,
+}
+
+/// How a command gets going once released.
+enum Start {
+    /// Not started (no data): spawned when released.
+    Later(Box<(Arc<dyn Command>, Call)>),
+    /// Running (staging its data); told its turn came through this.
+    Waiting(oneshot::Sender<()>),
+    /// Released (or finished).
+    Started,
+}
+
+struct Inflight {
+    name: String,
+    access: Access,
+    data_tx: Option<mpsc::Sender<Chunk>>,
+    start: Start,
+    /// The request is complete (it is in the order).
+    complete: bool,
+    /// The command ended before its request was complete.
+    ended_early: bool,
+}
+
+/// One message being driven (see the module docs).
+pub(crate) struct Driver {
+    gw: Arc<Gateway>,
+    spec: MessageSpec,
+    reactor: ServerReactor,
+    tasks: JoinSet<Result<Answer, CommandError>>,
+    task_ids: HashMap<tokio::task::Id, RequestId>,
+    inflight: HashMap<RequestId, Inflight>,
+    order: order::Order,
+    notes_tx: mpsc::UnboundedSender<Note>,
+    notes_rx: mpsc::UnboundedReceiver<Note>,
+    lazy: output::Lazy,
+    started: Instant,
+    commands: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Driver {
+    pub(crate) fn new(gw: Arc<Gateway>, spec: MessageSpec, mode: OutputMode) -> Self {
+        let reactor = ServerReactor::new(gw.config.limits.clone(), mode, spec.encoding);
+        let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        let order = order::Order::new(gw.config.limits.max_running_commands);
+        Driver {
+            gw,
+            spec,
+            reactor,
+            tasks: JoinSet::new(),
+            task_ids: HashMap::new(),
+            inflight: HashMap::new(),
+            order,
+            notes_tx,
+            notes_rx,
+            lazy: output::Lazy::default(),
+            started: Instant::now(),
+            commands: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    // ---- getters ---------------------------------------------------------
+
+    /// Whether the reactor takes more input.
+    pub(crate) fn wants_input(&self) -> bool {
+        self.reactor.wants_input()
+    }
+
+    /// Whether every request was answered and every frame transmitted.
+    pub(crate) fn is_done(&self) -> bool {
+        self.reactor.is_done()
+    }
+
+    /// Requests not yet fully answered.
+    pub(crate) fn active_requests(&self) -> usize {
+        self.reactor.active_requests()
+    }
+
+    /// Whether a command is running or a note waits ([`Driver::progress`]
+    /// has something to wait for).
+    pub(crate) fn is_busy(&self) -> bool {
+        !self.tasks.is_empty() || !self.notes_rx.is_empty()
+    }
+
+    /// Whether a lazy answer has bytes to feed ([`Driver::feed_output`]).
+    pub(crate) fn has_output_to_feed(&self) -> bool {
+        self.lazy.is_pending()
+    }
+
+    // ---- inputs ----------------------------------------------------------
+
+    /// A frame arrived. Returns false if the reactor refused it (it is now
+    /// errored and takes no more input).
+    pub(crate) async fn handle_frame(&mut self, frame: Frame) -> bool {
+        self.bytes_in += frame.wire_len() as u64;
+        let accepted = self.reactor.handle_frame(frame).is_ok();
+        self.process_events().await;
+        accepted
+    }
+
+    /// The input could not be decoded.
+    pub(crate) async fn handle_decode_error(&mut self, err: FrameError) {
+        let _ = self.reactor.handle_decode_error(err);
+        self.process_events().await;
+    }
+
+    /// The input ended (or will not be read any further).
+    pub(crate) async fn handle_input_ended(&mut self) {
+        self.reactor.handle_input_ended();
+        self.process_events().await;
+    }
+
+    /// Sends a keepalive frame (§7.5) if a request is running.
+    pub(crate) fn queue_keepalive(&mut self) {
+        self.reactor.queue_keepalive();
+    }
+
+    /// Waits until a command finishes or sends a note, and takes it in.
+    pub(crate) async fn progress(&mut self) {
+        tokio::select! {
+            Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                self.task_done(joined);
+            }
+            Some(note) = self.notes_rx.recv() => self.apply_note(note),
+        }
+    }
+
+    // ---- outputs ---------------------------------------------------------
+
+    /// Applies pending notes and feeds the next piece of a lazy answer,
+    /// unless the reactor already holds a watermark of output.
+    pub(crate) async fn feed_output(&mut self) {
+        while let Ok(note) = self.notes_rx.try_recv() {
+            self.apply_note(note);
+        }
+        if self.reactor.pending_output_bytes() < OUTPUT_WATERMARK {
+            self.lazy.feed(&mut self.reactor).await;
+        }
+    }
+
+    /// Drains ready frames into `chunks` (gathered through `out`).
+    pub(crate) fn transmit(&mut self, out: &mut BytesMut, chunks: &mut Vec<Bytes>) {
+        output::transmit_chunks(&mut self.reactor, out, chunks);
+        let sent: usize = chunks.iter().map(Bytes::len).sum();
+        self.bytes_out += sent as u64;
+        self.gw.metrics.bytes_out.inc_by(sent as u64);
+    }
+
+    /// Logs the message and records its metrics.
+    pub(crate) fn finish_metrics(&self) {
+        self.gw.metrics.bytes_in.inc_by(self.bytes_in);
+        self.gw
+            .metrics
+            .latency
+            .with_label_values(&[self.spec.endpoint])
+            .observe(self.started.elapsed().as_secs_f64());
+        tracing::info!(
+            base = %self.spec.base_display,
+            endpoint = self.spec.endpoint,
+            commands = self.commands,
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            ms = self.started.elapsed().as_millis() as u64,
+            "message done"
+        );
+    }
+
+    // ---- internals -------------------------------------------------------
+
+    async fn process_events(&mut self) {
+        while let Some(event) = self.reactor.poll_event() {
+            match event {
+                ServerEvent::Command(cmd) => self.start(cmd),
+                ServerEvent::Data { request_id, data } => {
+                    let tx = self
+                        .inflight
+                        .get(&request_id)
+                        .and_then(|e| e.data_tx.clone());
+                    if let Some(tx) = tx {
+                        // Backpressure: input waits while the command stages.
+                        let _ = tx.send(Chunk::Data(data)).await;
+                    }
+                }
+                ServerEvent::Complete { request_id, seq } => {
+                    self.complete(request_id, seq).await;
+                }
+                ServerEvent::Aborted { request_id, .. } => {
+                    // Dropping the entry drops its data sender: the command
+                    // sees its data cut off; its task is aborted too.
+                    if self.inflight.remove(&request_id).is_some() {
+                        let task = self
+                            .task_ids
+                            .iter()
+                            .find(|(_, id)| **id == request_id)
+                            .map(|(t, _)| *t);
+                        if let Some(task) = task {
+                            self.task_ids.remove(&task);
+                        }
+                    }
+                }
+                ServerEvent::ProtocolError(err) => {
+                    tracing::info!(code = %err.code, message = %err.message, "protocol error");
+                    self.gw
+                        .metrics
+                        .protocol_errors
+                        .with_label_values(&[err.code.as_str()])
+                        .inc();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn complete(&mut self, id: RequestId, seq: u64) {
+        let Some(entry) = self.inflight.get_mut(&id) else {
+            return; // failed at once (unknown command, read-only)
+        };
+        if let Some(tx) = entry.data_tx.take() {
+            let _ = tx.send(Chunk::End).await;
+        }
+        if entry.ended_early {
+            self.inflight.remove(&id);
+            return;
+        }
+        entry.complete = true;
+        let released = self.order.complete(seq, id, entry.access);
+        self.release(released);
+    }
+
+    fn release(&mut self, ids: Vec<RequestId>) {
+        for id in ids {
+            let Some(entry) = self.inflight.get_mut(&id) else {
+                continue;
+            };
+            match std::mem::replace(&mut entry.start, Start::Started) {
+                Start::Later(boxed) => {
+                    let (command, call) = *boxed;
+                    let span = tracing::debug_span!("command", name = %entry.name, request = id.0);
+                    let handle = self
+                        .tasks
+                        .spawn(async move { command.run(call).await }.instrument(span));
+                    self.task_ids.insert(handle.id(), id);
+                }
+                Start::Waiting(go) => {
+                    let _ = go.send(());
+                }
+                Start::Started => {}
+            }
+        }
+    }
+
+    fn start(&mut self, cmd: IncomingCommand) {
+        self.commands += 1;
+        let id = cmd.request_id;
+        let command = if cmd.name == "hello" {
+            Some(
+                self.gw
+                    .registry
+                    .get("hello")
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Hello)),
+            )
+        } else {
+            self.gw.registry.get(&cmd.name).cloned()
+        };
+        let Some(command) = command else {
+            let err = CommandError::new(
+                ErrorCode::UNKNOWN_COMMAND,
+                format!("unknown command {:?}", cmd.name),
+            );
+            self.fail_now(id, &cmd.name, err);
+            return;
+        };
+        if cmd.name == "hello" && self.spec.token_unlocks {
+            if let (Some(given), Some(token)) =
+                (cmd.arguments.get("token"), &self.gw.config.write_token)
+            {
+                if bool::from(subtle::ConstantTimeEq::ct_eq(
+                    given.as_ref(),
+                    token.as_bytes(),
+                )) {
+                    self.spec.writable.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        let writable = self.spec.writable.load(Ordering::SeqCst);
+        let access = command.access();
+        if access == Access::Write && !writable {
+            let err = CommandError::new(
+                ErrorCode::READ_ONLY,
+                format!("{} needs the rw endpoint with writes allowed", cmd.name),
+            );
+            self.fail_now(id, &cmd.name, err);
+            return;
+        }
+        let ctx = Context {
+            request_id: id,
+            storage: self.spec.storage.clone(),
+            writable,
+            notes: self.notes_tx.clone(),
+            hello: self.gw.hello.clone(),
+        };
+        let (data_tx, start) = if cmd.has_data {
+            // Started now, so its data can be staged as it arrives; it waits
+            // for its turn before it takes effect.
+            let (tx, rx) = mpsc::channel(DATA_CHANNEL_CHUNKS);
+            let (go_tx, go_rx) = oneshot::channel();
+            let call = Call {
+                ctx,
+                args: cmd.arguments,
+                data: Some(Upload::new(rx)),
+                turn: Turn::pending(go_rx),
+            };
+            let span = tracing::debug_span!("command", name = %cmd.name, request = id.0);
+            let handle = self
+                .tasks
+                .spawn(async move { command.run(call).await }.instrument(span));
+            self.task_ids.insert(handle.id(), id);
+            (Some(tx), Start::Waiting(go_tx))
+        } else {
+            let call = Call {
+                ctx,
+                args: cmd.arguments,
+                data: None,
+                turn: Turn::granted(),
+            };
+            (None, Start::Later(Box::new((command, call))))
+        };
+        self.inflight.insert(
+            id,
+            Inflight {
+                name: cmd.name,
+                access,
+                data_tx,
+                start,
+                complete: false,
+                ended_early: false,
+            },
+        );
+    }
+
+    fn fail_now(&mut self, id: RequestId, name: &str, err: CommandError) {
+        self.count(name, Some(&err.code));
+        let _ = self.reactor.fail_command(id, err.into());
+    }
+
+    fn count(&self, name: &str, error: Option<&ErrorCode>) {
+        let outcome = error.map_or("ok", |c| c.as_str());
+        // Unknown names are one label, so clients cannot grow the series.
+        let name = if self.gw.registry.get(name).is_some() || name == "hello" {
+            name
+        } else {
+            "unknown"
+        };
+        self.gw
+            .metrics
+            .commands
+            .with_label_values(&[name, outcome])
+            .inc();
+    }
+
+    fn task_done(
+        &mut self,
+        joined: Result<(tokio::task::Id, Result<Answer, CommandError>), tokio::task::JoinError>,
+    ) {
+        let (task, result) = match joined {
+            Ok((task, result)) => (task, result),
+            Err(err) if err.is_panic() => {
+                (err.id(), Err(CommandError::internal("a command panicked")))
+            }
+            Err(err) => {
+                self.task_ids.remove(&err.id());
+                return; // aborted: its request was cut off
+            }
+        };
+        let Some(id) = self.task_ids.remove(&task) else {
+            return;
+        };
+        let Some(entry) = self.inflight.get_mut(&id) else {
+            return;
+        };
+        if entry.complete {
+            let name = entry.name.clone();
+            self.inflight.remove(&id);
+            let released = self.order.finish(id);
+            self.release(released);
+            self.count(&name, result.as_ref().err().map(|e| &e.code));
+        } else {
+            // Failed (or answered) while its data was still coming: it never
+            // takes part in the ordering.
+            entry.ended_early = true;
+            entry.start = Start::Started;
+            let name = entry.name.clone();
+            self.count(&name, result.as_ref().err().map(|e| &e.code));
+        }
+        self.answer(id, result);
+    }
+
+    fn answer(&mut self, id: RequestId, result: Result<Answer, CommandError>) {
+        match result {
+            Err(err) => {
+                let _ = self.reactor.fail_command(id, err.into());
+            }
+            Ok(Answer::Bytes(bytes)) => {
+                if self.reactor.send_answer_data(id, bytes).is_ok() {
+                    let _ = self.reactor.finish_answer(id);
+                }
+            }
+            Ok(Answer::File { file, ranges }) => self.lazy.push(
+                id,
+                output::Source::File {
+                    file: Arc::new(file),
+                    ranges: ranges.into(),
+                },
+            ),
+            Ok(Answer::Stream(stream)) => self.lazy.push(id, output::Source::Stream(stream)),
+        }
+    }
+
+    fn apply_note(&mut self, note: Note) {
+        let _ = match note {
+            Note::Text(id, atoms) => self.reactor.send_text(id, &atoms),
+            Note::Progress(id, progress) => self.reactor.send_progress(id, &progress),
+        };
+    }
+}

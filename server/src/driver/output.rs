@@ -1,0 +1,168 @@
+//! Lazy answers: sources read piece by piece when their answer is sent, so
+//! a large answer held for deferred output costs no memory.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use framegate_wire::{ErrorCode, RequestId, ServerReactor};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+use crate::command::CommandError;
+use crate::pool::blocking;
+
+/// Size of the pieces a lazy answer is read in.
+pub const ANSWER_PIECE: usize = 256 * 1024;
+
+/// Bytes sampled from a lazy answer to decide whether it compresses.
+pub const COMPRESSION_SAMPLE: usize = 64 * 1024;
+
+/// A sample that zstd (level 1) shrinks by less than this is sent unencoded.
+pub const MIN_COMPRESSION_GAIN: f64 = 0.9;
+
+/// Size of the chunks frames are gathered into before they are written.
+pub const BODY_CHUNK: usize = 256 * 1024;
+
+/// Whether `data` is worth compressing, judged on a sample.
+pub(crate) fn compresses(data: &[u8]) -> bool {
+    let sample = data
+        .get(..data.len().min(COMPRESSION_SAMPLE))
+        .unwrap_or_default();
+    match zstd::bulk::compress(sample, 1) {
+        Ok(c) => (c.len() as f64) < sample.len() as f64 * MIN_COMPRESSION_GAIN,
+        Err(_) => true,
+    }
+}
+
+/// Where the rest of a lazy answer comes from.
+pub(crate) enum Source {
+    File {
+        file: Arc<std::fs::File>,
+        ranges: VecDeque<(u64, u64)>,
+    },
+    Stream(BoxStream<'static, Result<Bytes, CommandError>>),
+}
+
+impl Source {
+    /// The next piece; `None` when the answer is complete.
+    pub(crate) async fn next_piece(&mut self) -> Option<Result<Bytes, CommandError>> {
+        match self {
+            Source::File { file, ranges } => {
+                let (offset, len) = ranges.front_mut()?;
+                if *len == 0 {
+                    ranges.pop_front();
+                    return Some(Ok(Bytes::new()));
+                }
+                let piece = (*len).min(ANSWER_PIECE as u64);
+                let at = *offset;
+                *offset += piece;
+                *len -= piece;
+                let file = file.clone();
+                Some(
+                    blocking(move || {
+                        read_piece(&file, at, piece as usize).map_err(|e| {
+                            if e.kind() == io::ErrorKind::UnexpectedEof {
+                                CommandError::new(
+                                    ErrorCode::SHORT_READ,
+                                    "file shrank while being sent",
+                                )
+                            } else {
+                                CommandError::internal(e)
+                            }
+                        })
+                    })
+                    .await,
+                )
+            }
+            Source::Stream(stream) => stream.next().await,
+        }
+    }
+}
+
+/// Reads `len` bytes at `offset` of `file` into a fresh buffer that is not
+/// zeroed first.
+pub(crate) fn read_piece(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(len);
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(offset))?;
+    reader.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The lazy answers of a message: the one being sent and those queued.
+#[derive(Default)]
+pub(crate) struct Lazy {
+    queue: VecDeque<(RequestId, Source)>,
+    /// The answer being sent, and whether its first piece was sampled.
+    current: Option<(RequestId, Source, bool)>,
+}
+
+impl Lazy {
+    pub(crate) fn push(&mut self, id: RequestId, source: Source) {
+        self.queue.push_back((id, source));
+    }
+
+    /// Whether any lazy answer still has bytes to send.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.current.is_some() || !self.queue.is_empty()
+    }
+
+    /// Feeds the next piece of the current lazy answer to the reactor
+    /// (picking the next answer when one is done). The first piece of each
+    /// decides whether it is worth compressing.
+    pub(crate) async fn feed(&mut self, reactor: &mut ServerReactor) {
+        if self.current.is_none() {
+            self.current = self.queue.pop_front().map(|(id, s)| (id, s, false));
+        }
+        let Some((id, source, sampled)) = self.current.as_mut() else {
+            return;
+        };
+        match source.next_piece().await {
+            Some(Ok(piece)) => {
+                if !*sampled {
+                    *sampled = true;
+                    if reactor.encoding() != framegate_wire::Encoding::Identity
+                        && !compresses(&piece)
+                    {
+                        let _ = reactor.set_answer_encoding(*id, false);
+                    }
+                }
+                let _ = reactor.send_answer_data(*id, piece);
+            }
+            Some(Err(err)) => {
+                let _ = reactor.fail_command(*id, err.into());
+                self.current = None;
+            }
+            None => {
+                let _ = reactor.finish_answer(*id);
+                self.current = None;
+            }
+        }
+    }
+}
+
+/// Drains the reactor's frames as chunks: small frames are gathered in
+/// `out` into chunks of at least [`BODY_CHUNK`] (fewer, larger writes beat
+/// avoiding the copy, measured).
+pub(crate) fn transmit_chunks(
+    reactor: &mut ServerReactor,
+    out: &mut BytesMut,
+    chunks: &mut Vec<Bytes>,
+) {
+    while let Some(frame) = reactor.poll_transmit() {
+        out.reserve(frame.wire_len());
+        // Our frames never exceed the 24-bit length field.
+        let _ = frame.encode(out);
+        if out.len() >= BODY_CHUNK {
+            chunks.push(out.split().freeze());
+        }
+    }
+    if !out.is_empty() {
+        chunks.push(out.split().freeze());
+    }
+}

@@ -1,0 +1,86 @@
+//! The file commands of PROTOCOL.md §9.2–9.3.
+//!
+//! Each command cleans its paths ([`crate::tree::clean_path`]), waits for
+//! its turn (§6: the driver decides when), and calls the message's
+//! [`Storage`](crate::storage::Storage). Commands with data (`put`,
+//! `append`) first stream it into the storage's private staging area —
+//! nothing of theirs is visible, not even a staging file next to the target
+//! — and only at their turn move it into place.
+
+mod read;
+mod write;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::command::{Access, Answer, Call, Command, CommandError, Registry};
+use crate::tree::clean_path;
+
+pub use framegate_wire::ranges::MAX_READV_RANGES;
+
+/// Most files `iter_files_recursive` lists.
+pub const MAX_ITER_FILES: usize = 1_000_000;
+
+pub(crate) fn register(registry: &mut Registry) {
+    registry
+        .register("get", Arc::new(Reader(read::get)))
+        .register("readv", Arc::new(Reader(read::readv)))
+        .register("has", Arc::new(Reader(read::has)))
+        .register("stat", Arc::new(Reader(read::stat)))
+        .register("list_dir", Arc::new(Reader(read::list_dir)))
+        .register(
+            "iter_files_recursive",
+            Arc::new(Reader(read::iter_files_recursive)),
+        )
+        .register("put", Arc::new(Writer(write::put)))
+        .register("append", Arc::new(Writer(write::append)))
+        .register("mkdir", Arc::new(Writer(write::mkdir)))
+        .register("rename", Arc::new(Writer(write::rename)))
+        .register("delete", Arc::new(Writer(write::delete)))
+        .register("rmdir", Arc::new(Writer(write::rmdir)));
+}
+
+type Fut = crate::command::BoxFuture<Result<Answer, CommandError>>;
+
+struct Reader(fn(Call) -> Fut);
+struct Writer(fn(Call) -> Fut);
+
+impl Command for Reader {
+    fn run(&self, call: Call) -> Fut {
+        (self.0)(call)
+    }
+}
+
+impl Command for Writer {
+    fn access(&self) -> Access {
+        Access::Write
+    }
+    fn run(&self, call: Call) -> Fut {
+        (self.0)(call)
+    }
+}
+
+fn path_arg(call: &Call, name: &str) -> Result<PathBuf, CommandError> {
+    clean_path(call.arg(name)?)
+}
+
+/// An optional path argument (absent: the base itself).
+fn optional_path(call: &Call) -> Result<PathBuf, CommandError> {
+    match call.args.get("path") {
+        Some(raw) => clean_path(raw),
+        None => Ok(PathBuf::from(".")),
+    }
+}
+
+fn mode_arg(call: &Call) -> Result<Option<u32>, CommandError> {
+    let Some(raw) = call.args.get("mode") else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(raw).map_err(|_| CommandError::bad("mode", "not ASCII"))?;
+    let mode = u32::from_str_radix(text, 8).map_err(|_| CommandError::bad("mode", "not octal"))?;
+    if mode > 0o7777 {
+        return Err(CommandError::bad("mode", "above 7777"));
+    }
+    // No set-id or sticky bits from the network.
+    Ok(Some(mode & 0o777))
+}

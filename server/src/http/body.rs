@@ -1,0 +1,150 @@
+//! The HTTP message loops: the request body in (frames fed to the driver
+//! as they arrive, commands running meanwhile), then — only once the whole
+//! body was read (deferred output) — the answers out as the response body.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use framegate_wire::FrameDecoder;
+use framegate_wire::codec::CodecError;
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::io::StreamReader;
+
+use crate::driver::Driver;
+use crate::gateway::Gateway;
+
+/// Response-body chunks buffered between the answer loop and hyper.
+pub const BODY_CHANNEL_CHUNKS: usize = 4;
+
+/// How a message ended when it cannot be answered with frames.
+#[derive(Debug)]
+pub(super) enum Abandoned {
+    /// No byte came for the body-read timeout.
+    TimedOut,
+    /// The body broke (client gone, proxy error).
+    BodyError(io::Error),
+}
+
+fn abandoned(err: io::Error) -> Abandoned {
+    if err.kind() == io::ErrorKind::TimedOut {
+        Abandoned::TimedOut
+    } else {
+        Abandoned::BodyError(err)
+    }
+}
+
+/// Reads the whole body into the driver, running commands meanwhile.
+pub(super) async fn read_body(
+    driver: &mut Driver,
+    gw: &Gateway,
+    body: axum::body::Body,
+) -> Result<(), Abandoned> {
+    let timeout = gw.config.body_read_timeout;
+    let stream = futures_util::stream::unfold(body.into_data_stream(), move |mut s| async move {
+        match tokio::time::timeout(timeout, s.next()).await {
+            Ok(Some(Ok(bytes))) => Some((Ok(bytes), s)),
+            Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), s)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "body read timed out",
+                )),
+                s,
+            )),
+        }
+    })
+    .boxed();
+    let decoder = FrameDecoder::new(gw.config.limits.max_frame_size);
+    let mut frames = FramedRead::new(StreamReader::new(stream), decoder);
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = driver.progress(), if driver.is_busy() => continue,
+            next = frames.next() => next,
+        };
+        match next {
+            None => break,
+            Some(Ok(frame)) => {
+                if !driver.handle_frame(frame).await {
+                    break;
+                }
+            }
+            Some(Err(CodecError::Frame(err))) => {
+                driver.handle_decode_error(err).await;
+                break;
+            }
+            Some(Err(CodecError::Io(err))) => return Err(abandoned(err)),
+            Some(Err(err)) => {
+                return Err(Abandoned::BodyError(io::Error::other(err.to_string())));
+            }
+        }
+    }
+    if !driver.wants_input() || !frames.decoder().is_between_frames() {
+        // Deferred output: never answer while the client still sends.
+        // Drain what is left (without decoding), up to a bound.
+        let mut rest = frames.into_inner();
+        let limit = gw.config.max_drain_after_error;
+        let mut sink = tokio::io::sink();
+        let mut take = tokio::io::AsyncReadExt::take(&mut rest, limit);
+        if let Err(err) = tokio::io::copy(&mut take, &mut sink).await {
+            return Err(abandoned(err));
+        }
+    }
+    driver.handle_input_ended().await;
+    Ok(())
+}
+
+/// Streams every answer into `tx`; returns when all went out or the
+/// client is gone (dropping the driver then aborts what still runs).
+pub(super) async fn write_answers(
+    mut driver: Driver,
+    tx: mpsc::Sender<Result<Bytes, io::Error>>,
+    keepalive: Duration,
+) {
+    let mut out = BytesMut::new();
+    let mut last_output = Instant::now();
+    let mut chunks = Vec::new();
+    loop {
+        driver.feed_output().await;
+        driver.transmit(&mut out, &mut chunks);
+        if !chunks.is_empty() {
+            for chunk in chunks.drain(..) {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    tracing::info!("client went away; cancelling the message's commands");
+                    return;
+                }
+            }
+            last_output = Instant::now();
+        }
+        if driver.is_done() {
+            break;
+        }
+        if driver.has_output_to_feed() {
+            continue;
+        }
+        if !driver.is_busy() {
+            tracing::error!("message stalled: requests active but nothing running");
+            break;
+        }
+        tokio::select! {
+            () = driver.progress() => {}
+            () = tokio::time::sleep_until((last_output + keepalive).into()) => {
+                driver.queue_keepalive();
+                last_output = Instant::now();
+            }
+        }
+    }
+    driver.finish_metrics();
+}
+
+/// The body stream of a response fed by [`write_answers`].
+pub(super) fn body_from(rx: mpsc::Receiver<Result<Bytes, io::Error>>) -> axum::body::Body {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    axum::body::Body::from_stream(stream.map_err(|e: io::Error| e))
+}

@@ -1,0 +1,218 @@
+//! `POST {base}/.framegate/ro|rw`: the checks made on the headers alone
+//! (§7.3: 405, 415, 406, 403, 401, 413, 404, before a byte of the body is
+//! read), then the message itself.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use framegate_wire::http_binding::{ACCEPT_ENCODING_HEADER, Endpoint};
+use framegate_wire::{Encoding, MEDIA_TYPE, OutputMode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use subtle::ConstantTimeEq;
+
+use super::body::{self, Abandoned};
+use super::{header_str, plain, tree_path};
+use crate::driver::{Driver, MessageSpec};
+use crate::gateway::Gateway;
+use crate::storage::Storage;
+
+/// Splits `/a/b/.framegate/ro` into (`/a/b`, ro).
+pub(super) fn endpoint_of(path: &str) -> Option<(&str, Endpoint)> {
+    Endpoint::split(path)
+}
+
+/// A POST refused on its headers: a short `text/plain` answer.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    status: StatusCode,
+    text: String,
+    header: Option<(header::HeaderName, HeaderValue)>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, text: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            text: text.into(),
+            header: None,
+        }
+    }
+
+    fn with(mut self, name: header::HeaderName, value: &'static str) -> Self {
+        self.header = Some((name, HeaderValue::from_static(value)));
+        self
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = plain(self.status, &self.text);
+        if let Some((name, value)) = self.header {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+/// A POST whose headers passed every check.
+struct Accepted {
+    endpoint: Endpoint,
+    base_path: PathBuf,
+    encoding: Encoding,
+}
+
+fn accepts_media_type(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return false };
+    accept.split(',').any(|item| {
+        let media = item
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        media == MEDIA_TYPE || media == "*/*" || media == "application/*"
+    })
+}
+
+/// The header checks of §7.3, in the contract's order.
+fn check(
+    gw: &Gateway,
+    base: &str,
+    endpoint: Endpoint,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Accepted, Refusal> {
+    if method != Method::POST {
+        return Err(Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "framegate endpoints take POST",
+        )
+        .with(header::ALLOW, "POST"));
+    }
+    let content_type = header_str(headers, header::CONTENT_TYPE)
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if content_type.as_deref() != Some(MEDIA_TYPE) {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be {MEDIA_TYPE}"),
+        ));
+    }
+    if !accepts_media_type(header_str(headers, header::ACCEPT)) {
+        return Err(Refusal::new(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("Accept must include {MEDIA_TYPE}"),
+        ));
+    }
+    if endpoint.allows_writes() {
+        if !gw.config.allow_writes {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "this server does not accept writes",
+            ));
+        }
+        if let Some(token) = &gw.config.write_token {
+            let given =
+                header_str(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+            if !given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes()))) {
+                return Err(Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "a bearer token is needed for writes",
+                )
+                .with(header::WWW_AUTHENTICATE, "Bearer realm=\"framegate\""));
+            }
+        }
+    }
+    let declared = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > gw.config.limits.max_message_bytes) {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message larger than this server accepts",
+        ));
+    }
+    let base_path =
+        tree_path(base).ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "base not found"))?;
+    let encoding = header_str(
+        headers,
+        header::HeaderName::from_static(ACCEPT_ENCODING_HEADER),
+    )
+    .map(Encoding::negotiate)
+    .unwrap_or(Encoding::Identity);
+    Ok(Accepted {
+        endpoint,
+        base_path,
+        encoding,
+    })
+}
+
+/// Handles one framegate POST.
+pub(super) async fn message(
+    gw: Arc<Gateway>,
+    base: String,
+    endpoint: Endpoint,
+    request: Request,
+) -> Response {
+    let accepted = match check(&gw, &base, endpoint, request.method(), request.headers()) {
+        Ok(accepted) => accepted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let storage: Arc<dyn Storage> = match gw.storage.base(&accepted.base_path).await {
+        Ok(storage) => storage,
+        Err(_) => return Refusal::new(StatusCode::NOT_FOUND, "base not found").into_response(),
+    };
+    let name = accepted.endpoint.name();
+    gw.metrics.messages.with_label_values(&[name]).inc();
+    // Counted until the answers are written (or the message is abandoned).
+    let in_flight = InFlightGuard::new(gw.clone());
+    let spec = MessageSpec {
+        storage,
+        writable: Arc::new(AtomicBool::new(accepted.endpoint.allows_writes())),
+        token_unlocks: false,
+        encoding: accepted.encoding,
+        endpoint: name,
+        base_display: format!("/{}", accepted.base_path.display()),
+    };
+    let mut driver = Driver::new(gw.clone(), spec, OutputMode::Deferred);
+    match body::read_body(&mut driver, &gw, request.into_body()).await {
+        Ok(()) => {}
+        Err(Abandoned::TimedOut) => {
+            return plain(StatusCode::REQUEST_TIMEOUT, "request body stalled");
+        }
+        Err(Abandoned::BodyError(err)) => {
+            tracing::info!(error = %err, "request body broke; message abandoned");
+            return plain(StatusCode::BAD_REQUEST, "request body broke off");
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(body::BODY_CHANNEL_CHUNKS);
+    let keepalive = gw.config.keepalive_interval;
+    tokio::spawn(async move {
+        body::write_answers(driver, tx, keepalive).await;
+        drop(in_flight);
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, MEDIA_TYPE)
+        .header(header::CACHE_CONTROL, "no-store, no-transform")
+        .header("x-accel-buffering", "no")
+        .body(body::body_from(rx))
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+}
+
+/// Holds one count in the in-flight gauge for as long as it lives.
+struct InFlightGuard(Arc<Gateway>);
+
+impl InFlightGuard {
+    fn new(gw: Arc<Gateway>) -> Self {
+        gw.metrics.in_flight.inc();
+        InFlightGuard(gw)
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.dec();
+    }
+}

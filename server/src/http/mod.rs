@@ -1,0 +1,102 @@
+//! The HTTP binding.
+//!
+//! * `POST {base}/.framegate/ro` and `.../rw` at any depth (§7.1–7.3):
+//!   [`endpoint`] — refusals decided from the headers alone, then the body
+//!   fed to a [`Driver`](crate::driver) in deferred mode and the answers
+//!   streamed back once the whole body was read.
+//! * `GET`/`HEAD` of files and listings: [`plain`].
+//! * `GET /.framegate/healthz`: 200 while the served tree is there and
+//!   readable, else 503.
+
+mod body;
+mod endpoint;
+mod plain;
+
+pub use body::BODY_CHANNEL_CHUNKS;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use percent_encoding::percent_decode_str;
+
+use crate::gateway::Gateway;
+use crate::tree::{RESERVED_COMPONENT, TEMP_PREFIX};
+
+/// The axum router of a gateway: framegate endpoints, plain file access
+/// and health, all under one fallback handler.
+pub fn router(gateway: &Arc<Gateway>) -> Router {
+    Router::new().fallback(dispatch).with_state(gateway.clone())
+}
+
+fn plain(status: StatusCode, text: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{text}\n"),
+    )
+        .into_response()
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Decodes a URL path and cleans it into a relative path inside the tree.
+/// `None` if it is not valid UTF-8, leaves the tree, or names a reserved
+/// entry (the private area, staging files).
+fn tree_path(url_path: &str) -> Option<PathBuf> {
+    let decoded = percent_decode_str(url_path).decode_utf8().ok()?;
+    let mut parts: Vec<&str> = Vec::new();
+    for part in decoded.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p if p.contains('\0') || p.contains('\\') => return None,
+            p if p == RESERVED_COMPONENT || p.starts_with(TEMP_PREFIX) => return None,
+            p => parts.push(p),
+        }
+    }
+    Some(if parts.is_empty() {
+        PathBuf::from(".")
+    } else {
+        parts.iter().collect()
+    })
+}
+
+async fn dispatch(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    if path == "/.framegate/healthz" {
+        return match gw.storage.health().await {
+            Ok(()) => plain(StatusCode::OK, "ok"),
+            Err(err) => {
+                tracing::warn!(reason = %err.message, "health check failed");
+                plain(StatusCode::SERVICE_UNAVAILABLE, &err.message)
+            }
+        };
+    }
+    if let Some((base, endpoint)) = endpoint::endpoint_of(&path) {
+        return endpoint::message(gw, base.to_string(), endpoint, request).await;
+    }
+    if path
+        .split('/')
+        .any(|p| p == RESERVED_COMPONENT || p.starts_with(TEMP_PREFIX))
+    {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    }
+    match *request.method() {
+        Method::GET | Method::HEAD => plain::plain_file(gw, &path, request).await,
+        _ => {
+            let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            response
+        }
+    }
+}

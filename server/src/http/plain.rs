@@ -1,0 +1,228 @@
+//! Plain file access (§7.6 from the server's side): `GET`/`HEAD` of files
+//! through tower-http's `ServeDir` (ranges, conditional requests,
+//! `Last-Modified`) plus an `ETag`, `multipart/byteranges` for multi-range
+//! requests, and JSON directory listings in nginx's `autoindex_format json`
+//! shape. Every path is checked through the cap-std sandbox first, so a
+//! symlink leading outside the tree is a 404.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
+
+use super::{header_str, plain, tree_path};
+use crate::gateway::Gateway;
+use crate::storage::{EntryKind, EntryMeta};
+
+pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Request) -> Response {
+    let Some(rel) = tree_path(url_path) else {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    };
+    let root = gw.root.clone();
+    let probe = {
+        let rel = rel.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<Option<Probe>> {
+            let meta = root.metadata(&rel)?;
+            if meta.is_dir() {
+                return Ok(None);
+            }
+            let file = root.open(&rel)?.into_std();
+            Ok(Some(Probe::File { file, meta }))
+        })
+        .await
+    };
+    let probe = match probe {
+        Ok(Ok(Some(probe))) => probe,
+        Ok(Ok(None)) => match gw.storage.list(&rel).await {
+            Ok(entries) => Probe::Dir(listing_json(entries)),
+            Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
+        },
+        _ => return plain(StatusCode::NOT_FOUND, "not found"),
+    };
+    match probe {
+        Probe::Dir(json) => {
+            if !url_path.ends_with('/') {
+                let location = format!("{url_path}/");
+                return Response::builder()
+                    .status(StatusCode::MOVED_PERMANENTLY)
+                    .header(header::LOCATION, location)
+                    .body(Body::empty())
+                    .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "redirect"));
+            }
+            let body = if request.method() == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::from(json.clone())
+            };
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, json.len())
+                .body(body)
+                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "listing"))
+        }
+        Probe::File { file, meta } => {
+            let etag = etag_of(&meta);
+            if header_str(request.headers(), header::IF_NONE_MATCH)
+                .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+            {
+                return Response::builder()
+                    .status(StatusCode::NOT_MODIFIED)
+                    .header(header::ETAG, &etag)
+                    .body(Body::empty())
+                    .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "304"));
+            }
+            let range = header_str(request.headers(), header::RANGE).map(str::to_string);
+            if let Some(range) = range.filter(|r| r.contains(',')) {
+                if let Some(response) = multi_range(
+                    file,
+                    meta.len(),
+                    &range,
+                    &etag,
+                    request.method() == Method::HEAD,
+                ) {
+                    return response;
+                }
+            }
+            let mut response = match ServeDir::new(&gw.config.root)
+                .append_index_html_on_directories(false)
+                .oneshot(request)
+                .await
+            {
+                Ok(r) => r.into_response(),
+                Err(never) => match never {},
+            };
+            if let Ok(value) = HeaderValue::from_str(&etag) {
+                response.headers_mut().insert(header::ETAG, value);
+            }
+            response
+        }
+    }
+}
+
+enum Probe {
+    Dir(Bytes),
+    File {
+        file: std::fs::File,
+        meta: cap_std::fs::Metadata,
+    },
+}
+
+fn etag_of(meta: &cap_std::fs::Metadata) -> String {
+    use cap_std::fs::MetadataExt;
+    format!(
+        "\"{:x}-{:x}-{:x}\"",
+        meta.ino(),
+        meta.len(),
+        meta.mtime() as u64 * 1_000_000_000 + meta.mtime_nsec() as u64
+    )
+}
+
+fn http_date(mtime: f64) -> String {
+    let modified = std::time::UNIX_EPOCH
+        + std::time::Duration::try_from_secs_f64(mtime.max(0.0)).unwrap_or_default();
+    httpdate::fmt_http_date(modified)
+}
+
+fn listing_json(entries: Vec<(String, EntryMeta)>) -> Bytes {
+    let items: Vec<serde_json::Value> = entries
+        .into_iter()
+        .map(|(name, meta)| {
+            let kind = match meta.kind {
+                EntryKind::Dir => "directory",
+                EntryKind::File => "file",
+                EntryKind::Symlink | EntryKind::Other => "other",
+            };
+            let mut item =
+                serde_json::json!({ "name": name, "type": kind, "mtime": http_date(meta.mtime) });
+            if meta.kind == EntryKind::File {
+                item["size"] = serde_json::json!(meta.size);
+            }
+            item
+        })
+        .collect();
+    Bytes::from(serde_json::to_vec(&items).unwrap_or_default())
+}
+
+/// Longest a multipart boundary line adds per part, for Content-Length.
+const MULTIPART_BOUNDARY: &str = "framegate-byteranges-3d6b9f2a";
+
+/// A `multipart/byteranges` answer for a multi-range request, or `None`
+/// to let `ServeDir` answer (it ignores or refuses what it cannot do).
+fn multi_range(
+    file: std::fs::File,
+    size: u64,
+    range: &str,
+    etag: &str,
+    head: bool,
+) -> Option<Response> {
+    let parsed = http_range_header::parse_range_header(range).ok()?;
+    let ranges = match parsed.validate(size) {
+        Ok(ranges) => ranges,
+        Err(_) => {
+            return Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+                .body(Body::empty())
+                .ok();
+        }
+    };
+    if ranges.len() < 2 {
+        return None;
+    }
+    let mut parts: Vec<(Bytes, u64, u64)> = Vec::with_capacity(ranges.len());
+    let mut total = 0u64;
+    for r in &ranges {
+        let (start, end) = (*r.start(), *r.end());
+        let head = format!(
+            "\r\n--{MULTIPART_BOUNDARY}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {start}-{end}/{size}\r\n\r\n"
+        );
+        total += head.len() as u64 + (end - start + 1);
+        parts.push((Bytes::from(head), start, end - start + 1));
+    }
+    let tail = Bytes::from(format!("\r\n--{MULTIPART_BOUNDARY}--\r\n"));
+    total += tail.len() as u64;
+    let file = Arc::new(file);
+    let body = if head {
+        Body::empty()
+    } else {
+        let pieces =
+            futures_util::stream::iter(parts.into_iter().map(Some).chain(std::iter::once(None)));
+        let stream = futures_util::StreamExt::then(pieces, move |part| {
+            let file = file.clone();
+            let tail = tail.clone();
+            async move {
+                match part {
+                    None => Ok::<_, std::io::Error>(vec![tail]),
+                    Some((head, offset, len)) => {
+                        let data = tokio::task::spawn_blocking(move || {
+                            crate::driver::read_piece(&file, offset, len as usize)
+                        })
+                        .await
+                        .map_err(std::io::Error::other)??;
+                        Ok(vec![head, data])
+                    }
+                }
+            }
+        });
+        let flat = futures_util::TryStreamExt::map_ok(stream, |v| {
+            futures_util::stream::iter(v.into_iter().map(Ok::<_, std::io::Error>))
+        });
+        Body::from_stream(futures_util::TryStreamExt::try_flatten(flat))
+    };
+    Response::builder()
+        .status(StatusCode::PARTIAL_CONTENT)
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/byteranges; boundary={MULTIPART_BOUNDARY}"),
+        )
+        .header(header::CONTENT_LENGTH, total)
+        .header(header::ETAG, etag)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .body(body)
+        .ok()
+}

@@ -1,0 +1,642 @@
+//! The local tree: a directory served through cap-std.
+//!
+//! Every path goes through a `cap_std::fs::Dir` opened on the view's base,
+//! so `..`, absolute symlinks and symlinks leading outside are refused by
+//! the sandbox. Writes (when the server allows them) use the private area
+//! `.framegate/` of the served root: `staging/` for uploads waiting for
+//! their turn, `journal/` for appends in progress (see `journal.rs`).
+//! Writes to one path are serialized by [`PathLocks`] in-process and by
+//! `flock` across processes serving the same tree.
+
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use cap_std::fs::{Dir, MetadataExt as _, Permissions, PermissionsExt};
+use framegate_wire::ErrorCode;
+
+use super::journal;
+use super::lock::{LockedFile, Open, PathLocks, lock_file, sync_dir};
+use super::staging::{LocalStaged, UPLOAD_BUFFER};
+use super::{EntryKind, EntryMeta, ReadRanges, StagedUpload, Storage, StorageFuture};
+use crate::command::{Answer, CommandError};
+use crate::pool::blocking;
+use crate::tree::{RESERVED_COMPONENT, TEMP_PREFIX, io_error, split_parent};
+
+/// Answers up to this size are read at once; larger ones stay an open file
+/// read when sent.
+pub const MAX_INLINE_ANSWER: u64 = 16 * 1024;
+
+/// What start-up found left over from a crash, and cleaned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Staging files removed.
+    pub staging_files: usize,
+    /// Their bytes.
+    pub staging_bytes: u64,
+    /// Appends rolled back.
+    pub appends_rolled_back: usize,
+}
+
+/// The private area shared by every view of one served root.
+#[derive(Debug)]
+struct Private {
+    staging: Arc<Dir>,
+    journal: Dir,
+    locks: PathLocks,
+}
+
+#[derive(Debug)]
+struct View {
+    root_path: PathBuf,
+    root: Arc<Dir>,
+    base: Dir,
+    /// The base relative to the root (lock keys, journal records).
+    base_rel: PathBuf,
+    /// `None` on a read-only server.
+    private: Option<Arc<Private>>,
+}
+
+/// A directory tree on the local filesystem (see the module docs).
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    view: Arc<View>,
+}
+
+impl LocalStorage {
+    /// Opens the served directory `root`. With `writable`, creates the
+    /// private area and cleans what a crash left there (staging files of
+    /// dead writers, appends cut off), logging what it found.
+    pub fn open(root: &Path, writable: bool) -> io::Result<(LocalStorage, SweepReport)> {
+        let dir = Dir::open_ambient_dir(root, cap_std::ambient_authority())?;
+        let mut report = SweepReport::default();
+        let private = if writable {
+            let staging_rel = Path::new(RESERVED_COMPONENT).join("staging");
+            let journal_rel = Path::new(RESERVED_COMPONENT).join("journal");
+            dir.create_dir_all(&staging_rel)?;
+            dir.create_dir_all(&journal_rel)?;
+            let staging = dir.open_dir(&staging_rel)?;
+            let journal = dir.open_dir(&journal_rel)?;
+            report.appends_rolled_back = journal::sweep(&dir, &journal)?;
+            (report.staging_files, report.staging_bytes) = super::staging::sweep(&staging)?;
+            if report != SweepReport::default() {
+                tracing::warn!(
+                    staging_files = report.staging_files,
+                    staging_bytes = report.staging_bytes,
+                    appends_rolled_back = report.appends_rolled_back,
+                    "cleaned up after a crash"
+                );
+            } else {
+                tracing::info!("no crash leftovers in the private area");
+            }
+            Some(Arc::new(Private {
+                staging: Arc::new(staging),
+                journal,
+                locks: PathLocks::default(),
+            }))
+        } else {
+            None
+        };
+        let root_dir = Arc::new(dir.try_clone()?);
+        let view = View {
+            root_path: root.to_path_buf(),
+            root: root_dir,
+            base: dir,
+            base_rel: PathBuf::new(),
+            private,
+        };
+        Ok((
+            LocalStorage {
+                view: Arc::new(view),
+            },
+            report,
+        ))
+    }
+
+    /// The served root as a cap-std directory (plain HTTP access).
+    pub fn root_dir(&self) -> &Arc<Dir> {
+        &self.view.root
+    }
+}
+
+impl View {
+    fn private(&self) -> Result<&Arc<Private>, CommandError> {
+        self.private
+            .as_ref()
+            .ok_or_else(|| CommandError::new(ErrorCode::READ_ONLY, "this server is read-only"))
+    }
+
+    fn key(&self, path: &Path) -> PathBuf {
+        self.base_rel.join(path)
+    }
+
+    /// The parent directory of `path` (opened now: a write checks its
+    /// parent at its turn) and the final name.
+    fn parent_of(&self, path: &Path) -> Result<(Dir, PathBuf, String), CommandError> {
+        let (parent, name) = split_parent(path)?;
+        let dir = if parent == Path::new(".") {
+            self.base.try_clone().map_err(CommandError::internal)?
+        } else {
+            self.base
+                .open_dir(&parent)
+                .map_err(|e| io_error(&e, &parent))?
+        };
+        Ok((dir, parent, name))
+    }
+}
+
+fn meta_of(meta: &cap_std::fs::Metadata) -> EntryMeta {
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        EntryKind::Other
+    };
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    EntryMeta {
+        kind,
+        size: meta.len(),
+        mtime,
+        mode: meta.mode() & 0o7777,
+    }
+}
+
+/// Names the private area and staging files use: hidden everywhere.
+pub(crate) fn hidden(name: &str) -> bool {
+    name == RESERVED_COMPONENT || name.starts_with(TEMP_PREFIX)
+}
+
+fn is_a_directory(path: &Path) -> CommandError {
+    CommandError::new(
+        ErrorCode::IS_A_DIRECTORY,
+        format!("is a directory: {}", path.display()),
+    )
+}
+
+fn open_file(base: &Dir, path: &Path) -> Result<(std::fs::File, u64), CommandError> {
+    let file = base.open(path).map_err(|e| io_error(&e, path))?;
+    let meta = file.metadata().map_err(|e| io_error(&e, path))?;
+    if meta.is_dir() {
+        return Err(is_a_directory(path));
+    }
+    Ok((file.into_std(), meta.len()))
+}
+
+/// Reads ranges of `file` into memory if small, else keeps the file open.
+fn answer_ranges(file: std::fs::File, ranges: Vec<(u64, u64)>) -> Result<Answer, CommandError> {
+    let total: u64 = ranges.iter().map(|r| r.1).sum();
+    if total > MAX_INLINE_ANSWER {
+        return Ok(Answer::File { file, ranges });
+    }
+    let mut buf = BytesMut::zeroed(total as usize);
+    let mut at = 0usize;
+    for (offset, len) in ranges {
+        let end = at + len as usize;
+        let slot = buf
+            .get_mut(at..end)
+            .ok_or_else(|| CommandError::internal("range slot"))?;
+        file.read_exact_at(slot, offset).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                CommandError::new(ErrorCode::SHORT_READ, "file shrank while being read")
+            } else {
+                CommandError::internal(e)
+            }
+        })?;
+        at = end;
+    }
+    Ok(Answer::Bytes(buf.freeze()))
+}
+
+/// Entry names of a directory with their metadata, sorted bytewise,
+/// without reserved names.
+fn dir_entries(base: &Dir, path: &Path) -> Result<Vec<(String, EntryMeta)>, CommandError> {
+    let mut names = Vec::new();
+    for entry in base.read_dir(path).map_err(|e| io_error(&e, path))? {
+        let entry = entry.map_err(|e| io_error(&e, path))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if hidden(&name) {
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| io_error(&e, path))?;
+        names.push((name, meta_of(&meta)));
+    }
+    names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(names)
+}
+
+fn walk(base: &Dir, root: &Path, max: usize) -> Result<Vec<String>, CommandError> {
+    let mut files = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = if rel.as_os_str().is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
+        for entry in base.read_dir(&dir).map_err(|e| io_error(&e, &dir))? {
+            let entry = entry.map_err(|e| io_error(&e, &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if hidden(&name) {
+                continue;
+            }
+            let ft = entry.file_type().map_err(|e| io_error(&e, &dir))?;
+            let child = rel.join(&name);
+            if ft.is_dir() {
+                stack.push(child);
+            } else if ft.is_file()
+                || (ft.is_symlink() && base.metadata(root.join(&child)).is_ok_and(|m| m.is_file()))
+            {
+                // Symlinked files inside the base count; symlinked
+                // directories are not followed (no loops).
+                if files.len() == max {
+                    return Err(CommandError::new(
+                        ErrorCode::NOT_SUPPORTED,
+                        format!("more than {max} files below this path"),
+                    ));
+                }
+                files.push(child.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(files)
+}
+
+/// Takes a staged upload back from the trait object.
+fn local_staged(staged: Box<dyn StagedUpload>) -> Result<Box<LocalStaged>, CommandError> {
+    staged
+        .into_any()
+        .downcast::<LocalStaged>()
+        .map_err(|_| CommandError::internal("upload staged by another storage"))
+}
+
+/// Locks `name` in `dir` if it is an existing file (not a directory).
+fn lock_existing_file(
+    dir: &Dir,
+    name: &Path,
+    shown: &Path,
+) -> Result<Option<LockedFile>, CommandError> {
+    match dir.symlink_metadata(name) {
+        Ok(m) if m.is_dir() => return Ok(None),
+        _ => {}
+    }
+    Ok(lock_file(dir, name, Open::Existing, shown)?.map(|(f, _)| f))
+}
+
+impl View {
+    fn put(
+        &self,
+        path: &Path,
+        mut staged: Box<LocalStaged>,
+        mode: Option<u32>,
+    ) -> Result<(), CommandError> {
+        let private = self.private()?;
+        let (parent_dir, _, name) = self.parent_of(path)?;
+        if parent_dir.symlink_metadata(&name).is_ok_and(|m| m.is_dir()) {
+            return Err(is_a_directory(path));
+        }
+        // Hold the old file's lock across the swap so a concurrent append
+        // (here or in another process) cannot write to the replaced inode.
+        let old = lock_existing_file(&parent_dir, Path::new(&name), path)?;
+        let file = staged
+            .file
+            .take()
+            .ok_or_else(|| CommandError::internal("staging file gone"))?;
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+            mode.unwrap_or(0o644),
+        ))
+        .map_err(CommandError::internal)?;
+        drop(file);
+        staged
+            .dir
+            .rename(&staged.name, &parent_dir, &name)
+            .map_err(|e| io_error(&e, path))?;
+        staged.committed = true;
+        if let Some(old) = &old {
+            journal::discard(&private.journal, old.identity())?;
+        }
+        parent_dir
+            .open(".")
+            .and_then(|d| d.sync_all())
+            .map_err(CommandError::internal)
+    }
+
+    fn append(
+        &self,
+        path: &Path,
+        mut staged: Box<LocalStaged>,
+        mode: Option<u32>,
+    ) -> Result<u64, CommandError> {
+        let private = self.private()?;
+        let (parent_dir, _, name) = self.parent_of(path)?;
+        if parent_dir.symlink_metadata(&name).is_ok_and(|m| m.is_dir()) {
+            return Err(is_a_directory(path));
+        }
+        let (target, created) = lock_file(&parent_dir, Path::new(&name), Open::Create, path)?
+            .ok_or_else(|| CommandError::internal("append target vanished"))?;
+        if target.meta.is_dir() {
+            return Err(is_a_directory(path));
+        }
+        if created {
+            sync_dir(&parent_dir, Path::new("."))?;
+        }
+        journal::recover(&private.journal, &target)?;
+        let before = target
+            .file
+            .metadata()
+            .map_err(CommandError::internal)?
+            .len();
+        let pending = journal::begin(&private.journal, &target, before, created, &self.key(path))?;
+        let staged_file = staged
+            .file
+            .take()
+            .ok_or_else(|| CommandError::internal("staging file gone"))?;
+        let copied = (|| -> io::Result<()> {
+            let mut buf = vec![0u8; UPLOAD_BUFFER.min(staged.len.max(1) as usize)];
+            let mut at = 0u64;
+            while at < staged.len {
+                let n = staged_file.read_at(&mut buf, at)?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                let piece = buf.get(..n).unwrap_or_default();
+                target.file.write_all_at(piece, before + at)?;
+                at += n as u64;
+            }
+            target.file.sync_data()
+        })();
+        if let Err(e) = copied {
+            // Never leave a partial append visible.
+            let undone = target
+                .file
+                .set_len(before)
+                .and_then(|()| target.file.sync_all());
+            if undone.is_ok() {
+                journal::commit(&private.journal, pending)?;
+            }
+            return Err(io_error(&e, path));
+        }
+        journal::commit(&private.journal, pending)?;
+        if let Some(mode) = mode {
+            target
+                .file
+                .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(CommandError::internal)?;
+        }
+        Ok(before)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), CommandError> {
+        let private = self.private()?;
+        let (from_dir, _, from_name) = self.parent_of(from)?;
+        let (to_dir, _, to_name) = self.parent_of(to)?;
+        let moving = lock_existing_file(&from_dir, Path::new(&from_name), from)?;
+        let replaced = if from == to {
+            None
+        } else {
+            lock_existing_file(&to_dir, Path::new(&to_name), to)?
+        };
+        from_dir
+            .rename(&from_name, &to_dir, &to_name)
+            .map_err(|e| io_error(&e, from))?;
+        drop(moving);
+        if let Some(old) = &replaced {
+            journal::discard(&private.journal, old.identity())?;
+        }
+        sync_dir(&to_dir, Path::new("."))?;
+        sync_dir(&from_dir, Path::new("."))
+    }
+
+    fn delete(&self, path: &Path) -> Result<(), CommandError> {
+        let private = self.private()?;
+        let (dir, _, name) = self.parent_of(path)?;
+        if dir.symlink_metadata(&name).is_ok_and(|m| m.is_dir()) {
+            return Err(is_a_directory(path));
+        }
+        let locked = lock_existing_file(&dir, Path::new(&name), path)?;
+        dir.remove_file(&name).map_err(|e| io_error(&e, path))?;
+        if let Some(old) = &locked {
+            journal::discard(&private.journal, old.identity())?;
+        }
+        sync_dir(&dir, Path::new("."))
+    }
+}
+
+/// Runs `f` on the view in the file-I/O pool.
+fn on_view<T: Send + 'static>(
+    view: &Arc<View>,
+    f: impl FnOnce(&View) -> Result<T, CommandError> + Send + 'static,
+) -> StorageFuture<'static, T> {
+    let view = view.clone();
+    Box::pin(blocking(move || f(&view)))
+}
+
+impl Storage for LocalStorage {
+    fn base(&self, path: &Path) -> StorageFuture<'_, Arc<dyn Storage>> {
+        let path = path.to_path_buf();
+        let parent = self.view.clone();
+        Box::pin(async move {
+            let view = blocking(move || {
+                let base = if path == Path::new(".") {
+                    parent.base.try_clone().map_err(CommandError::internal)?
+                } else {
+                    parent
+                        .base
+                        .open_dir(&path)
+                        .map_err(|e| io_error(&e, &path))?
+                };
+                Ok(View {
+                    root_path: parent.root_path.clone(),
+                    root: parent.root.clone(),
+                    base,
+                    base_rel: parent.base_rel.join(&path),
+                    private: parent.private.clone(),
+                })
+            })
+            .await?;
+            Ok(Arc::new(LocalStorage {
+                view: Arc::new(view),
+            }) as Arc<dyn Storage>)
+        })
+    }
+
+    fn health(&self) -> StorageFuture<'_, ()> {
+        on_view(&self.view, |view| {
+            // The open directory outlives its path: check the path still
+            // leads to it, and that it can be read.
+            let unhealthy = |what: &str| CommandError::new(ErrorCode::INTERNAL, what.to_string());
+            let by_path = std::fs::metadata(&view.root_path)
+                .map_err(|_| unhealthy("the served tree is gone"))?;
+            let open = view
+                .root
+                .dir_metadata()
+                .map_err(|_| unhealthy("the served tree cannot be read"))?;
+            if by_path.dev() != open.dev() || by_path.ino() != open.ino() {
+                return Err(unhealthy("the served tree was replaced"));
+            }
+            view.root
+                .entries()
+                .map_err(|_| unhealthy("the served tree cannot be read"))?;
+            Ok(())
+        })
+    }
+
+    fn read(&self, path: &Path, ranges: ReadRanges) -> StorageFuture<'_, Answer> {
+        let path = path.to_path_buf();
+        on_view(&self.view, move |view| {
+            let (file, size) = open_file(&view.base, &path)?;
+            let ranges = match ranges {
+                ReadRanges::Whole => vec![(0, size)],
+                ReadRanges::Ranges(ranges) => {
+                    if let Some(&(offset, length)) =
+                        ranges.iter().find(|(o, l)| o.saturating_add(*l) > size)
+                    {
+                        return Err(CommandError::new(
+                            ErrorCode::SHORT_READ,
+                            format!(
+                                "range {offset},{length} ends past the end of the file ({size} bytes)"
+                            ),
+                        ));
+                    }
+                    ranges
+                }
+            };
+            answer_ranges(file, ranges)
+        })
+    }
+
+    fn stat(&self, path: &Path) -> StorageFuture<'_, EntryMeta> {
+        let path = path.to_path_buf();
+        on_view(&self.view, move |view| {
+            let meta = view
+                .base
+                .symlink_metadata(&path)
+                .map_err(|e| io_error(&e, &path))?;
+            Ok(meta_of(&meta))
+        })
+    }
+
+    fn exists(&self, path: &Path) -> StorageFuture<'_, bool> {
+        let path = path.to_path_buf();
+        on_view(&self.view, move |view| match view.base.metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let err = io_error(&e, &path);
+                if err.code == ErrorCode::NO_SUCH_FILE || err.code == ErrorCode::NOT_A_DIRECTORY {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        })
+    }
+
+    fn list(&self, path: &Path) -> StorageFuture<'_, Vec<(String, EntryMeta)>> {
+        let path = path.to_path_buf();
+        on_view(&self.view, move |view| dir_entries(&view.base, &path))
+    }
+
+    fn walk(&self, path: &Path, max: usize) -> StorageFuture<'_, Vec<String>> {
+        let path = path.to_path_buf();
+        on_view(&self.view, move |view| walk(&view.base, &path, max))
+    }
+
+    fn stage(&self) -> StorageFuture<'_, Box<dyn StagedUpload>> {
+        let view = self.view.clone();
+        Box::pin(async move {
+            let dir = view.private()?.staging.clone();
+            let staged = blocking(move || LocalStaged::create(dir)).await?;
+            Ok(Box::new(staged) as Box<dyn StagedUpload>)
+        })
+    }
+
+    fn put(
+        &self,
+        path: &Path,
+        staged: Box<dyn StagedUpload>,
+        mode: Option<u32>,
+    ) -> StorageFuture<'_, ()> {
+        let path = path.to_path_buf();
+        Box::pin(async move {
+            let staged = local_staged(staged)?;
+            let _held = self.lock(&[&path]).await?;
+            on_view(&self.view, move |view| view.put(&path, staged, mode)).await
+        })
+    }
+
+    fn append(
+        &self,
+        path: &Path,
+        staged: Box<dyn StagedUpload>,
+        mode: Option<u32>,
+    ) -> StorageFuture<'_, u64> {
+        let path = path.to_path_buf();
+        Box::pin(async move {
+            let staged = local_staged(staged)?;
+            let _held = self.lock(&[&path]).await?;
+            on_view(&self.view, move |view| view.append(&path, staged, mode)).await
+        })
+    }
+
+    fn mkdir(&self, path: &Path, mode: Option<u32>) -> StorageFuture<'_, ()> {
+        let path = path.to_path_buf();
+        on_view(&self.view, move |view| {
+            view.private()?;
+            let (parent, _, _) = view.parent_of(&path)?;
+            view.base
+                .create_dir(&path)
+                .map_err(|e| io_error(&e, &path))?;
+            if let Some(mode) = mode {
+                view.base
+                    .set_permissions(&path, Permissions::from_mode(mode))
+                    .map_err(|e| io_error(&e, &path))?;
+            }
+            sync_dir(&parent, Path::new("."))
+        })
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> StorageFuture<'_, ()> {
+        let (from, to) = (from.to_path_buf(), to.to_path_buf());
+        Box::pin(async move {
+            let _held = self.lock(&[&from, &to]).await?;
+            on_view(&self.view, move |view| view.rename(&from, &to)).await
+        })
+    }
+
+    fn delete(&self, path: &Path) -> StorageFuture<'_, ()> {
+        let path = path.to_path_buf();
+        Box::pin(async move {
+            let _held = self.lock(&[&path]).await?;
+            on_view(&self.view, move |view| view.delete(&path)).await
+        })
+    }
+
+    fn rmdir(&self, path: &Path) -> StorageFuture<'_, ()> {
+        let path = path.to_path_buf();
+        on_view(&self.view, move |view| {
+            view.private()?;
+            let (parent, _, name) = view.parent_of(&path)?;
+            parent.remove_dir(&name).map_err(|e| io_error(&e, &path))?;
+            sync_dir(&parent, Path::new("."))
+        })
+    }
+}
+
+impl LocalStorage {
+    /// Takes the in-process write locks of `paths`.
+    async fn lock(&self, paths: &[&Path]) -> Result<super::lock::PathGuards, CommandError> {
+        let private = self.view.private()?;
+        let keys = paths.iter().map(|p| self.view.key(p)).collect();
+        Ok(private.locks.lock(keys).await)
+    }
+}

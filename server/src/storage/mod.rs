@@ -1,0 +1,135 @@
+//! The storage seam: how commands reach files.
+//!
+//! Commands never touch a filesystem API directly; they call a [`Storage`]
+//! — a view of the served tree rooted at the message's base — with paths
+//! already cleaned by [`crate::tree::clean_path`]. [`LocalStorage`] (a
+//! directory served through cap-std, with a private staging area, append
+//! journals and write locks) is the first implementation.
+//!
+//! The trait is shaped so that an object store can follow (checked against
+//! the `object_store` crate's API): `read` maps to `get`/`get_range(s)`,
+//! `stat` to `head`, `list` to `list_with_delimiter`, `walk` to `list`,
+//! `stage` to a multipart upload (or a local spool), `put` to completing it
+//! (atomic), `delete` to `delete`, `rename` to `rename` (copy + delete:
+//! not atomic there), `mkdir`/`rmdir` to no-ops on prefixes; `append` has no
+//! object-store counterpart and would answer `not-supported`.
+//!
+//! What the trait is not for: ordering (the driver decides when a command
+//! may take effect) and path rules (the caller cleans paths first).
+
+mod journal;
+mod local;
+mod lock;
+mod staging;
+
+use std::any::Any;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::command::{Answer, CommandError};
+
+pub use local::{LocalStorage, MAX_INLINE_ANSWER, SweepReport};
+pub use staging::UPLOAD_BUFFER;
+
+/// A future returned by a storage operation.
+pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CommandError>> + Send + 'a>>;
+
+/// What kind of entry a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (as `stat` reports it, not followed).
+    Symlink,
+    /// Anything else (device, socket, fifo).
+    Other,
+}
+
+/// What `stat` and listings tell about an entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryMeta {
+    /// Its kind.
+    pub kind: EntryKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, Unix seconds.
+    pub mtime: f64,
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
+}
+
+/// Which bytes of a file a read answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadRanges {
+    /// The whole file.
+    Whole,
+    /// `(offset, length)` pairs, concatenated in this order; a range past
+    /// the end of the file is `short-read`.
+    Ranges(Vec<(u64, u64)>),
+}
+
+/// An upload written to a private staging area before its command's turn.
+/// Dropped without being committed, it leaves nothing behind.
+pub trait StagedUpload: Send + 'static {
+    /// Adds the next piece.
+    fn write(&mut self, data: Bytes) -> StorageFuture<'_, ()>;
+    /// Ends the upload and makes the staged bytes durable; returns the size.
+    fn finish(&mut self) -> StorageFuture<'_, u64>;
+    /// For the storage that made it, to take it back in `put` / `append`.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+/// A view of the served tree rooted at a base directory.
+///
+/// Every write is durable when its future resolves `Ok` (file and
+/// directory synced) and serialized with other writes to the same path,
+/// across messages and across processes serving the same tree.
+pub trait Storage: Send + Sync + 'static {
+    /// The view rooted at the directory `path` below this one.
+    fn base(&self, path: &Path) -> StorageFuture<'_, Arc<dyn Storage>>;
+    /// Whether the tree is there and readable.
+    fn health(&self) -> StorageFuture<'_, ()>;
+    /// Bytes of a file: small answers in memory, large ones as a source read
+    /// when sent (a snapshot of the file as it was opened).
+    fn read(&self, path: &Path, ranges: ReadRanges) -> StorageFuture<'_, Answer>;
+    /// What `path` is (a symbolic link is reported, not followed).
+    fn stat(&self, path: &Path) -> StorageFuture<'_, EntryMeta>;
+    /// Whether `path` exists (following symbolic links inside the tree).
+    fn exists(&self, path: &Path) -> StorageFuture<'_, bool>;
+    /// A directory's entries, sorted bytewise by name; reserved names hidden.
+    fn list(&self, path: &Path) -> StorageFuture<'_, Vec<(String, EntryMeta)>>;
+    /// Relative paths of all files below `path`, sorted; at most `max`
+    /// (more is `not-supported`).
+    fn walk(&self, path: &Path, max: usize) -> StorageFuture<'_, Vec<String>>;
+    /// Starts staging an upload.
+    fn stage(&self) -> StorageFuture<'_, Box<dyn StagedUpload>>;
+    /// Replaces (or creates) `path` with the staged bytes, atomically.
+    fn put(
+        &self,
+        path: &Path,
+        staged: Box<dyn StagedUpload>,
+        mode: Option<u32>,
+    ) -> StorageFuture<'_, ()>;
+    /// Appends the staged bytes to `path` (created if missing), all or
+    /// nothing even across a crash; returns the size before.
+    fn append(
+        &self,
+        path: &Path,
+        staged: Box<dyn StagedUpload>,
+        mode: Option<u32>,
+    ) -> StorageFuture<'_, u64>;
+    /// Creates a directory (its parent must exist).
+    fn mkdir(&self, path: &Path, mode: Option<u32>) -> StorageFuture<'_, ()>;
+    /// Moves `from` to `to`, replacing a file at `to`.
+    fn rename(&self, from: &Path, to: &Path) -> StorageFuture<'_, ()>;
+    /// Removes a file.
+    fn delete(&self, path: &Path) -> StorageFuture<'_, ()>;
+    /// Removes an empty directory.
+    fn rmdir(&self, path: &Path) -> StorageFuture<'_, ()>;
+}

@@ -1,0 +1,158 @@
+//! Staged uploads of the local tree: files in the private area
+//! `.framegate/staging/` of the served root, under a random name, locked
+//! (`flock`) by their writer so that a start-up sweep of another instance
+//! on the same tree leaves them alone, and removed by a drop guard unless
+//! committed. Start-up removes the ones whose writer is gone.
+
+use std::any::Any;
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use cap_std::fs::{Dir, OpenOptions};
+
+use super::{StagedUpload, StorageFuture};
+use crate::command::CommandError;
+use crate::pool::blocking;
+
+/// Bytes gathered before a staged upload is written to its file.
+pub const UPLOAD_BUFFER: usize = 1 << 20;
+
+/// Prefix of staging file names.
+const STAGING_PREFIX: &str = "upload-";
+
+/// An upload staged in the private area.
+pub(crate) struct LocalStaged {
+    pub(crate) dir: Arc<Dir>,
+    pub(crate) name: String,
+    pub(crate) file: Option<std::fs::File>,
+    buf: BytesMut,
+    pub(crate) len: u64,
+    pub(crate) committed: bool,
+}
+
+impl LocalStaged {
+    /// Creates a new staging file (blocking).
+    pub(crate) fn create(dir: Arc<Dir>) -> Result<LocalStaged, CommandError> {
+        for _ in 0..8 {
+            let name = format!("{STAGING_PREFIX}{:016x}", fastrand::u64(..));
+            match dir.open_with(
+                &name,
+                OpenOptions::new().read(true).write(true).create_new(true),
+            ) {
+                Ok(file) => {
+                    let file = file.into_std();
+                    let mut staged = LocalStaged {
+                        dir,
+                        name,
+                        file: None,
+                        buf: BytesMut::new(),
+                        len: 0,
+                        committed: false,
+                    };
+                    // Locked while its writer lives: a start-up sweep of
+                    // another instance leaves it alone (the guard removes it
+                    // if locking fails).
+                    file.lock().map_err(CommandError::internal)?;
+                    staged.file = Some(file);
+                    return Ok(staged);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(staging_error(e)),
+            }
+        }
+        Err(CommandError::internal("no free staging name"))
+    }
+
+    async fn flush(&mut self) -> Result<(), CommandError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| CommandError::internal("staging file gone"))?;
+        let buf = self.buf.split().freeze();
+        let file = blocking(move || {
+            file.write_all(&buf).map_err(staging_error)?;
+            Ok(file)
+        })
+        .await?;
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
+/// A full disk or quota is the client's business to hear about; the rest
+/// is internal (and logged).
+fn staging_error(e: io::Error) -> CommandError {
+    match e.raw_os_error() {
+        Some(28) | Some(122) => CommandError::new(
+            framegate_wire::ErrorCode::INTERNAL,
+            "no space left on the server for this upload",
+        ),
+        _ => CommandError::internal(e),
+    }
+}
+
+impl StagedUpload for LocalStaged {
+    fn write(&mut self, data: Bytes) -> StorageFuture<'_, ()> {
+        Box::pin(async move {
+            self.len += data.len() as u64;
+            self.buf.extend_from_slice(&data);
+            if self.buf.len() >= UPLOAD_BUFFER {
+                self.flush().await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn finish(&mut self) -> StorageFuture<'_, u64> {
+        Box::pin(async move {
+            self.flush().await?;
+            let file = self
+                .file
+                .take()
+                .ok_or_else(|| CommandError::internal("staging file gone"))?;
+            let file = blocking(move || {
+                file.sync_all().map_err(staging_error)?;
+                Ok(file)
+            })
+            .await?;
+            self.file = Some(file);
+            Ok(self.len)
+        })
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+impl Drop for LocalStaged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = self.dir.remove_file(&self.name);
+        }
+    }
+}
+
+/// Removes staging files whose writer is gone (start-up). Returns how many
+/// and their bytes; files locked by a live process are left.
+pub(crate) fn sweep(dir: &Dir) -> io::Result<(usize, u64)> {
+    let (mut count, mut bytes) = (0, 0);
+    for entry in dir.entries()? {
+        let name = entry?.file_name();
+        let Ok(file) = dir.open(&name) else { continue };
+        let file = file.into_std();
+        if file.try_lock().is_err() {
+            continue;
+        }
+        let len = file.metadata().map_or(0, |m| m.len());
+        if dir.remove_file(&name).is_ok() {
+            count += 1;
+            bytes += len;
+        }
+    }
+    Ok((count, bytes))
+}
