@@ -26,7 +26,8 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use framegate_wire::{Frame, FrameDecoder, MEDIA_TYPE};
+use framegate_wire::http_binding::{ACCEPT_ENCODING_HEADER, Endpoint, accept_encoding_value};
+use framegate_wire::{Encoding, Frame, FrameDecoder, MEDIA_TYPE};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use reqwest::{StatusCode, Url};
@@ -59,7 +60,7 @@ pub struct HttpMedium {
     base: Url,
     token: Option<Arc<str>>,
     basic: Option<(String, Option<String>)>,
-    accept_encoding: &'static str,
+    accept_encoding: String,
     max_frame_size: usize,
 }
 
@@ -90,9 +91,9 @@ impl HttpMedium {
             token: token.map(Into::into),
             basic,
             accept_encoding: if compress {
-                "zstd-8mb, identity"
+                accept_encoding_value(&[Encoding::Zstd8Mb, Encoding::Identity])
             } else {
-                "identity"
+                accept_encoding_value(&[Encoding::Identity])
             },
             max_frame_size: framegate_wire::frame::DEFAULT_MAX_FRAME_SIZE,
         }
@@ -105,11 +106,7 @@ impl HttpMedium {
 
     /// The endpoint URL of `ro` or `rw`.
     pub fn endpoint(&self, writable: bool) -> String {
-        format!(
-            "{}.framegate/{}",
-            self.base,
-            if writable { "rw" } else { "ro" }
-        )
+        format!("{}{}", self.base, Endpoint::for_writes(writable).path())
     }
 
     pub(crate) fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -135,7 +132,7 @@ impl HttpMedium {
             .authorize(self.client.post(&url))
             .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
             .header(reqwest::header::ACCEPT, MEDIA_TYPE)
-            .header("framegate-accept-encoding", self.accept_encoding)
+            .header(ACCEPT_ENCODING_HEADER, &self.accept_encoding)
             .body(body)
             .send()
             .await
@@ -154,7 +151,7 @@ impl HttpMedium {
             .authorize(self.client.post(&url))
             .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
             .header(reqwest::header::ACCEPT, MEDIA_TYPE)
-            .header("framegate-accept-encoding", self.accept_encoding)
+            .header(ACCEPT_ENCODING_HEADER, &self.accept_encoding)
             .body(reqwest::Body::wrap_stream(body_stream));
         let response = tokio::spawn(req.send());
         MessageWriter {

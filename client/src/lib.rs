@@ -19,6 +19,7 @@ pub mod smart;
 pub mod transport;
 
 pub use error::{Error, Result};
+pub use framegate_wire::{FileKind, StatAnswer};
 pub use session::{Connector, RunState, Session, SshTarget};
 pub use smart::Hooks;
-pub use transport::{Batch, BatchResults, Kind, Options, Slot, Stat, Transport};
+pub use transport::{Batch, BatchResults, Options, Slot, Transport};

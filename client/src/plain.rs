@@ -6,14 +6,13 @@
 //! listing. Writes fail with `not-supported`.
 
 use bytes::Bytes;
-use framegate_wire::ErrorCode;
+use framegate_wire::{ErrorCode, FileKind, StatAnswer};
 use futures_util::StreamExt;
 use reqwest::{StatusCode, Url, header};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::http::HttpMedium;
-use crate::transport::{Kind, Stat};
 
 /// Ranges asked for in one GET (keeps the `Range` header within proxies'
 /// header limits).
@@ -262,7 +261,7 @@ pub(crate) async fn readv(
     Ok(out)
 }
 
-pub(crate) async fn stat(medium: &HttpMedium, path: &str) -> Result<Stat> {
+pub(crate) async fn stat(medium: &HttpMedium, path: &str) -> Result<StatAnswer> {
     let url = url_for(medium.base(), path)?;
     let resp = send(medium, medium.client().head(url.clone()), &url).await?;
     let mtime = resp
@@ -273,11 +272,11 @@ pub(crate) async fn stat(medium: &HttpMedium, path: &str) -> Result<Stat> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0.0, |d| d.as_secs_f64());
     if is_listing(&resp) {
-        return Ok(Stat {
-            kind: Kind::Dir,
+        return Ok(StatAnswer {
+            kind: FileKind::Dir,
+            mode: 0o755,
             size: 0,
             mtime,
-            mode: 0o755,
         });
     }
     let size = resp
@@ -286,11 +285,11 @@ pub(crate) async fn stat(medium: &HttpMedium, path: &str) -> Result<Stat> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    Ok(Stat {
-        kind: Kind::File,
+    Ok(StatAnswer {
+        kind: FileKind::File,
+        mode: 0o644,
         size,
         mtime,
-        mode: 0o644,
     })
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use framegate_wire::{
     Arguments, ClientConfig, ClientEvent, ClientReactor, Encoding, ErrorKind, FrameDecoder,
-    RequestId,
+    RequestId, preamble,
 };
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -397,11 +397,8 @@ impl Session {
                 }
                 Connector::Streams(r, w) => (r, w, None),
             };
-        let preamble = format!(
-            "framegate/1 accept-encoding={},identity\n",
-            self.encoding.name()
-        );
-        writer.write_all(preamble.as_bytes()).await?;
+        let ours = preamble::client_line(&[self.encoding, Encoding::Identity]);
+        writer.write_all(ours.as_bytes()).await?;
         writer.flush().await?;
         let mut reader = BufReader::new(reader);
         let mut line = String::new();
@@ -419,10 +416,8 @@ impl Session {
             }
             return Err("the server closed the connection before the preamble".into());
         }
-        match line.trim_end() {
-            "framegate/1 ok" => Ok((reader, writer, child)),
-            other => Err(format!("server refused the session: {other:?}").into()),
-        }
+        preamble::parse_server_line(&line)?;
+        Ok((reader, writer, child))
     }
 
     /// Calls a command and waits for its answer.

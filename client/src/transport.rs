@@ -27,9 +27,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use framegate_wire::{Arguments, ErrorCode, HelloPayload};
+use framegate_wire::preamble::DEFAULT_TCP_PORT;
+use framegate_wire::ranges::encode_ranges;
+use framegate_wire::{Arguments, ErrorCode, HelloPayload, StatAnswer};
 use reqwest::Url;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWrite};
 
 use crate::error::{Error, Result};
@@ -37,9 +39,6 @@ use crate::http::HttpMedium;
 use crate::plain;
 use crate::session::{Connector, Session, SshTarget};
 use crate::smart::{self, Hooks, Probe, Request, Sink, Source};
-
-/// Default TCP port of `framegate://` URLs.
-pub const DEFAULT_TCP_PORT: u16 = 4159;
 
 /// Requests per message: the protocol's default per-message limit.
 pub const MAX_REQUESTS_PER_MESSAGE: usize = 4096;
@@ -106,33 +105,6 @@ impl Options {
             .build()
             .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))
     }
-}
-
-/// A file's metadata (the `stat` answer, §9.2).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Stat {
-    /// What it is.
-    pub kind: Kind,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, Unix seconds.
-    pub mtime: f64,
-    /// Permission bits (plain HTTP: 0644 for files, 0755 for directories).
-    pub mode: u32,
-}
-
-/// Kinds of entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Dir,
-    /// A symbolic link.
-    Symlink,
-    /// Anything else.
-    Other,
 }
 
 #[derive(Clone, Debug)]
@@ -338,8 +310,9 @@ impl Transport {
         self.single(|b| b.has(path)).await
     }
 
-    /// Metadata.
-    pub async fn stat(&self, path: &str) -> Result<Stat> {
+    /// Metadata (the `stat` answer, §9.2). Over plain HTTP, `mode` is 0644
+    /// for files and 0755 for directories, and `mtime` is `Last-Modified`.
+    pub async fn stat(&self, path: &str) -> Result<StatAnswer> {
         self.single(|b| b.stat(path)).await
     }
 
@@ -491,9 +464,8 @@ impl Transport {
             if written >= size {
                 return Ok(written);
             }
-            let ranges = format!("{written},{}", size - written);
             let mut args = path_args(path);
-            let _ = args.insert("ranges", ranges);
+            let _ = args.insert("ranges", encode_ranges(&[(written, size - written)]));
             let mut more = 0u64;
             let result = if self.supports("readv") {
                 self.stream_request("readv", args, &mut file, &mut more)
@@ -643,8 +615,7 @@ impl Op {
             | Op::Rmdir(p) => Request::new(self.name(), path_args(p), None),
             Op::Readv(p, ranges) => {
                 let mut a = path_args(p);
-                let text: Vec<String> = ranges.iter().map(|(o, l)| format!("{o},{l}")).collect();
-                let _ = a.insert("ranges", text.join("\n"));
+                let _ = a.insert("ranges", encode_ranges(ranges));
                 Request::new("readv", a, None)
             }
             Op::Put(p, data, mode) => Request::new("put", with_mode(p, mode), Some(data.clone())),
@@ -695,7 +666,7 @@ fn decode_bool(_: &Op, b: Bytes) -> Result<bool> {
 fn decode_u64(_: &Op, b: Bytes) -> Result<u64> {
     cbor(&b)
 }
-fn decode_stat(_: &Op, b: Bytes) -> Result<Stat> {
+fn decode_stat(_: &Op, b: Bytes) -> Result<StatAnswer> {
     cbor(&b)
 }
 fn decode_names(_: &Op, b: Bytes) -> Result<Vec<String>> {
@@ -764,7 +735,7 @@ impl<'t> Batch<'t> {
     batch_op!(/// `has`.
         has(path: &str) -> bool = decode_bool, Op::Has(path.into()));
     batch_op!(/// `stat`.
-        stat(path: &str) -> Stat = decode_stat, Op::Stat(path.into()));
+        stat(path: &str) -> StatAnswer = decode_stat, Op::Stat(path.into()));
     batch_op!(/// `list_dir`.
         list_dir(path: &str) -> Vec<String> = decode_names, Op::ListDir(path.into()));
     batch_op!(/// `iter_files_recursive`.

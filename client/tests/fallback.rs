@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use common::*;
-use framegate_client::{Error, Kind, Options, Transport};
+use framegate_client::{Error, FileKind, Options, Transport};
 use framegate_wire::ErrorCode;
 
 async fn compare(plain: &Transport, smart: &Transport) {
@@ -45,7 +45,7 @@ async fn compare(plain: &Transport, smart: &Transport) {
         (ps.mtime - ss.mtime).abs() < 1.0,
         "Last-Modified has second precision"
     );
-    assert_eq!(plain.stat("sub").await.unwrap().kind, Kind::Dir);
+    assert_eq!(plain.stat("sub").await.unwrap().kind, FileKind::Dir);
     assert_eq!(
         plain.list_dir("").await.unwrap(),
         smart.list_dir("").await.unwrap()

@@ -538,7 +538,7 @@ async fn stdio_server_through_a_child_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_and_cli_accept_framegate_tcp_urls() {
-    use framegate_client::{Kind, Options, Transport};
+    use framegate_client::{FileKind, Options, Transport};
     let server = tcp(|c| c.allow_writes = true).await;
     std::fs::create_dir(server.dir.path().join("sub")).unwrap();
     std::fs::write(server.dir.path().join("sub/s.txt"), b"sub file").unwrap();
@@ -552,7 +552,7 @@ async fn transport_and_cli_accept_framegate_tcp_urls() {
         vec![Bytes::from("sub"), Bytes::from("file")]
     );
     assert!(t.has("s.txt").await.unwrap());
-    assert_eq!(t.stat("s.txt").await.unwrap().kind, Kind::File);
+    assert_eq!(t.stat("s.txt").await.unwrap().kind, FileKind::File);
     t.put("n.txt", "new", None).await.unwrap();
     assert_eq!(t.append("n.txt", "er").await.unwrap(), 3);
     t.mkdir("d", None).await.unwrap();

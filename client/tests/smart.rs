@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use framegate_client::{Error, Kind, Options, Transport};
+use framegate_client::{Error, FileKind, Options, Transport};
 use framegate_wire::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -50,8 +50,8 @@ async fn every_method_against_a_smart_server() {
     assert!(t.has("hello.txt").await.unwrap());
     assert!(!t.has("nope").await.unwrap());
     let st = t.stat("sub/a.bin").await.unwrap();
-    assert_eq!((st.kind, st.size), (Kind::File, 100_000));
-    assert_eq!(t.stat("sub").await.unwrap().kind, Kind::Dir);
+    assert_eq!((st.kind, st.size), (FileKind::File, 100_000));
+    assert_eq!(t.stat("sub").await.unwrap().kind, FileKind::Dir);
     assert_eq!(
         t.list_dir("").await.unwrap(),
         ["hello.txt", "space name.txt", "sub"]

@@ -12,7 +12,11 @@
 //! * [`stream`]: stream rules and the `zstd-8mb` encoding.
 //! * [`request`]: how a client cuts a request into frames.
 //! * [`server`] and [`client`]: the reactors.
-//! * [`payload`]: CBOR payloads and text-output atoms.
+//! * [`payload`]: CBOR payloads (including command answers such as `stat`)
+//!   and text-output atoms.
+//! * [`preamble`]: the byte-stream preamble lines of §8.
+//! * [`ranges`]: the `ranges` argument of `readv`.
+//! * [`http_binding`]: header names and endpoint paths of the HTTP binding.
 //! * [`error`]: error codes and error types.
 //!
 //! ```
@@ -57,7 +61,10 @@ pub mod error;
 pub mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod http_binding;
 pub mod payload;
+pub mod preamble;
+pub mod ranges;
 pub mod request;
 pub mod server;
 pub mod stream;
@@ -66,7 +73,9 @@ pub use client::{ClientConfig, ClientEvent, ClientReactor, ClientUsageError, Pee
 pub use codec::FrameDecoder;
 pub use error::{ErrorCode, FrameError, PayloadError, ProtocolError};
 pub use frame::{ErrorKind, Frame, FrameBody, RequestId, StreamId};
-pub use payload::{ErrorPayload, HelloPayload, ProgressPayload, TextAtom};
+pub use payload::{ErrorPayload, FileKind, HelloPayload, ProgressPayload, StatAnswer, TextAtom};
+pub use preamble::PreambleError;
+pub use ranges::RangesError;
 pub use request::{Arguments, RequestEncoder, RequestError};
 pub use server::{
     ApiMisuse, IncomingCommand, OutputMode, ServerConfig, ServerEvent, ServerReactor,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
-use framegate_client::{Error, Hooks, Kind, Options, Stat, Transport};
+use framegate_client::{Error, Hooks, Options, StatAnswer, Transport};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -125,7 +125,7 @@ fn bar(ctx: &Ctx, len: Option<u64>, what: &str) -> ProgressBar {
     pb
 }
 
-fn stat_json(s: &Stat) -> serde_json::Value {
+fn stat_json(s: &StatAnswer) -> serde_json::Value {
     json!({ "kind": s.kind, "size": s.size, "mtime": s.mtime, "mode": format!("{:o}", s.mode) })
 }
 
@@ -245,12 +245,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             if ctx.json {
                 println!("{}", stat_json(&s));
             } else {
-                let kind = match s.kind {
-                    Kind::File => "file",
-                    Kind::Dir => "dir",
-                    Kind::Symlink => "symlink",
-                    Kind::Other => "other",
-                };
+                let kind = &s.kind;
                 let when = std::time::UNIX_EPOCH + Duration::from_secs_f64(s.mtime.max(0.0));
                 println!(
                     "{name}: {kind}, {} bytes, mode {:o}, modified {}",
@@ -333,7 +328,7 @@ async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error> {
     let files = t.iter_files_recursive("").await?;
     let mut messages = 1u64;
     // Which files differ from the local copy?
-    let mut wanted: Vec<(String, Stat)> = Vec::new();
+    let mut wanted: Vec<(String, StatAnswer)> = Vec::new();
     let mut skipped = 0u64;
     for chunk in files.chunks(MIRROR_BATCH_FILES) {
         let mut batch = t.batch();
@@ -415,7 +410,7 @@ async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn same_as_local(path: &Path, stat: &Stat) -> bool {
+fn same_as_local(path: &Path, stat: &StatAnswer) -> bool {
     let Ok(meta) = std::fs::metadata(path) else {
         return false;
     };
