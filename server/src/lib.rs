@@ -17,6 +17,7 @@
 //! byte-stream binding (`stream.rs`), the file commands (`fs/`) and the
 //! storage they reach files through (`storage/`).
 
+mod answer;
 pub mod command;
 mod driver;
 mod fs;

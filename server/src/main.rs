@@ -1,11 +1,13 @@
 //! `framegate-server`: serve a directory over framegate-in-HTTP.
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use framegate_server::serve::GraceExpired;
 use framegate_server::stream::{serve_stdio, serve_tcp};
 use framegate_server::{Gateway, GatewayConfig, Registry, serve};
 use serde::Deserialize;
@@ -32,8 +34,29 @@ enum Cmd {
     /// given with --config (keys are the long option names, e.g.
     /// `listen = "0.0.0.0:8080"`, `keepalive-interval = "15s"`); options on
     /// the command line win.
+    #[command(after_help = SIGNALS_HELP)]
     Serve(ServeArgs),
 }
+
+/// What `serve --help` says about signals and exit statuses.
+const SIGNALS_HELP: &str = "\
+Signals:
+  SIGTERM, SIGINT, SIGHUP  stop gracefully: stop accepting connections, let
+                           the messages in flight finish within
+                           --shutdown-grace, then exit (0, or 3 if the grace
+                           ran out and work in flight was cut). SIGHUP does
+                           not reload anything; it stops like SIGTERM.
+  a second one of these    stop at once, cutting what is in flight (exit 3).
+  With --stdio, a stop before any input ends the session at once.
+
+Exit status:
+  0  stopped cleanly (a signal and every message finished, or with --stdio
+     the end of input or the idle timeout)
+  1  could not start or failed (bad directory or option value, address in
+     use, ...)
+  2  bad command line, or unreadable or invalid --config file
+  3  stopped by a signal, but work in flight was cut (grace period over, or
+     a second signal)";
 
 #[derive(clap::Args, Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -84,7 +107,8 @@ struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
     body_read_timeout: Option<Duration>,
-    /// On SIGINT/SIGTERM, let messages in flight finish this long [default: 30s].
+    /// On SIGTERM, SIGINT or SIGHUP, let messages in flight finish this long,
+    /// then cut them and exit 3 [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
     shutdown_grace: Option<Duration>,
@@ -229,38 +253,96 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     Ok(config)
 }
 
-async fn run(args: ServeArgs) -> Result<(), String> {
-    let config = gateway_config(&args)?;
+/// Why serving ended badly.
+#[derive(Debug)]
+enum Failure {
+    /// Could not start, or broke: exit 1.
+    Error(String),
+    /// Stopped by a signal, but work in flight was cut: exit 3.
+    Cut(String),
+}
+
+impl Failure {
+    fn from_io(e: io::Error) -> Failure {
+        match GraceExpired::find(&e) {
+            Some(expired) => Failure::Cut(expired.to_string()),
+            None => Failure::Error(e.to_string()),
+        }
+    }
+}
+
+/// Exit status when a stop had to cut work in flight.
+const EXIT_CUT: u8 = 3;
+
+/// How long, once serving is over, blocking work (file reads and writes on
+/// the pool) gets to end before the process exits anyway.
+const RUNTIME_DRAIN: Duration = Duration::from_secs(1);
+
+async fn run(args: ServeArgs) -> Result<(), Failure> {
+    let config = gateway_config(&args).map_err(Failure::Error)?;
     let root = config.root.clone();
+    let grace = config.shutdown_grace;
     let writes = if config.allow_writes {
         "read-write"
     } else {
         "read-only"
     };
     let gateway = Gateway::new(config, Registry::files())
-        .map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+        .map_err(|e| Failure::Error(format!("cannot open {}: {e}", root.display())))?;
+    // Handlers are installed before anything is served: a signal never
+    // meets the default action (which would kill the process mid-answer).
+    let mut signals =
+        Signals::new().map_err(|e| Failure::Error(format!("cannot handle signals: {e}")))?;
     let stop = CancellationToken::new();
+    let cut_now = CancellationToken::new();
     {
         let stop = stop.clone();
+        let cut_now = cut_now.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("stopping: finishing requests in flight");
+            let signal = signals.next().await;
+            tracing::info!(
+                signal,
+                grace_secs = grace.as_secs_f64(),
+                "stopping: no new connections; finishing messages in flight"
+            );
             stop.cancel();
+            let signal = signals.next().await;
+            tracing::warn!(signal, "second signal: stopping at once");
+            cut_now.cancel();
         });
     }
+    let served = serve_until_stopped(&args, gateway, root, writes, stop);
+    tokio::select! {
+        result = served => result,
+        _ = cut_now.cancelled() => Err(Failure::Cut(
+            "stopped at once by a second signal; work in flight cut".into(),
+        )),
+    }
+}
+
+/// Serves until `stop` and the graceful end of what was in flight.
+async fn serve_until_stopped(
+    args: &ServeArgs,
+    gateway: std::sync::Arc<Gateway>,
+    root: PathBuf,
+    writes: &str,
+    stop: CancellationToken,
+) -> Result<(), Failure> {
     if args.stdio {
         // Nothing but frames may reach stdout.
-        return serve_stdio(gateway, stop).await.map_err(|e| e.to_string());
+        return serve_stdio(gateway, stop).await.map_err(Failure::from_io);
     }
     if args.no_http && args.tcp.is_none() {
-        return Err("--no-http needs --tcp".into());
+        return Err(Failure::Error("--no-http needs --tcp".into()));
     }
     let tcp_task = match args.tcp {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            let local = listener.local_addr().map_err(|e| e.to_string())?;
+                .map_err(|e| Failure::Error(format!("cannot listen on {addr}: {e}")))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| Failure::Error(e.to_string()))?;
             println!(
                 "framegate-server: serving {} ({writes}) at framegate://{local}/",
                 root.display()
@@ -273,24 +355,23 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         }
         None => None,
     };
+    let mut results = Vec::new();
     if !args.no_http {
         let listen = args
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            .map_err(|e| Failure::Error(format!("cannot listen on {listen}: {e}")))?;
         let metrics = match args.metrics_listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?,
-            ),
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                Failure::Error(format!("cannot listen for metrics on {addr}: {e}"))
+            })?),
             None => None,
         };
         let handle = serve(gateway, listener, metrics)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Error(e.to_string()))?;
         println!(
             "framegate-server: serving {} ({writes}) at http://{}/",
             root.display(),
@@ -305,27 +386,55 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             http_stop.cancelled().await;
             token.cancel();
         });
-        handle.wait().await.map_err(|e| e.to_string())?;
+        results.push(handle.wait().await.map_err(Failure::from_io));
     }
     if let Some(task) = tcp_task {
-        task.await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        results.push(match task.await {
+            Ok(result) => result.map_err(Failure::from_io),
+            Err(e) => Err(Failure::Error(e.to_string())),
+        });
     }
-    Ok(())
+    // An error wins over a cut; two cuts are reported together.
+    let mut cut = Vec::new();
+    for result in results {
+        match result {
+            Ok(()) => {}
+            Err(Failure::Error(e)) => return Err(Failure::Error(e)),
+            Err(Failure::Cut(c)) => cut.push(c),
+        }
+    }
+    if cut.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Cut(cut.join("; ")))
+    }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// The stop signals: SIGTERM, SIGINT and SIGHUP (none of them is fatal to
+/// the process once these handlers are installed).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next one; returns its name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
+        }
     }
 }
 
@@ -359,11 +468,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let stdio = args.stdio;
+    let result = runtime.block_on(run(args));
+    if stdio {
+        // tokio reads stdin on a blocking thread that stays in read(2) until
+        // the peer closes stdin: do not wait for it.
+        runtime.shutdown_background();
+    } else {
+        runtime.shutdown_timeout(RUNTIME_DRAIN);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(Failure::Error(message)) => {
             eprintln!("framegate-server: {message}");
             ExitCode::FAILURE
+        }
+        Err(Failure::Cut(message)) => {
+            eprintln!("framegate-server: {message}");
+            ExitCode::from(EXIT_CUT)
         }
     }
 }

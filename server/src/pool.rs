@@ -3,7 +3,7 @@
 //! A dedicated pool costs about a microsecond per job where tokio's
 //! `spawn_blocking` cost about ten (measured on a 1,000-`get` batch).
 
-use crate::command::CommandError;
+use crate::answer::CommandError;
 
 /// Threads of the file-I/O pool.
 pub const FILE_IO_THREADS: usize = 8;

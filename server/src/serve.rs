@@ -1,16 +1,73 @@
 //! Running a gateway on a TCP listener, with graceful shutdown.
+//!
+//! A stop ([`ServeHandle::shutdown`]) closes the listener at once and lets
+//! the connections open at that moment finish their messages, for at most
+//! the gateway's `shutdown_grace`. What is still open then is cut, and
+//! [`ServeHandle::wait`] returns an error carrying [`GraceExpired`].
 
+use std::fmt;
+use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::gateway::Gateway;
+
+/// How long cut connections get to notice the cut and close, once the
+/// grace period is over.
+const CUT_WAIT: Duration = Duration::from_secs(1);
+
+/// The shutdown grace period ran out with work in flight, which was cut.
+///
+/// [`ServeHandle::wait`] and [`crate::stream::serve_tcp`] return it inside
+/// an [`io::Error`] of kind [`io::ErrorKind::TimedOut`]; find it with
+/// `error.get_ref().and_then(|e| e.downcast_ref::<GraceExpired>())`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraceExpired {
+    /// The grace period that ran out.
+    pub grace: Duration,
+    /// Connections still open when it ran out (and cut).
+    pub connections: usize,
+}
+
+impl fmt::Display for GraceExpired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the shutdown grace period ({}) ran out; {} connection(s) with work in flight cut",
+            humantime::format_duration(self.grace),
+            self.connections
+        )
+    }
+}
+
+impl std::error::Error for GraceExpired {}
+
+impl GraceExpired {
+    /// As the [`io::Error`] a server returns.
+    pub fn into_io_error(self) -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, self)
+    }
+
+    /// The [`GraceExpired`] inside `error`, if that is what it is.
+    pub fn find(error: &io::Error) -> Option<GraceExpired> {
+        error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<GraceExpired>())
+            .copied()
+    }
+}
 
 /// A gateway serving in the background.
 #[derive(Debug)]
@@ -30,7 +87,10 @@ impl ServeHandle {
         self.stop.cancel();
     }
 
-    /// Waits until the server has stopped.
+    /// Waits until the server has stopped: `Ok` when every connection
+    /// finished within the grace period; an error of kind
+    /// [`io::ErrorKind::TimedOut`] carrying [`GraceExpired`] when the grace
+    /// period ran out and the connections still open were cut.
     pub async fn wait(self) -> io::Result<()> {
         self.task.await.map_err(io::Error::other)?
     }
@@ -65,22 +125,41 @@ pub async fn serve(
                 .await;
         });
     }
-    let app = gateway.router();
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let app = crate::http::router(&gateway);
+    let listener = CountingListener {
+        inner: listener,
+        open: Arc::new(AtomicUsize::new(0)),
+        cut: CancellationToken::new(),
+    };
+    let open = listener.open.clone();
+    let cut = listener.cut.clone();
     let task_stop = stop.clone();
     let task = tokio::spawn(async move {
-        let server =
-            axum::serve(listener, app).with_graceful_shutdown(task_stop.clone().cancelled_owned());
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(task_stop.clone().cancelled_owned())
+            .into_future();
+        tokio::pin!(server);
         tokio::select! {
-            result = server => result,
+            result = &mut server => result,
             _ = async {
                 task_stop.cancelled().await;
                 tokio::time::sleep(grace).await;
             } => {
-                tracing::warn!(grace_secs = grace.as_secs_f64(), "grace period over; stopping with messages in flight");
-                Ok(())
+                let connections = open.load(Ordering::SeqCst);
+                let messages = gateway.metrics.in_flight.get();
+                tracing::warn!(
+                    grace_secs = grace.as_secs_f64(),
+                    connections,
+                    messages,
+                    "grace period over; cutting {connections} connection(s) with {messages} message(s) in flight"
+                );
+                cut.cancel();
+                // The connections notice the cut at their next read or write.
+                let _ = tokio::time::timeout(CUT_WAIT, server).await;
+                if connections == 0 {
+                    return Ok(());
+                }
+                Err(GraceExpired { grace, connections }.into_io_error())
             }
         }
     });
@@ -90,4 +169,113 @@ pub async fn serve(
         stop,
         task,
     })
+}
+
+/// A listener that counts its open connections and can cut them all.
+struct CountingListener {
+    inner: TcpListener,
+    open: Arc<AtomicUsize>,
+    cut: CancellationToken,
+}
+
+impl axum::serve::Listener for CountingListener {
+    type Io = CountedConnection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CountedConnection, SocketAddr) {
+        let (tcp, peer) = axum::serve::Listener::accept(&mut self.inner).await;
+        let _ = tcp.set_nodelay(true);
+        self.open.fetch_add(1, Ordering::SeqCst);
+        let connection = CountedConnection {
+            tcp,
+            open: self.open.clone(),
+            cut_token: self.cut.clone(),
+            cut: Box::pin(self.cut.clone().cancelled_owned()),
+        };
+        (connection, peer)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// One connection of a [`CountingListener`]: counted while it lives; once
+/// cut, every read and write fails (and a pending one is woken to fail).
+struct CountedConnection {
+    tcp: TcpStream,
+    open: Arc<AtomicUsize>,
+    cut_token: CancellationToken,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl CountedConnection {
+    /// Runs one I/O operation unless the connection was cut; while the
+    /// operation is pending, a cut wakes the task.
+    fn io<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let cut_error = || {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "shutdown grace period over",
+            )
+        };
+        if self.cut_token.is_cancelled() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        match op(Pin::new(&mut self.tcp), cx) {
+            Poll::Pending if self.cut.as_mut().poll(cx).is_ready() => Poll::Ready(Err(cut_error())),
+            other => other,
+        }
+    }
+}
+
+impl Drop for CountedConnection {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl AsyncRead for CountedConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().io(cx, |tcp, cx| tcp.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for CountedConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().io(cx, |tcp, cx| tcp.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .io(cx, |tcp, cx| tcp.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().io(cx, |tcp, cx| tcp.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().io(cx, |tcp, cx| tcp.poll_shutdown(cx))
+    }
 }

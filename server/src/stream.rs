@@ -1,24 +1,26 @@
 //! The byte-stream binding (§8): TCP connections and one stdio session (as
-//! started by sshd), full duplex, reactor in immediate mode.
+//! started by sshd), full duplex, the driver's reactor in immediate mode.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
-use framegate_wire::OutputMode;
+use bytes::BytesMut;
+use framegate_wire::codec::CodecError;
+use framegate_wire::preamble::{MAX_PREAMBLE_LEN, OK_LINE, parse_client_line};
+use framegate_wire::{FrameDecoder, OutputMode};
+use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::driver::{Driver, MessageSpec};
 use crate::gateway::Gateway;
-use crate::message::{Message, MessageSpec, parse_preamble};
 
-/// Default TCP port of `framegate://`.
-pub const DEFAULT_TCP_PORT: u16 = 4159;
-
-/// Longest preamble line accepted.
-pub const MAX_PREAMBLE_LEN: u64 = 1024;
+pub use framegate_wire::preamble::DEFAULT_TCP_PORT;
 
 /// How writes are authorized on a byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +48,11 @@ where
     let idle = config.idle_timeout;
     let mut reader = BufReader::new(reader);
     let mut line = String::new();
-    let read = tokio::time::timeout(
-        idle,
-        (&mut reader).take(MAX_PREAMBLE_LEN).read_line(&mut line),
-    )
-    .await;
+    let mut limited = (&mut reader).take(MAX_PREAMBLE_LEN);
+    let read = tokio::select! {
+        read = tokio::time::timeout(idle, limited.read_line(&mut line)) => read,
+        () = stop.cancelled() => return Ok(()),
+    };
     let encoding = match read {
         Err(_) => {
             tracing::info!("closing connection: no preamble within the idle timeout");
@@ -58,26 +60,24 @@ where
         }
         Ok(Err(e)) => return Err(e),
         Ok(Ok(0)) => return Ok(()),
-        Ok(Ok(_)) => match parse_preamble(&line) {
+        Ok(Ok(_)) => match parse_client_line(&line) {
             Ok(encoding) => encoding,
-            Err(code) => {
-                tracing::info!(code, "refusing connection: bad preamble");
-                writer
-                    .write_all(format!("framegate/1 error {code}\n").as_bytes())
-                    .await?;
+            Err(err) => {
+                tracing::info!(code = err.code(), "refusing connection: bad preamble");
+                writer.write_all(err.answer_line().as_bytes()).await?;
                 writer.shutdown().await?;
                 return Ok(());
             }
         },
     };
-    writer.write_all(b"framegate/1 ok\n").await?;
+    writer.write_all(OK_LINE.as_bytes()).await?;
     writer.flush().await?;
     let writable = match policy {
         WritePolicy::TrustLogin => config.allow_writes,
         WritePolicy::TokenInHello => config.allow_writes && config.write_token.is_none(),
     };
     let spec = MessageSpec {
-        base: gateway.root.clone(),
+        storage: gateway.storage.clone(),
         writable: Arc::new(AtomicBool::new(writable)),
         token_unlocks: policy == WritePolicy::TokenInHello && config.allow_writes,
         encoding,
@@ -89,18 +89,113 @@ where
         .messages
         .with_label_values(&["stream"])
         .inc();
-    let message = Message::new(gateway.clone(), spec, OutputMode::Immediate);
-    message.run_stream(reader, writer, idle, stop).await
+    let driver = Driver::new(gateway.clone(), spec, OutputMode::Immediate);
+    let max_frame = config.limits.max_frame_size;
+    run_session(driver, reader, writer, idle, max_frame, stop).await
+}
+
+/// Runs a full-duplex session after the preamble: frames are read,
+/// commands run and answers written all at once. Ends when the peer closed
+/// its side and every answer went out; on a protocol error once complete
+/// requests are answered; after `idle` without input while nothing runs;
+/// or (finishing what is in flight, reading nothing new) when `stop` fires.
+/// Our side is shut down (half-close) at the end.
+async fn run_session<R, W>(
+    mut driver: Driver,
+    reader: R,
+    mut writer: W,
+    idle: Duration,
+    max_frame: usize,
+    stop: CancellationToken,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut frames = FramedRead::new(reader, FrameDecoder::new(max_frame));
+    let mut out = BytesMut::new();
+    let mut chunks = Vec::new();
+    let mut reading = true;
+    let mut last_input = Instant::now();
+    loop {
+        driver.feed_output().await;
+        driver.transmit(&mut out, &mut chunks);
+        if !chunks.is_empty() {
+            for chunk in chunks.drain(..) {
+                writer.write_all(&chunk).await?;
+            }
+            writer.flush().await?;
+        }
+        if !reading && driver.is_done() {
+            break;
+        }
+        let feeding = driver.has_output_to_feed();
+        let idle_armed = reading && driver.active_requests() == 0;
+        tokio::select! {
+            next = frames.next(), if reading => match next {
+                None => {
+                    driver.handle_input_ended().await;
+                    reading = false;
+                }
+                Some(Ok(frame)) => {
+                    last_input = Instant::now();
+                    if !driver.handle_frame(frame).await {
+                        reading = false;
+                    }
+                }
+                Some(Err(CodecError::Frame(err))) => {
+                    driver.handle_decode_error(err).await;
+                    reading = false;
+                }
+                Some(Err(err)) => {
+                    tracing::info!(error = %err, "connection broke; cancelling its commands");
+                    return Ok(());
+                }
+            },
+            () = driver.progress(), if driver.is_busy() => {}
+            () = tokio::time::sleep_until((last_input + idle).into()), if idle_armed => {
+                tracing::info!(idle_secs = idle.as_secs_f64(), "closing idle connection");
+                break;
+            }
+            () = stop.cancelled(), if reading => {
+                tracing::info!("stopping: finishing requests in flight on this connection");
+                driver.handle_input_ended().await;
+                reading = false;
+            }
+            () = std::future::ready(()), if feeding => {}
+        }
+    }
+    driver.finish_metrics();
+    writer.shutdown().await
 }
 
 /// Accepts TCP connections until `stop`, then lets each finish what is in
 /// flight (bounded by the shutdown grace).
+///
+/// Returns `Ok` when every connection finished in time; when the grace
+/// period runs out, the connections still busy are cut and the error (of
+/// kind [`io::ErrorKind::TimedOut`]) carries [`crate::serve::GraceExpired`].
 pub async fn serve_tcp(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     stop: CancellationToken,
 ) -> io::Result<()> {
+    /// How long a finished connection keeps reading (and dropping) what the
+    /// client still sends before it closes: closing with unread input would
+    /// reset the connection and could destroy the answer's tail in flight.
+    const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+    /// How long cut connections get to wind down.
+    const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+    /// Counts one session while it runs (not while it lingers).
+    struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
     let tracker = TaskTracker::new();
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cut = CancellationToken::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -114,10 +209,29 @@ pub async fn serve_tcp(
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
                 let stop = stop.clone();
+                let cut = cut.clone();
+                busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let busy = Busy(busy.clone());
                 tracker.spawn(async move {
-                    let (r, w) = stream.into_split();
-                    if let Err(e) = serve_connection(gw, r, w, WritePolicy::TokenInHello, stop).await {
-                        tracing::info!(%peer, error = %e, "connection ended with an error");
+                    let (mut r, w) = stream.into_split();
+                    let session = serve_connection(gw, &mut r, w, WritePolicy::TokenInHello, stop);
+                    tokio::select! {
+                        result = session => {
+                            if let Err(e) = result {
+                                tracing::info!(%peer, error = %e, "connection ended with an error");
+                            }
+                        }
+                        _ = cut.cancelled() => return,
+                    }
+                    drop(busy);
+                    // Our side is shut down; wait (briefly) for the client's.
+                    let mut sink = [0u8; 8192];
+                    let drain = async {
+                        while let Ok(1..) = r.read(&mut sink).await {}
+                    };
+                    tokio::select! {
+                        _ = tokio::time::timeout(LINGER, drain) => {}
+                        _ = cut.cancelled() => {}
                     }
                 });
             }
@@ -127,21 +241,53 @@ pub async fn serve_tcp(
     drop(listener);
     tracker.close();
     let grace = gateway.config().shutdown_grace;
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!("grace period over; closing connections with requests in flight");
+    if tokio::time::timeout(grace, tracker.wait()).await.is_ok() {
+        return Ok(());
     }
-    Ok(())
+    let connections = busy.load(std::sync::atomic::Ordering::SeqCst);
+    cut.cancel();
+    let _ = tokio::time::timeout(CUT_WAIT, tracker.wait()).await;
+    if connections == 0 {
+        return Ok(());
+    }
+    tracing::warn!(
+        grace_secs = grace.as_secs_f64(),
+        connections,
+        "grace period over; cut {connections} byte-stream connection(s) with requests in flight"
+    );
+    Err(crate::serve::GraceExpired { grace, connections }.into_io_error())
 }
 
 /// One session on stdin/stdout (started by sshd). Nothing else may be
 /// written to stdout: logs go to stderr.
+///
+/// `stop` ends the session like the end of input: at once before the
+/// preamble or when idle, else after the requests in flight, for at most
+/// the shutdown grace (then the session is cut and the error carries
+/// [`crate::serve::GraceExpired`]). The caller should end the process
+/// without waiting for the runtime's blocking threads: tokio reads stdin on
+/// one, and it stays blocked until the peer closes stdin.
 pub async fn serve_stdio(gateway: Arc<Gateway>, stop: CancellationToken) -> io::Result<()> {
-    serve_connection(
+    let grace = gateway.config().shutdown_grace;
+    let session = serve_connection(
         gateway,
         tokio::io::stdin(),
         tokio::io::stdout(),
         WritePolicy::TrustLogin,
-        stop,
-    )
-    .await
+        stop.clone(),
+    );
+    tokio::select! {
+        result = session => result,
+        _ = async {
+            stop.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(
+                grace_secs = grace.as_secs_f64(),
+                connections = 1,
+                "grace period over; cut the stdio session with requests in flight"
+            );
+            Err(crate::serve::GraceExpired { grace, connections: 1 }.into_io_error())
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use framegate_wire::ErrorCode;
 
-use crate::command::CommandError;
+use crate::answer::CommandError;
 
 /// The reserved path component: endpoints live under it, it holds no files.
 pub const RESERVED_COMPONENT: &str = ".framegate";

@@ -10,7 +10,7 @@ use framegate_wire::{ErrorCode, RequestId, ServerReactor};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
-use crate::command::CommandError;
+use crate::answer::CommandError;
 use crate::pool::blocking;
 
 /// Size of the pieces a lazy answer is read in.

@@ -21,7 +21,18 @@ pub use framegate_wire::ranges::MAX_READV_RANGES;
 /// Most files `iter_files_recursive` lists.
 pub const MAX_ITER_FILES: usize = 1_000_000;
 
-pub(crate) fn register(registry: &mut Registry) {
+impl Registry {
+    /// The file commands of §9 (`get`, `readv`, `has`, `stat`, `list_dir`,
+    /// `iter_files_recursive`, `put`, `append`, `mkdir`, `rename`, `delete`,
+    /// `rmdir`).
+    pub fn files() -> Self {
+        let mut registry = Registry::empty();
+        register(&mut registry);
+        registry
+    }
+}
+
+fn register(registry: &mut Registry) {
     registry
         .register("get", Arc::new(Reader(read::get)))
         .register("readv", Arc::new(Reader(read::readv)))

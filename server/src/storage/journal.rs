@@ -21,7 +21,7 @@ use std::time::UNIX_EPOCH;
 use cap_std::fs::{Dir, OpenOptions};
 
 use super::lock::{LockedFile, sync_dir};
-use crate::command::CommandError;
+use crate::answer::CommandError;
 
 /// First line of every journal file.
 const MAGIC: &str = "framegate-append v1";
@@ -135,11 +135,14 @@ fn read_record(journal: &Dir, name: &str) -> io::Result<Option<Record>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut text = String::new();
+    let mut raw = Vec::new();
     file.into_std()
         .take(MAX_JOURNAL_BYTES)
-        .read_to_string(&mut text)?;
-    Ok(Record::decode(&text))
+        .read_to_end(&mut raw)?;
+    // Torn or foreign bytes decode to `None`: a journal is written and
+    // synced before the append writes anything, so a journal that cannot
+    // be read guards no data.
+    Ok(std::str::from_utf8(&raw).ok().and_then(Record::decode))
 }
 
 /// Rolls `target` back to its journaled length, if a journal of a dead
@@ -201,16 +204,17 @@ pub(crate) fn sweep(root: &Dir, journal: &Dir) -> io::Result<usize> {
         if file.try_lock().is_err() {
             continue; // a live append of another process
         }
-        let record = read_record(journal, &name)?;
+        let record = read_record(journal, &name).ok().flatten();
         drop(file);
         let Some(record) = record else {
+            tracing::warn!(journal = %name, "dropping an unreadable append journal");
             let _ = journal.remove_file(&name);
             continue;
         };
         let target = super::lock::lock_file(
             root,
             &record.path,
-            super::lock::Open::Existing,
+            super::lock::Open::ExistingForWrite,
             &record.path,
         );
         match target {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::command::CommandError;
+use crate::answer::CommandError;
 use crate::tree::io_error;
 
 /// Entries kept in the lock table before dead ones are swept out.
@@ -78,8 +78,10 @@ impl LockedFile {
 /// How to open the file to lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Open {
-    /// Only if it exists (`None` otherwise).
+    /// Only if it exists (`None` otherwise), read-only: enough to lock it.
     Existing,
+    /// Only if it exists, for writing (rolling back an append).
+    ExistingForWrite,
     /// Create it if missing (for `append`).
     Create,
 }
@@ -97,7 +99,12 @@ pub(crate) fn lock_file(
     for _ in 0..MAX_LOCK_RETRIES {
         let mut created = false;
         let file = match open {
-            Open::Existing => match dir.open(name) {
+            Open::Existing | Open::ExistingForWrite => match dir.open_with(
+                name,
+                OpenOptions::new()
+                    .read(true)
+                    .write(open == Open::ExistingForWrite),
+            ) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(io_error(&e, shown)),

@@ -19,6 +19,7 @@
 
 mod journal;
 mod local;
+mod local_read;
 mod lock;
 mod staging;
 
@@ -30,9 +31,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::command::{Answer, CommandError};
+use crate::answer::{Answer, CommandError};
 
-pub use local::{LocalStorage, MAX_INLINE_ANSWER, SweepReport};
+pub use local::{LocalStorage, SweepReport};
+pub use local_read::MAX_INLINE_ANSWER;
 pub use staging::UPLOAD_BUFFER;
 
 /// A future returned by a storage operation.

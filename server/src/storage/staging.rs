@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use cap_std::fs::{Dir, OpenOptions};
 
 use super::{StagedUpload, StorageFuture};
-use crate::command::CommandError;
+use crate::answer::CommandError;
 use crate::pool::blocking;
 
 /// Bytes gathered before a staged upload is written to its file.

@@ -1,0 +1,149 @@
+//! Reading the local tree: files as answers (in memory when small, an open
+//! file read when sent otherwise), metadata, listings, walks.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
+use cap_std::fs::{Dir, MetadataExt as _};
+use framegate_wire::ErrorCode;
+
+use super::{EntryKind, EntryMeta};
+use crate::answer::{Answer, CommandError};
+use crate::tree::{RESERVED_COMPONENT, TEMP_PREFIX, io_error};
+
+/// Answers up to this size are read at once; larger ones stay an open file
+/// read when sent.
+pub const MAX_INLINE_ANSWER: u64 = 16 * 1024;
+
+pub(super) fn meta_of(meta: &cap_std::fs::Metadata) -> EntryMeta {
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        EntryKind::Other
+    };
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    EntryMeta {
+        kind,
+        size: meta.len(),
+        mtime,
+        mode: meta.mode() & 0o7777,
+    }
+}
+
+/// Names the private area and staging files use: hidden everywhere.
+pub(crate) fn hidden(name: &str) -> bool {
+    name == RESERVED_COMPONENT || name.starts_with(TEMP_PREFIX)
+}
+
+pub(super) fn is_a_directory(path: &Path) -> CommandError {
+    CommandError::new(
+        ErrorCode::IS_A_DIRECTORY,
+        format!("is a directory: {}", path.display()),
+    )
+}
+
+pub(super) fn open_file(base: &Dir, path: &Path) -> Result<(std::fs::File, u64), CommandError> {
+    let file = base.open(path).map_err(|e| io_error(&e, path))?;
+    let meta = file.metadata().map_err(|e| io_error(&e, path))?;
+    if meta.is_dir() {
+        return Err(is_a_directory(path));
+    }
+    Ok((file.into_std(), meta.len()))
+}
+
+/// Reads ranges of `file` into memory if small, else keeps the file open.
+pub(super) fn answer_ranges(
+    file: std::fs::File,
+    ranges: Vec<(u64, u64)>,
+) -> Result<Answer, CommandError> {
+    let total: u64 = ranges.iter().map(|r| r.1).sum();
+    if total > MAX_INLINE_ANSWER {
+        return Ok(Answer::File { file, ranges });
+    }
+    let mut buf = BytesMut::zeroed(total as usize);
+    let mut at = 0usize;
+    for (offset, len) in ranges {
+        let end = at + len as usize;
+        let slot = buf
+            .get_mut(at..end)
+            .ok_or_else(|| CommandError::internal("range slot"))?;
+        file.read_exact_at(slot, offset).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                CommandError::new(ErrorCode::SHORT_READ, "file shrank while being read")
+            } else {
+                CommandError::internal(e)
+            }
+        })?;
+        at = end;
+    }
+    Ok(Answer::Bytes(buf.freeze()))
+}
+
+/// Entry names of a directory with their metadata, sorted bytewise,
+/// without reserved names.
+pub(super) fn dir_entries(
+    base: &Dir,
+    path: &Path,
+) -> Result<Vec<(String, EntryMeta)>, CommandError> {
+    let mut names = Vec::new();
+    for entry in base.read_dir(path).map_err(|e| io_error(&e, path))? {
+        let entry = entry.map_err(|e| io_error(&e, path))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if hidden(&name) {
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| io_error(&e, path))?;
+        names.push((name, meta_of(&meta)));
+    }
+    names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(names)
+}
+
+pub(super) fn walk(base: &Dir, root: &Path, max: usize) -> Result<Vec<String>, CommandError> {
+    let mut files = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = if rel.as_os_str().is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
+        for entry in base.read_dir(&dir).map_err(|e| io_error(&e, &dir))? {
+            let entry = entry.map_err(|e| io_error(&e, &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if hidden(&name) {
+                continue;
+            }
+            let ft = entry.file_type().map_err(|e| io_error(&e, &dir))?;
+            let child = rel.join(&name);
+            if ft.is_dir() {
+                stack.push(child);
+            } else if ft.is_file()
+                || (ft.is_symlink() && base.metadata(root.join(&child)).is_ok_and(|m| m.is_file()))
+            {
+                // Symlinked files inside the base count; symlinked
+                // directories are not followed (no loops).
+                if files.len() == max {
+                    return Err(CommandError::new(
+                        ErrorCode::NOT_SUPPORTED,
+                        format!("more than {max} files below this path"),
+                    ));
+                }
+                files.push(child.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(files)
+}
