@@ -47,7 +47,9 @@ Signals:
                            ran out and work in flight was cut). SIGHUP does
                            not reload anything; it stops like SIGTERM.
   a second one of these    stop at once, cutting what is in flight (exit 3).
-  With --stdio, a stop before any input ends the session at once.
+  With --stdio, a stop ends an idle session (or one still waiting for its
+  preamble) at once, else after the requests in flight. The idle timeout
+  ends the session and the process too (exit 0).
 
 Exit status:
   0  stopped cleanly (a signal and every message finished, or with --stdio
