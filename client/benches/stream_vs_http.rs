@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use framegate_client::{Connector, Options, Session, Transport};
-use framegate_server::stream::serve_tcp;
+use framegate_server::serve_tcp;
 use framegate_server::{Gateway, GatewayConfig, Registry, serve};
 use framegate_wire::Arguments;
 use tokio_util::sync::CancellationToken;

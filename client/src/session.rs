@@ -406,13 +406,13 @@ impl Session {
             .await
             .map_err(|_| "no preamble answer in time")??;
         if n == 0 {
-            if let Some(child) = child.as_mut() {
-                if let Ok(status) = child.wait().await {
-                    return Err(format!(
-                        "{status} before the framegate preamble (see its messages above)"
-                    )
-                    .into());
-                }
+            if let Some(child) = child.as_mut()
+                && let Ok(status) = child.wait().await
+            {
+                return Err(format!(
+                    "{status} before the framegate preamble (see its messages above)"
+                )
+                .into());
             }
             return Err("the server closed the connection before the preamble".into());
         }

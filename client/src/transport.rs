@@ -789,13 +789,12 @@ impl<'t> Batch<'t> {
                         .as_ref()
                         .err()
                         .is_some_and(|e| e.is(&ErrorCode::UNKNOWN_COMMAND))
+                        && let (Some(op), Ok(mut u)) = (self.ops.get(i), t.unsupported.lock())
                     {
-                        if let (Some(op), Ok(mut u)) = (self.ops.get(i), t.unsupported.lock()) {
-                            u.insert(op.name().to_string());
-                            if matches!(op, Op::Readv(..)) {
-                                emulate.push(i);
-                                continue;
-                            }
+                        u.insert(op.name().to_string());
+                        if matches!(op, Op::Readv(..)) {
+                            emulate.push(i);
+                            continue;
                         }
                     }
                     if let Some(slot) = results.get_mut(i) {

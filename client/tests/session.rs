@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use framegate_client::{Connector, Error, RunState, Session};
 use framegate_server::command::{Answer, Call, CommandError, read_command};
-use framegate_server::stream::serve_tcp;
+use framegate_server::serve_tcp;
 use framegate_server::{Gateway, GatewayConfig, Registry};
 use framegate_wire::{Arguments, ErrorCode};
 use tokio_util::sync::CancellationToken;

@@ -3,7 +3,11 @@
 //!
 //! * a batch of 1,000 `get`s of 1 KiB files in one POST (median of runs);
 //! * a 1 GiB `get` and a 1 GiB `put`: throughput and the server's peak RSS
-//!   (VmHWM, reset before each phase), which must stay under 64 MiB.
+//!   (VmHWM, reset before each phase), which must stay under 64 MiB;
+//! * the cost of a crash-atomic 1 MiB `append` to that 1 GiB file, beside a
+//!   1 MiB `put` (same message shape, no journal) and the floor (this
+//!   process writing 1 MiB and `fdatasync`ing it directly), medians and
+//!   spreads of interleaved runs.
 //!
 //! `cargo bench -p framegate-server --bench gateway` (set
 //! `FRAMEGATE_BENCH_GIB=0.25` for a quicker run).
@@ -244,6 +248,101 @@ async fn main() {
         big_len as f64 / secs / (1 << 20) as f64,
         peak_rss_mib(pid)
     );
+
+    // Cost of a crash-atomic append (journal: one small file written and
+    // synced, the data synced, the journal removed and its directory
+    // synced) next to a put of the same size and the bare floor.
+    let mib = Bytes::from(vec![0xa5u8; 1 << 20]);
+    let floor_path = dir.path().join("floor.bin");
+    let runs = 15;
+    let results = interleaved(runs, 3, |op| {
+        let (client, rw, mib, floor_path) = (&client, &rw, mib.clone(), &floor_path);
+        async move {
+            match op {
+                0 => {
+                    let (body, mut reactor) = write_message("append", "upload.bin", mib);
+                    post_and_count(client, rw, body.into(), &mut reactor).await;
+                }
+                1 => {
+                    let (body, mut reactor) = write_message("put", "small.bin", mib);
+                    post_and_count(client, rw, body.into(), &mut reactor).await;
+                }
+                _ => {
+                    use std::os::unix::fs::FileExt;
+                    let f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .truncate(false)
+                        .open(floor_path)
+                        .unwrap();
+                    let len = f.metadata().unwrap().len();
+                    f.write_all_at(&mib, len).unwrap();
+                    f.sync_data().unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        std::fs::metadata(dir.path().join("upload.bin"))
+            .unwrap()
+            .len(),
+        big_len + runs as u64 * (1 << 20)
+    );
+    let [append, put, floor] = [results[0], results[1], results[2]];
+    println!(
+        "1 MiB append to a {gib:.2} GiB file: median {:.2} ms (min {:.2}, max {:.2}); \
+         1 MiB put: {:.2} ms ({:.2}-{:.2}); floor (pwrite + fdatasync, no HTTP): {:.2} ms ({:.2}-{:.2}); \
+         append/put {:.2}x, append/floor {:.2}x ({runs} interleaved runs each)",
+        append.0,
+        append.1,
+        append.2,
+        put.0,
+        put.1,
+        put.2,
+        floor.0,
+        floor.1,
+        floor.2,
+        append.0 / put.0,
+        append.0 / floor.0,
+    );
+}
+
+/// One message with one write command carrying `data`.
+fn write_message(command: &str, path: &'static str, data: Bytes) -> (Bytes, ClientReactor) {
+    let mut reactor = ClientReactor::default();
+    let id = reactor
+        .start_request(command, &Arguments::new().with("path", path).unwrap(), true)
+        .unwrap();
+    let mut out = BytesMut::new();
+    reactor.write_transmit(&mut out);
+    encode_data(id, data, true, &mut out);
+    (out.freeze(), reactor)
+}
+
+/// Runs each of `ops` `runs` times, interleaved; returns per-op
+/// (median, min, max) in milliseconds.
+async fn interleaved<F, Fut>(runs: usize, ops: usize, mut op: F) -> Vec<(f64, f64, f64)>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut times = vec![Vec::new(); ops];
+    for _ in 0..runs {
+        for (i, t) in times.iter_mut().enumerate() {
+            let started = Instant::now();
+            op(i).await;
+            t.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times
+        .into_iter()
+        .map(|t| {
+            let min = t.iter().cloned().fold(f64::MAX, f64::min);
+            let max = t.iter().cloned().fold(0.0, f64::max);
+            (median(t), min, max)
+        })
+        .collect()
 }
 
 /// Data frames for `data` on the (already begun) client stream 1.

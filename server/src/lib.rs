@@ -25,9 +25,10 @@ mod gateway;
 mod http;
 pub mod metrics;
 mod pool;
-pub mod serve;
+mod serve;
+mod stop;
 mod storage;
-pub mod stream;
+mod stream;
 mod tree;
 
 pub use command::{
@@ -43,7 +44,8 @@ pub use gateway::{Gateway, GatewayConfig};
 pub use http::BODY_CHANNEL_CHUNKS;
 pub use http::router;
 pub use pool::FILE_IO_THREADS;
-pub use serve::{GraceExpired, ServeHandle, serve};
+pub use serve::{ServeHandle, serve};
+pub use stop::GraceExpired;
 pub use storage::{
     EntryKind, EntryMeta, LocalStorage, MAX_INLINE_ANSWER, ReadRanges, StagedUpload, Storage,
     StorageFuture, SweepReport, UPLOAD_BUFFER,

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use framegate_server::serve::GraceExpired;
-use framegate_server::stream::{serve_stdio, serve_tcp};
+use framegate_server::GraceExpired;
 use framegate_server::{Gateway, GatewayConfig, Registry, serve};
+use framegate_server::{serve_stdio, serve_tcp};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 

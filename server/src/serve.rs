@@ -5,7 +5,6 @@
 //! the gateway's `shutdown_grace`. What is still open then is cut, and
 //! [`ServeHandle::wait`] returns an error carrying [`GraceExpired`].
 
-use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
@@ -23,51 +22,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::gateway::Gateway;
+use crate::stop::GraceExpired;
 
 /// How long cut connections get to notice the cut and close, once the
 /// grace period is over.
 const CUT_WAIT: Duration = Duration::from_secs(1);
-
-/// The shutdown grace period ran out with work in flight, which was cut.
-///
-/// [`ServeHandle::wait`] and [`crate::stream::serve_tcp`] return it inside
-/// an [`io::Error`] of kind [`io::ErrorKind::TimedOut`]; find it with
-/// `error.get_ref().and_then(|e| e.downcast_ref::<GraceExpired>())`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GraceExpired {
-    /// The grace period that ran out.
-    pub grace: Duration,
-    /// Connections still open when it ran out (and cut).
-    pub connections: usize,
-}
-
-impl fmt::Display for GraceExpired {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the shutdown grace period ({}) ran out; {} connection(s) with work in flight cut",
-            humantime::format_duration(self.grace),
-            self.connections
-        )
-    }
-}
-
-impl std::error::Error for GraceExpired {}
-
-impl GraceExpired {
-    /// As the [`io::Error`] a server returns.
-    pub fn into_io_error(self) -> io::Error {
-        io::Error::new(io::ErrorKind::TimedOut, self)
-    }
-
-    /// The [`GraceExpired`] inside `error`, if that is what it is.
-    pub fn find(error: &io::Error) -> Option<GraceExpired> {
-        error
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<GraceExpired>())
-            .copied()
-    }
-}
 
 /// A gateway serving in the background.
 #[derive(Debug)]

@@ -174,7 +174,7 @@ where
 ///
 /// Returns `Ok` when every connection finished in time; when the grace
 /// period runs out, the connections still busy are cut and the error (of
-/// kind [`io::ErrorKind::TimedOut`]) carries [`crate::serve::GraceExpired`].
+/// kind [`io::ErrorKind::TimedOut`]) carries [`crate::stop::GraceExpired`].
 pub async fn serve_tcp(
     gateway: Arc<Gateway>,
     listener: TcpListener,
@@ -255,7 +255,7 @@ pub async fn serve_tcp(
         connections,
         "grace period over; cut {connections} byte-stream connection(s) with requests in flight"
     );
-    Err(crate::serve::GraceExpired { grace, connections }.into_io_error())
+    Err(crate::stop::GraceExpired { grace, connections }.into_io_error())
 }
 
 /// One session on stdin/stdout (started by sshd). Nothing else may be
@@ -264,7 +264,7 @@ pub async fn serve_tcp(
 /// `stop` ends the session like the end of input: at once before the
 /// preamble or when idle, else after the requests in flight, for at most
 /// the shutdown grace (then the session is cut and the error carries
-/// [`crate::serve::GraceExpired`]). The caller should end the process
+/// [`crate::stop::GraceExpired`]). The caller should end the process
 /// without waiting for the runtime's blocking threads: tokio reads stdin on
 /// one, and it stays blocked until the peer closes stdin.
 pub async fn serve_stdio(gateway: Arc<Gateway>, stop: CancellationToken) -> io::Result<()> {
@@ -287,7 +287,7 @@ pub async fn serve_stdio(gateway: Arc<Gateway>, stop: CancellationToken) -> io::
                 connections = 1,
                 "grace period over; cut the stdio session with requests in flight"
             );
-            Err(crate::serve::GraceExpired { grace, connections: 1 }.into_io_error())
+            Err(crate::stop::GraceExpired { grace, connections: 1 }.into_io_error())
         }
     }
 }

@@ -181,7 +181,7 @@ async fn grace_period_bounds_the_wait() {
     handle.shutdown();
     let started = std::time::Instant::now();
     let err = handle.wait().await.expect_err("the sleeper was cut");
-    let expired = framegate_server::serve::GraceExpired::find(&err).expect("a GraceExpired");
+    let expired = framegate_server::GraceExpired::find(&err).expect("a GraceExpired");
     assert_eq!(expired.connections, 1);
     assert!(
         started.elapsed() < Duration::from_secs(3),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::*;
-use framegate_server::stream::serve_tcp;
+use framegate_server::serve_tcp;
 use framegate_server::{Gateway, GatewayConfig, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;

@@ -470,12 +470,12 @@ impl ClientReactor {
     }
 
     fn end(&mut self, id: RequestId) {
-        if let Some(request) = self.requests.get_mut(&id) {
-            if request.answer != Answer::Done {
-                request.answer = Answer::Done;
-                if !request.sending {
-                    self.active -= 1;
-                }
+        if let Some(request) = self.requests.get_mut(&id)
+            && request.answer != Answer::Done
+        {
+            request.answer = Answer::Done;
+            if !request.sending {
+                self.active -= 1;
             }
         }
     }

@@ -354,19 +354,20 @@ impl OutboundStream {
                 CompressorState::Failed
             };
         }
-        if encode && !body.payload().is_empty() {
-            if let Some(compressor) = self.compressor.as_mut() {
-                match compress(compressor, &mut self.scratch, body.payload()) {
-                    Some(encoded) => {
-                        *body.payload_mut() = encoded;
-                        stream_flags = stream_flags.union(StreamFlags::ENCODED);
-                    }
-                    // A compressor that failed is in an unknown state: the
-                    // rest of the stream goes out unencoded, which is legal.
-                    None => {
-                        self.compressor = None;
-                        self.compressor_state = CompressorState::Failed;
-                    }
+        if encode
+            && !body.payload().is_empty()
+            && let Some(compressor) = self.compressor.as_mut()
+        {
+            match compress(compressor, &mut self.scratch, body.payload()) {
+                Some(encoded) => {
+                    *body.payload_mut() = encoded;
+                    stream_flags = stream_flags.union(StreamFlags::ENCODED);
+                }
+                // A compressor that failed is in an unknown state: the
+                // rest of the stream goes out unencoded, which is legal.
+                None => {
+                    self.compressor = None;
+                    self.compressor_state = CompressorState::Failed;
                 }
             }
         }

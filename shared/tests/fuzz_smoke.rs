@@ -50,11 +50,11 @@ fn frame_bytes(seed: u64) -> Vec<u8> {
         frame.encode(&mut wire).unwrap();
     }
     let mut wire = wire.to_vec();
-    if !wire.is_empty() && r[50] % 2 == 0 {
+    if !wire.is_empty() && r[50].is_multiple_of(2) {
         let at = usize::from(r[51]) * 31 % wire.len();
         wire[at] ^= r[52] | 1;
     }
-    if r[53] % 3 == 0 {
+    if r[53].is_multiple_of(3) {
         let keep = wire.len() * usize::from(r[54]) / 255;
         wire.truncate(keep);
     }

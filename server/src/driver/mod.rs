@@ -250,10 +250,10 @@ impl Driver {
                 ServerEvent::Complete { request_id, seq } => {
                     self.complete(request_id, seq).await;
                 }
-                ServerEvent::Aborted { request_id, .. } => {
+                ServerEvent::Aborted { request_id, .. }
                     // Dropping the entry drops its data sender: the command
                     // sees its data cut off; its task is aborted too.
-                    if self.inflight.remove(&request_id).is_some() {
+                    if self.inflight.remove(&request_id).is_some() => {
                         let task = self
                             .task_ids
                             .iter()
@@ -263,7 +263,6 @@ impl Driver {
                             self.task_ids.remove(&task);
                         }
                     }
-                }
                 ServerEvent::ProtocolError(err) => {
                     tracing::info!(code = %err.code, message = %err.message, "protocol error");
                     self.gw
@@ -337,17 +336,16 @@ impl Driver {
             self.fail_now(id, &cmd.name, err);
             return;
         };
-        if cmd.name == "hello" && self.spec.token_unlocks {
-            if let (Some(given), Some(token)) =
+        if cmd.name == "hello"
+            && self.spec.token_unlocks
+            && let (Some(given), Some(token)) =
                 (cmd.arguments.get("token"), &self.gw.config.write_token)
-            {
-                if bool::from(subtle::ConstantTimeEq::ct_eq(
-                    given.as_ref(),
-                    token.as_bytes(),
-                )) {
-                    self.spec.writable.store(true, Ordering::SeqCst);
-                }
-            }
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                given.as_ref(),
+                token.as_bytes(),
+            ))
+        {
+            self.spec.writable.store(true, Ordering::SeqCst);
         }
         let writable = self.spec.writable.load(Ordering::SeqCst);
         let access = command.access();

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use framegate_wire::http_binding::{ACCEPT_ENCODING_HEADER, Endpoint};
 use framegate_wire::{Encoding, MEDIA_TYPE, OutputMode};
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use subtle::ConstantTimeEq;
 
@@ -57,11 +58,25 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// A POST whose headers passed every check.
+/// A framegate POST whose headers passed every check of §7.3: extracted
+/// from the request head, refused with a [`Refusal`].
 struct Accepted {
     endpoint: Endpoint,
     base_path: PathBuf,
     encoding: Encoding,
+}
+
+impl FromRequestParts<Arc<Gateway>> for Accepted {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gw: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        let (base, endpoint) = endpoint_of(parts.uri.path())
+            .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "not a framegate endpoint"))?;
+        check(gw, base, endpoint, &parts.method, &parts.headers)
+    }
 }
 
 fn accepts_media_type(accept: Option<&str>) -> bool {
@@ -149,13 +164,9 @@ fn check(
 }
 
 /// Handles one framegate POST.
-pub(super) async fn message(
-    gw: Arc<Gateway>,
-    base: String,
-    endpoint: Endpoint,
-    request: Request,
-) -> Response {
-    let accepted = match check(&gw, &base, endpoint, request.method(), request.headers()) {
+pub(super) async fn message(gw: Arc<Gateway>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let accepted = match Accepted::from_request_parts(&mut parts, &gw).await {
         Ok(accepted) => accepted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -176,7 +187,7 @@ pub(super) async fn message(
         base_display: format!("/{}", accepted.base_path.display()),
     };
     let mut driver = Driver::new(gw.clone(), spec, OutputMode::Deferred);
-    match body::read_body(&mut driver, &gw, request.into_body()).await {
+    match body::read_body(&mut driver, &gw, body).await {
         Ok(()) => {}
         Err(Abandoned::TimedOut) => {
             return plain(StatusCode::REQUEST_TIMEOUT, "request body stalled");

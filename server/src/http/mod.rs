@@ -80,8 +80,8 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, request: Request) -> Response 
             }
         };
     }
-    if let Some((base, endpoint)) = endpoint::endpoint_of(&path) {
-        return endpoint::message(gw, base.to_string(), endpoint, request).await;
+    if endpoint::endpoint_of(&path).is_some() {
+        return endpoint::message(gw, request).await;
     }
     if path
         .split('/')

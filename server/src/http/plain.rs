@@ -77,16 +77,16 @@ pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Reques
                     .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "304"));
             }
             let range = header_str(request.headers(), header::RANGE).map(str::to_string);
-            if let Some(range) = range.filter(|r| r.contains(',')) {
-                if let Some(response) = multi_range(
+            if let Some(range) = range.filter(|r| r.contains(','))
+                && let Some(response) = multi_range(
                     file,
                     meta.len(),
                     &range,
                     &etag,
                     request.method() == Method::HEAD,
-                ) {
-                    return response;
-                }
+                )
+            {
+                return response;
             }
             let mut response = match ServeDir::new(&gw.config.root)
                 .append_index_html_on_directories(false)

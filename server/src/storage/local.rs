@@ -168,7 +168,7 @@ impl View {
     fn put(
         &self,
         path: &Path,
-        mut staged: Box<LocalStaged>,
+        mut staged: LocalStaged,
         mode: Option<u32>,
     ) -> Result<(), CommandError> {
         let private = self.private()?;
@@ -205,7 +205,7 @@ impl View {
     fn append(
         &self,
         path: &Path,
-        mut staged: Box<LocalStaged>,
+        mut staged: LocalStaged,
         mode: Option<u32>,
     ) -> Result<u64, CommandError> {
         let private = self.private()?;
@@ -441,7 +441,7 @@ impl Storage for LocalStorage {
         Box::pin(async move {
             let staged = local_staged(staged)?;
             let _held = self.lock(&[&path]).await?;
-            on_view(&self.view, move |view| view.put(&path, staged, mode)).await
+            on_view(&self.view, move |view| view.put(&path, *staged, mode)).await
         })
     }
 
@@ -455,7 +455,7 @@ impl Storage for LocalStorage {
         Box::pin(async move {
             let staged = local_staged(staged)?;
             let _held = self.lock(&[&path]).await?;
-            on_view(&self.view, move |view| view.append(&path, staged, mode)).await
+            on_view(&self.view, move |view| view.append(&path, *staged, mode)).await
         })
     }
 
