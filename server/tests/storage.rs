@@ -174,3 +174,48 @@ async fn healthz_fails_once_the_tree_is_gone() {
     std::fs::rename(&moved, s.dir.path()).unwrap();
     assert_eq!(health().await, 200, "back in place");
 }
+
+/// A journal as a dead writer (another instance, killed mid-append) leaves it.
+fn orphan_journal(root: &Path, rel: &str, len: u64) {
+    let file = root.join(rel);
+    std::fs::write(
+        root.join(".framegate/journal").join(journal_name(&file)),
+        format!(
+            "framegate-append v1\nlen {len}\ncreated 0\nbtime {}\npath {rel}\n",
+            birth(&file)
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_next_writer_rolls_back_a_dead_writers_append_first() {
+    // Two instances share a tree; one was killed mid-append while the other
+    // keeps running: its next append to that file, a rename of it, must
+    // not build on the torn bytes.
+    let s = TestServer::start(|c| c.allow_writes = true).await;
+    s.write("log", b"old!TORN");
+    orphan_journal(s.dir.path(), "log", 4);
+    let before: u64 = one(&s.rw(), "append", &[("path", b"log")], Some(b"NEW"))
+        .await
+        .cbor();
+    assert_eq!(before, 4);
+    assert_eq!(std::fs::read(s.path("log")).unwrap(), b"old!NEW");
+
+    s.write("moving", b"kept|TORN");
+    orphan_journal(s.dir.path(), "moving", 5);
+    one(
+        &s.rw(),
+        "rename",
+        &[("from", b"moving"), ("to", b"moved")],
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(std::fs::read(s.path("moved")).unwrap(), b"kept|");
+
+    let journals = std::fs::read_dir(s.path(".framegate/journal"))
+        .unwrap()
+        .count();
+    assert_eq!(journals, 0);
+}

@@ -181,6 +181,11 @@ pub(crate) fn recover(journal: &Dir, target: &LockedFile) -> Result<bool, Comman
     Ok(rolled)
 }
 
+/// Whether a journal for the file `identity` is there.
+pub(crate) fn exists(journal: &Dir, identity: (u64, u64)) -> bool {
+    journal.symlink_metadata(name_of(identity)).is_ok()
+}
+
 /// Drops the journal of a file that is being replaced or removed.
 pub(crate) fn discard(journal: &Dir, identity: (u64, u64)) -> Result<(), CommandError> {
     match journal.remove_file(name_of(identity)) {

@@ -271,12 +271,37 @@ impl View {
         let private = self.private()?;
         let (from_dir, _, from_name) = self.parent_of(from)?;
         let (to_dir, _, to_name) = self.parent_of(to)?;
-        let moving = lock_existing_file(&from_dir, Path::new(&from_name), from)?;
-        let replaced = if from == to {
-            None
+        // Two file locks: taken in path order, so two processes renaming
+        // a pair in opposite directions cannot deadlock on `flock`.
+        let lock_from = || lock_existing_file(&from_dir, Path::new(&from_name), from);
+        let lock_to = || lock_existing_file(&to_dir, Path::new(&to_name), to);
+        let (moving, replaced) = if from == to {
+            (lock_from()?, None)
+        } else if self.key(from) < self.key(to) {
+            let moving = lock_from()?;
+            (moving, lock_to()?)
         } else {
-            lock_existing_file(&to_dir, Path::new(&to_name), to)?
+            let replaced = lock_to()?;
+            (lock_from()?, replaced)
         };
+        if let Some(moving) = &moving {
+            // A dead append's journal follows the inode, but the start-up
+            // sweep finds files by path: roll it back before the path changes.
+            if journal::exists(&private.journal, moving.identity()) {
+                let file = from_dir
+                    .open_with(
+                        &from_name,
+                        cap_std::fs::OpenOptions::new().read(true).write(true),
+                    )
+                    .map_err(|e| io_error(&e, from))?
+                    .into_std();
+                let writable = LockedFile {
+                    file,
+                    meta: moving.meta.clone(),
+                };
+                journal::recover(&private.journal, &writable)?;
+            }
+        }
         from_dir
             .rename(&from_name, &to_dir, &to_name)
             .map_err(|e| io_error(&e, from))?;
