@@ -5,9 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use framegate_wire::{
+    Arguments, ClientEvent, ClientReactor, ErrorKind, FrameDecoder, MEDIA_TYPE, RequestId,
+};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -27,7 +33,12 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str) {
-    for _ in 0..200 {
+    wait_for_port_within(port, child, what, Duration::from_secs(5));
+}
+
+fn wait_for_port_within(port: u16, child: &mut Child, what: &str, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
@@ -39,34 +50,42 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not start listening on {port}");
 }
 
-/// The `framegate-server` binary of this workspace (built if missing).
+/// The `framegate-server` binary of this workspace, built (or brought up
+/// to date) once per test process: the e2e crate does not depend on the
+/// server crate, so `cargo test` alone would run a stale binary.
+/// `FRAMEGATE_SERVER_BIN` names another binary instead.
 pub fn server_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo_root().join("target"), PathBuf::from);
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let path = target.join(profile).join("framegate-server");
-    if !path.exists() {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args([
-            "build",
-            "-p",
-            "framegate-server",
-            "--bin",
-            "framegate-server",
-        ]);
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        assert!(
-            cmd.status().unwrap().success(),
-            "building framegate-server failed"
-        );
-    }
-    path
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("FRAMEGATE_SERVER_BIN") {
+                return PathBuf::from(path);
+            }
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| repo_root().join("target"), PathBuf::from);
+            let profile = if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            };
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args([
+                "build",
+                "-p",
+                "framegate-server",
+                "--bin",
+                "framegate-server",
+            ]);
+            if !cfg!(debug_assertions) {
+                cmd.arg("--release");
+            }
+            assert!(
+                cmd.status().unwrap().success(),
+                "building framegate-server failed"
+            );
+            target.join(profile).join("framegate-server")
+        })
+        .clone()
 }
 
 /// A `framegate-server` process.
@@ -76,6 +95,9 @@ pub struct Gateway {
     pub port: u16,
     /// Its metrics port.
     pub metrics_port: u16,
+    tree: PathBuf,
+    token_file: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Drop for Gateway {
@@ -88,7 +110,39 @@ impl Drop for Gateway {
 impl Gateway {
     /// Starts a gateway serving `tree` with writes allowed behind `token_file`.
     pub fn start(tree: &Path, token_file: &Path, extra: &[&str]) -> Gateway {
-        let (port, metrics_port) = (free_port(), free_port());
+        Gateway::start_at(tree, token_file, free_port(), extra)
+    }
+
+    /// Like [`start`](Self::start), on a given HTTP port.
+    pub fn start_at(tree: &Path, token_file: &Path, port: u16, extra: &[&str]) -> Gateway {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let metrics_port = free_port();
+        let child = Self::spawn(
+            tree,
+            token_file,
+            port,
+            metrics_port,
+            &extra,
+            Duration::from_secs(5),
+        );
+        Gateway {
+            child,
+            port,
+            metrics_port,
+            tree: tree.to_path_buf(),
+            token_file: token_file.to_path_buf(),
+            extra,
+        }
+    }
+
+    fn spawn(
+        tree: &Path,
+        token_file: &Path,
+        port: u16,
+        metrics_port: u16,
+        extra: &[String],
+        limit: Duration,
+    ) -> Child {
         let mut child = Command::new(server_binary())
             .arg("serve")
             .arg(tree)
@@ -106,13 +160,36 @@ impl Gateway {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        wait_for_port(port, &mut child, "framegate-server");
-        wait_for_port(metrics_port, &mut child, "framegate-server metrics");
-        Gateway {
-            child,
-            port,
-            metrics_port,
-        }
+        wait_for_port_within(port, &mut child, "framegate-server", limit);
+        wait_for_port_within(metrics_port, &mut child, "framegate-server metrics", limit);
+        child
+    }
+
+    /// `kill -9`: no chance to clean up. Waits until the process is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same tree, port and options (after
+    /// [`kill`](Self::kill) or [`stop`](Self::stop)); returns once it listens,
+    /// that is after whatever recovery it does at start-up.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.metrics_port = free_port();
+        self.child = Self::spawn(
+            &self.tree,
+            &self.token_file,
+            self.port,
+            self.metrics_port,
+            &self.extra,
+            Duration::from_secs(60),
+        );
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The process id.
@@ -312,5 +389,352 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         out.extend_from_slice(&x.to_le_bytes());
     }
     out.truncate(len);
+    out
+}
+
+// ---- framegate messages built from the core crate ---------------------------
+
+/// What one request of a message got.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The whole answer.
+    Ok(Bytes),
+    /// An error-response.
+    Err {
+        /// `protocol` (true) or `application`.
+        protocol: bool,
+        /// The error code (§10).
+        code: String,
+        /// The message.
+        message: String,
+    },
+    /// No complete answer before the response ended.
+    Unanswered,
+}
+
+impl Outcome {
+    /// The answer decoded as CBOR, if it is one.
+    pub fn cbor(&self) -> Option<ciborium::Value> {
+        match self {
+            Outcome::Ok(b) => ciborium::from_reader(&b[..]).ok(),
+            _ => None,
+        }
+    }
+
+    /// The error code, if it is an error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Outcome::Err { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Short text for reports (answers longer than 64 bytes are summarized).
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Ok(b) if b.len() > 64 => format!("{} bytes", b.len()),
+            Outcome::Ok(b) => match self.cbor() {
+                Some(v) => format!("cbor {v:?}"),
+                None => format!("bytes {:?}", String::from_utf8_lossy(b)),
+            },
+            Outcome::Err {
+                protocol,
+                code,
+                message,
+            } => format!(
+                "{} error {code} ({message})",
+                if *protocol { "protocol" } else { "application" }
+            ),
+            Outcome::Unanswered => "unanswered".into(),
+        }
+    }
+}
+
+/// Request arguments from name/value pairs.
+pub fn arguments(pairs: &[(&str, &[u8])]) -> Arguments {
+    let mut a = Arguments::new();
+    for (k, v) in pairs {
+        a.insert(k, Bytes::copy_from_slice(v)).unwrap();
+    }
+    a
+}
+
+/// The requests of one message, built with the core crate's client reactor
+/// (so frames can be cut and interleaved at will), and the decoding of the
+/// answers. Slots are request indices in the order they were started.
+#[derive(Default)]
+pub struct Batch {
+    client: ClientReactor,
+    ids: Vec<RequestId>,
+}
+
+impl Batch {
+    /// An empty message.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// A whole request; returns its slot.
+    pub fn add(&mut self, name: &str, pairs: &[(&str, &[u8])], data: Option<Bytes>) -> usize {
+        let id = self.client.request(name, &arguments(pairs), data).unwrap();
+        self.ids.push(id);
+        self.ids.len() - 1
+    }
+
+    /// Starts a request whose data follows with [`data`](Self::data).
+    pub fn start(&mut self, name: &str, pairs: &[(&str, &[u8])]) -> usize {
+        let id = self
+            .client
+            .start_request(name, &arguments(pairs), true)
+            .unwrap();
+        self.ids.push(id);
+        self.ids.len() - 1
+    }
+
+    /// More data for a started request; `last` completes it.
+    pub fn data(&mut self, slot: usize, data: Bytes, last: bool) {
+        self.client.send_data(self.ids[slot], data, last).unwrap();
+    }
+
+    /// Requests so far.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The frames queued since the last call, as body bytes.
+    pub fn take_body(&mut self) -> Bytes {
+        let mut buf = BytesMut::new();
+        self.client.write_transmit(&mut buf);
+        buf.freeze()
+    }
+
+    /// Decodes a whole response body into one outcome per slot.
+    pub fn decode(&mut self, bytes: &[u8]) -> Vec<Outcome> {
+        let mut dec = FrameDecoder::default();
+        let mut buf = BytesMut::from(bytes);
+        // A malformed tail ends the decoding; its requests stay unanswered.
+        while let Ok(Some(frame)) = dec.decode_eof(&mut buf) {
+            if self.client.handle_frame(frame).is_err() {
+                break;
+            }
+        }
+        self.client.handle_input_ended();
+        let mut data: HashMap<RequestId, BytesMut> = HashMap::new();
+        let mut outcome: HashMap<RequestId, Outcome> = HashMap::new();
+        while let Some(ev) = self.client.poll_event() {
+            match ev {
+                ClientEvent::Data {
+                    request_id,
+                    data: d,
+                } => data.entry(request_id).or_default().extend_from_slice(&d),
+                ClientEvent::End { request_id } => {
+                    let bytes = data.remove(&request_id).unwrap_or_default().freeze();
+                    outcome.insert(request_id, Outcome::Ok(bytes));
+                }
+                ClientEvent::Failed {
+                    request_id,
+                    kind,
+                    error,
+                } => {
+                    data.remove(&request_id);
+                    outcome.insert(
+                        request_id,
+                        Outcome::Err {
+                            protocol: kind == ErrorKind::Protocol,
+                            code: error.code.as_str().to_string(),
+                            message: error.message.clone(),
+                        },
+                    );
+                }
+                ClientEvent::Unanswered { request_id } => {
+                    outcome.insert(request_id, Outcome::Unanswered);
+                }
+                _ => {}
+            }
+        }
+        self.ids
+            .iter()
+            .map(|id| outcome.remove(id).unwrap_or(Outcome::Unanswered))
+            .collect()
+    }
+}
+
+/// An HTTP client for messages: separate connections per client, bounded
+/// waits.
+pub fn message_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(300))
+        .tcp_nodelay(true)
+        .build()
+        .unwrap()
+}
+
+/// POSTs a message body to `url` (an `.../.framegate/ro|rw` endpoint) with
+/// the bearer `token`; returns the response body, or why there is none.
+pub async fn post_message(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: reqwest::Body,
+) -> Result<Bytes, String> {
+    let resp = http
+        .post(url)
+        .header("content-type", MEDIA_TYPE)
+        .header("accept", MEDIA_TYPE)
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = resp.status();
+    if status != 200 {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(format!("POST {url}: status {status}: {text}"));
+    }
+    resp.bytes()
+        .await
+        .map_err(|e| format!("POST {url}: response body: {e}"))
+}
+
+/// A request body fed piece by piece from the test (chunked encoding), so a
+/// test knows how much of a message it has handed to the connection.
+pub fn fed_body() -> (tokio::sync::mpsc::Sender<Bytes>, reqwest::Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<Bytes, std::io::Error>(b), rx))
+    });
+    (tx, reqwest::Body::wrap_stream(stream))
+}
+
+// ---- seeded randomness and trees on disk -----------------------------------
+
+/// A small seeded PRNG (SplitMix64): runs are reproducible from the printed
+/// seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The seed named by the environment variable `var`, else one from the
+    /// clock.
+    pub fn seed_from_env(var: &str) -> u64 {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            })
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// What a path on disk is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A directory.
+    Dir,
+    /// A regular file with this content.
+    File(Vec<u8>),
+    /// Anything else (symlink, ...).
+    Other,
+}
+
+/// Every path below `root` (relative, `/`-separated, sorted), files with
+/// their content. Entries vanishing during the walk are skipped.
+pub fn walk_tree(root: &Path) -> std::collections::BTreeMap<String, Entry> {
+    fn go(root: &Path, rel: &str, out: &mut std::collections::BTreeMap<String, Entry>) {
+        let dir = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                out.insert(child.clone(), Entry::Dir);
+                go(root, &child, out);
+            } else if ft.is_file() {
+                if let Ok(content) = std::fs::read(e.path()) {
+                    out.insert(child, Entry::File(content));
+                }
+            } else {
+                out.insert(child, Entry::Other);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    go(root, "", &mut out);
+    out
+}
+
+/// Every path below `root` (relative, sorted) without reading contents.
+pub fn list_tree(root: &Path) -> Vec<String> {
+    fn go(root: &Path, rel: &str, out: &mut Vec<String>) {
+        let dir = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            out.push(child.clone());
+            if is_dir {
+                go(root, &child, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(root, "", &mut out);
+    out.sort();
     out
 }
