@@ -269,8 +269,8 @@ impl View {
 
     fn rename(&self, from: &Path, to: &Path) -> Result<(), CommandError> {
         let private = self.private()?;
-        let (from_dir, _, from_name) = self.parent_of(from)?;
-        let (to_dir, _, to_name) = self.parent_of(to)?;
+        let (from_dir, from_parent, from_name) = self.parent_of(from)?;
+        let (to_dir, to_parent, to_name) = self.parent_of(to)?;
         // Two file locks: taken in path order, so two processes renaming
         // a pair in opposite directions cannot deadlock on `flock`.
         let lock_from = || lock_existing_file(&from_dir, Path::new(&from_name), from);
@@ -310,6 +310,9 @@ impl View {
             journal::discard(&private.journal, old.identity())?;
         }
         sync_dir(&to_dir, Path::new("."))?;
+        if from_parent == to_parent {
+            return Ok(());
+        }
         sync_dir(&from_dir, Path::new("."))
     }
 
