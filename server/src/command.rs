@@ -191,6 +191,13 @@ pub trait Command: Send + Sync + 'static {
         Access::Read
     }
 
+    /// Whether the command reads request data (default: true). A command
+    /// that does not is started once its request is complete, and data
+    /// sent with it is discarded as it arrives.
+    fn takes_data(&self) -> bool {
+        true
+    }
+
     /// Runs the command (see the module docs for when it is called).
     fn run(&self, call: Call) -> BoxFuture<Result<Answer, CommandError>>;
 }
@@ -281,6 +288,10 @@ impl Registry {
 pub(crate) struct Hello;
 
 impl Command for Hello {
+    fn takes_data(&self) -> bool {
+        false
+    }
+
     fn run(&self, call: Call) -> BoxFuture<Result<Answer, CommandError>> {
         let hello = framegate_wire::HelloPayload {
             server: format!("framegate-server/{}", env!("CARGO_PKG_VERSION")),

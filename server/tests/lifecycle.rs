@@ -221,3 +221,45 @@ async fn custom_command_with_data_reads_then_takes_its_turn() {
     assert_eq!(o[0].ok().as_ref(), big.to_uppercase().as_bytes());
     assert_eq!(o[1].ok().as_ref(), b"SECOND");
 }
+
+#[tokio::test]
+async fn data_sent_to_a_command_that_takes_none_never_blocks_the_message() {
+    // `get` reads no data: 2 MiB of data frames with it (far more than the
+    // per-command data buffer) are discarded, and the message goes on.
+    let s = TestServer::start(|_| {}).await;
+    s.write("a.txt", b"alpha");
+    let junk = vec![b'j'; 2 << 20];
+    let mut b = Batch::new();
+    b.add("get", &[("path", b"a.txt")], Some(&junk));
+    b.add("get", &[("path", b"a.txt")], None);
+    let (o, _) = tokio::time::timeout(Duration::from_secs(20), b.send(&s.ro()))
+        .await
+        .expect("the message was answered");
+    assert_eq!(o[0].ok().as_ref(), b"alpha");
+    assert_eq!(o[1].ok().as_ref(), b"alpha");
+}
+
+#[tokio::test]
+async fn a_command_that_never_reads_its_data_fails_and_the_message_goes_on() {
+    let mut r = Registry::files();
+    r.register(
+        "sulk",
+        read_command(|mut call: Call| async move {
+            // Takes data (the default) and holds it, but waits for its
+            // turn without reading it: its turn can never come.
+            let _held = call.data.take();
+            call.turn.wait().await?;
+            Ok(Answer::Bytes("never".into()))
+        }),
+    );
+    let s = TestServer::start_with(r, |c| c.body_read_timeout = Duration::from_secs(1)).await;
+    s.write("a.txt", b"alpha");
+    let mut b = Batch::new();
+    b.add("sulk", &[], Some(&vec![b's'; 2 << 20]));
+    b.add("get", &[("path", b"a.txt")], None);
+    let (o, _) = tokio::time::timeout(Duration::from_secs(20), b.send(&s.ro()))
+        .await
+        .expect("the message was answered");
+    assert_eq!(o[0].code(), "internal");
+    assert_eq!(o[1].ok().as_ref(), b"alpha");
+}

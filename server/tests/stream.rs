@@ -126,3 +126,45 @@ async fn answers_go_out_while_the_client_is_still_sending() {
         .unwrap();
     assert!(buf.ends_with(b"first"), "{buf:?}");
 }
+
+#[tokio::test]
+async fn requests_with_data_for_commands_that_take_none_end_their_sessions() {
+    // `hello` (and `get`) read no data: sent with `have-data` and an empty
+    // `eos`, they are answered and the session ends when the peer closes —
+    // 50 such connections, none left open.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a"), b"A").unwrap();
+    let (addr, _stop) = tcp_server(dir.path()).await;
+    let mut sessions = Vec::new();
+    for i in 0..50 {
+        let addr = addr.clone();
+        sessions.push(tokio::spawn(async move {
+            let mut batch = Batch::new();
+            if i % 2 == 0 {
+                batch.add("hello", &[], Some(b""));
+            } else {
+                batch.add("get", &[("path", b"a")], Some(b"ignored"));
+            }
+            let body = batch.body();
+            let mut send = b"framegate/1\n".to_vec();
+            send.extend_from_slice(&body);
+            let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            sock.write_all(&send).await.unwrap();
+            sock.shutdown().await.unwrap();
+            let mut out = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut out))
+                .await
+                .expect("the server closed the session")
+                .unwrap();
+            let frames = out.get(15..).unwrap_or_default();
+            let (outcomes, _) = batch.decode(frames);
+            assert!(
+                matches!(outcomes.first(), Some(Outcome::Ok(_))),
+                "{outcomes:?}"
+            );
+        }));
+    }
+    for s in sessions {
+        s.await.unwrap();
+    }
+}

@@ -505,7 +505,8 @@ impl ServerReactor {
     }
 
     /// Ends a request's answer (the held chunk goes out with `eos`; an empty
-    /// answer is one empty `eos` frame).
+    /// answer is one empty `eos` frame). Allowed while its data still
+    /// arrives; later data is discarded.
     pub fn finish_answer(&mut self, id: RequestId) -> Result<(), ApiMisuse> {
         let request = self.answerable(id)?;
         let AnswerState::Open { tail } = &mut request.answer else {
@@ -513,6 +514,11 @@ impl ServerReactor {
         };
         let last = tail.take().unwrap_or_default();
         request.answer = AnswerState::Queued;
+        if matches!(request.phase, Phase::Data) {
+            // Answered before its data ended: the rest is discarded, and the
+            // request leaves once its data ends and its answer went out.
+            request.phase = Phase::Discarding;
+        }
         let encode = request.encode;
         self.push(id, bytes_body(last, true), encode, true);
         Ok(())

@@ -1386,3 +1386,48 @@ fn answer_encoding_can_be_switched_off_for_incompressible_data() {
         Err(ApiMisuse::UnknownRequest(RequestId(9)))
     );
 }
+
+/// The fuzz finding (`server_reactor`, ~200k runs): a request answered
+/// before its data ended stayed active forever. Minimized input:
+/// `[Command{req 3, have-data, put}, Finish{req 3}, Transmit, Data{req 3,
+/// eos, empty}]`, then end of input.
+#[test]
+fn a_request_answered_before_its_data_ended_leaves_when_the_data_ends() {
+    for mut r in [immediate(), deferred()] {
+        r.handle_frame(name(3, B, data_flag(), "put")).unwrap();
+        let evs = events(&mut r);
+        assert!(matches!(&evs[0], ServerEvent::Command(_)));
+        r.finish_answer(RequestId(3)).unwrap();
+        let _ = out(&mut r);
+        r.handle_frame(data(3, DEOS, b"")).unwrap();
+        r.handle_input_ended();
+        let _ = out(&mut r);
+        let _ = events(&mut r);
+        assert_eq!(r.active_requests(), 0);
+        assert!(r.is_done());
+    }
+}
+
+/// The same over a byte stream: data keeps arriving after the answer; it
+/// is discarded (no `Data` events) and the id becomes reusable.
+#[test]
+fn data_after_an_early_answer_is_discarded_and_the_id_freed() {
+    let mut r = immediate();
+    r.handle_frame(name(5, B, data_flag(), "hello")).unwrap();
+    let _ = events(&mut r);
+    r.send_answer_data(RequestId(5), Bytes::from_static(b"hi"))
+        .unwrap();
+    r.finish_answer(RequestId(5)).unwrap();
+    let _ = out(&mut r);
+    r.handle_frame(data(5, DCONT, b"ignored")).unwrap();
+    r.handle_frame(data(5, DEOS, b"")).unwrap();
+    assert!(
+        events(&mut r)
+            .iter()
+            .all(|e| !matches!(e, ServerEvent::Data { .. })),
+        "no data after the answer"
+    );
+    assert_eq!(r.active_requests(), 0);
+    r.handle_frame(name(5, N, data_flag(), "put")).unwrap();
+    assert!(matches!(&events(&mut r)[0], ServerEvent::Command(_)));
+}

@@ -80,8 +80,6 @@ struct Inflight {
     start: Start,
     /// The request is complete (it is in the order).
     complete: bool,
-    /// The command ended before its request was complete.
-    ended_early: bool,
 }
 
 /// One message being driven (see the module docs).
@@ -243,8 +241,16 @@ impl Driver {
                         .get(&request_id)
                         .and_then(|e| e.data_tx.clone());
                     if let Some(tx) = tx {
-                        // Backpressure: input waits while the command stages.
-                        let _ = tx.send(Chunk::Data(data)).await;
+                        // Backpressure: input waits while the command stages
+                        // its data — but not for ever on one that does not
+                        // read it.
+                        let limit = self.gw.config.body_read_timeout;
+                        if tokio::time::timeout(limit, tx.send(Chunk::Data(data)))
+                            .await
+                            .is_err()
+                        {
+                            self.stop_feeding(request_id, limit);
+                        }
                     }
                 }
                 ServerEvent::Complete { request_id, seq } => {
@@ -276,16 +282,37 @@ impl Driver {
         }
     }
 
+    /// A command did not take its data for `waited`: it fails, and the rest
+    /// of its data is discarded (by the reactor, once it is answered).
+    fn stop_feeding(&mut self, id: RequestId, waited: std::time::Duration) {
+        let Some(entry) = self.inflight.remove(&id) else {
+            return;
+        };
+        tracing::warn!(command = %entry.name, request = id.0, "command did not read its data");
+        if let Some(task) = self
+            .task_ids
+            .iter()
+            .find(|(_, rid)| **rid == id)
+            .map(|(t, _)| *t)
+        {
+            self.task_ids.remove(&task);
+        }
+        let err = CommandError::new(
+            ErrorCode::INTERNAL,
+            format!(
+                "the command did not read its data for {}",
+                humantime::format_duration(waited)
+            ),
+        );
+        self.fail_now(id, &entry.name, err);
+    }
+
     async fn complete(&mut self, id: RequestId, seq: u64) {
         let Some(entry) = self.inflight.get_mut(&id) else {
             return; // failed at once (unknown command, read-only)
         };
         if let Some(tx) = entry.data_tx.take() {
             let _ = tx.send(Chunk::End).await;
-        }
-        if entry.ended_early {
-            self.inflight.remove(&id);
-            return;
         }
         entry.complete = true;
         let released = self.order.complete(seq, id, entry.access);
@@ -364,7 +391,7 @@ impl Driver {
             notes: self.notes_tx.clone(),
             hello: self.gw.hello.clone(),
         };
-        let (data_tx, start) = if cmd.has_data {
+        let (data_tx, start) = if cmd.has_data && command.takes_data() {
             // Started now, so its data can be staged as it arrives; it waits
             // for its turn before it takes effect.
             let (tx, rx) = mpsc::channel(DATA_CHANNEL_CHUNKS);
@@ -398,7 +425,6 @@ impl Driver {
                 data_tx,
                 start,
                 complete: false,
-                ended_early: false,
             },
         );
     }
@@ -451,10 +477,10 @@ impl Driver {
             self.count(&name, result.as_ref().err().map(|e| &e.code));
         } else {
             // Failed (or answered) while its data was still coming: it never
-            // takes part in the ordering.
-            entry.ended_early = true;
-            entry.start = Start::Started;
+            // takes part in the ordering, and the reactor discards the rest
+            // of its data.
             let name = entry.name.clone();
+            self.inflight.remove(&id);
             self.count(&name, result.as_ref().err().map(|e| &e.code));
         }
         self.answer(id, result);

@@ -43,20 +43,28 @@ fn register(registry: &mut Registry) {
             "iter_files_recursive",
             Arc::new(Reader(read::iter_files_recursive)),
         )
-        .register("put", Arc::new(Writer(write::put)))
-        .register("append", Arc::new(Writer(write::append)))
-        .register("mkdir", Arc::new(Writer(write::mkdir)))
-        .register("rename", Arc::new(Writer(write::rename)))
-        .register("delete", Arc::new(Writer(write::delete)))
-        .register("rmdir", Arc::new(Writer(write::rmdir)));
+        .register("put", Arc::new(Writer(write::put, DATA)))
+        .register("append", Arc::new(Writer(write::append, DATA)))
+        .register("mkdir", Arc::new(Writer(write::mkdir, NO_DATA)))
+        .register("rename", Arc::new(Writer(write::rename, NO_DATA)))
+        .register("delete", Arc::new(Writer(write::delete, NO_DATA)))
+        .register("rmdir", Arc::new(Writer(write::rmdir, NO_DATA)));
 }
 
 type Fut = crate::command::BoxFuture<Result<Answer, CommandError>>;
 
+/// A read command: none reads request data.
 struct Reader(fn(Call) -> Fut);
-struct Writer(fn(Call) -> Fut);
+/// A write command, and whether it reads request data.
+struct Writer(fn(Call) -> Fut, bool);
+
+const DATA: bool = true;
+const NO_DATA: bool = false;
 
 impl Command for Reader {
+    fn takes_data(&self) -> bool {
+        false
+    }
     fn run(&self, call: Call) -> Fut {
         (self.0)(call)
     }
@@ -65,6 +73,9 @@ impl Command for Reader {
 impl Command for Writer {
     fn access(&self) -> Access {
         Access::Write
+    }
+    fn takes_data(&self) -> bool {
+        self.1
     }
     fn run(&self, call: Call) -> Fut {
         (self.0)(call)
