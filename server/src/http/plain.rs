@@ -16,6 +16,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
 use super::{header_str, plain, tree_path};
+use crate::driver::ANSWER_PIECE;
 use crate::gateway::Gateway;
 use crate::storage::{EntryKind, EntryMeta};
 
@@ -148,6 +149,14 @@ fn listing_json(entries: Vec<(String, EntryMeta)>) -> Bytes {
     Bytes::from(serde_json::to_vec(&items).unwrap_or_default())
 }
 
+/// A piece of a `multipart/byteranges` body.
+enum Segment {
+    /// Part headers and the closing boundary.
+    Text(Bytes),
+    /// `(offset, length)` of the file, at most [`ANSWER_PIECE`] long.
+    File(u64, u64),
+}
+
 /// Longest a multipart boundary line adds per part, for Content-Length.
 const MULTIPART_BOUNDARY: &str = "framegate-byteranges-3d6b9f2a";
 
@@ -190,29 +199,34 @@ fn multi_range(
     let body = if head {
         Body::empty()
     } else {
-        let pieces =
-            futures_util::stream::iter(parts.into_iter().map(Some).chain(std::iter::once(None)));
-        let stream = futures_util::StreamExt::then(pieces, move |part| {
-            let file = file.clone();
-            let tail = tail.clone();
-            async move {
-                match part {
-                    None => Ok::<_, std::io::Error>(vec![tail]),
-                    Some((head, offset, len)) => {
-                        let data = tokio::task::spawn_blocking(move || {
+        // Each part's bytes are read in pieces as the body is sent, so a
+        // request for huge ranges holds one piece, not a part.
+        let mut segments = Vec::new();
+        for (head, offset, len) in parts {
+            segments.push(Segment::Text(head));
+            let mut at = 0;
+            while at < len {
+                let piece = (len - at).min(ANSWER_PIECE as u64);
+                segments.push(Segment::File(offset + at, piece));
+                at += piece;
+            }
+        }
+        segments.push(Segment::Text(tail));
+        let stream =
+            futures_util::StreamExt::then(futures_util::stream::iter(segments), move |seg| {
+                let file = file.clone();
+                async move {
+                    match seg {
+                        Segment::Text(text) => Ok::<_, std::io::Error>(text),
+                        Segment::File(offset, len) => tokio::task::spawn_blocking(move || {
                             crate::driver::read_piece(&file, offset, len as usize)
                         })
                         .await
-                        .map_err(std::io::Error::other)??;
-                        Ok(vec![head, data])
+                        .map_err(std::io::Error::other)?,
                     }
                 }
-            }
-        });
-        let flat = futures_util::TryStreamExt::map_ok(stream, |v| {
-            futures_util::stream::iter(v.into_iter().map(Ok::<_, std::io::Error>))
-        });
-        Body::from_stream(futures_util::TryStreamExt::try_flatten(flat))
+            });
+        Body::from_stream(stream)
     };
     Response::builder()
         .status(StatusCode::PARTIAL_CONTENT)
