@@ -121,16 +121,34 @@ where
         driver.feed_output().await;
         driver.transmit(&mut out, &mut chunks);
         if !chunks.is_empty() {
-            for chunk in chunks.drain(..) {
-                writer.write_all(&chunk).await?;
+            // A peer that stops reading: a write making no progress for
+            // the idle timeout ends the session.
+            let written = tokio::time::timeout(idle, async {
+                for chunk in chunks.drain(..) {
+                    writer.write_all(&chunk).await?;
+                }
+                writer.flush().await
+            })
+            .await;
+            match written {
+                Ok(result) => result?,
+                Err(_) => {
+                    tracing::info!(
+                        idle_secs = idle.as_secs_f64(),
+                        "closing connection: the peer stopped reading"
+                    );
+                    return Ok(());
+                }
             }
-            writer.flush().await?;
         }
         if !reading && driver.is_done() {
             break;
         }
         let feeding = driver.has_output_to_feed();
-        let idle_armed = reading && driver.active_requests() == 0;
+        // Silence counts while nothing is active and while a request is
+        // half sent; not while complete requests run (the peer waits).
+        let idle_armed =
+            reading && (driver.active_requests() == 0 || driver.receiving_requests() > 0);
         tokio::select! {
             next = frames.next(), if reading => match next {
                 None => {

@@ -168,3 +168,41 @@ async fn requests_with_data_for_commands_that_take_none_end_their_sessions() {
         s.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_half_sent_request_does_not_keep_a_silent_peer_connected() {
+    // Preamble, then a `command-name` announcing arguments, then silence:
+    // the idle timeout still ends the session.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = GatewayConfig::new(dir.path());
+    config.idle_timeout = Duration::from_secs(1);
+    let gateway = Gateway::new(config, Registry::files()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _stop = CancellationToken::new();
+    tokio::spawn(serve_tcp(gateway, listener, _stop.clone()));
+    let mut batch = Batch::new();
+    batch
+        .client
+        .start_request("get", &args(&[("path", b"a")]), false)
+        .unwrap();
+    let mut frames = BytesMut::new();
+    batch.client.write_transmit(&mut frames);
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(b"framegate/1\n").await.unwrap();
+    // Only the command-name frame: its arguments never come.
+    let name_len =
+        8 + (frames[0] as usize | (frames[1] as usize) << 8 | (frames[2] as usize) << 16);
+    sock.write_all(&frames[..name_len]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut out))
+        .await
+        .expect("closed by the idle timeout")
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}

@@ -339,6 +339,11 @@ impl ServerReactor {
         self.pending_bytes
     }
 
+    /// Requests whose frames are still arriving (begun, not complete).
+    pub fn receiving_requests(&self) -> usize {
+        self.receiving
+    }
+
     /// Active requests: receiving, running, or with answer frames unsent.
     pub fn active_requests(&self) -> usize {
         self.requests.len()

@@ -140,6 +140,11 @@ impl Driver {
         self.reactor.active_requests()
     }
 
+    /// Requests whose frames are still arriving.
+    pub(crate) fn receiving_requests(&self) -> usize {
+        self.reactor.receiving_requests()
+    }
+
     /// Whether a command is running or a note waits ([`Driver::progress`]
     /// has something to wait for).
     pub(crate) fn is_busy(&self) -> bool {
