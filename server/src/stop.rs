@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// The shutdown grace period ran out with work in flight, which was cut.
 ///
-/// [`ServeHandle::wait`] and [`serve_tcp`](crate::serve_tcp) return it inside
+/// [`ServeHandle::wait`](crate::ServeHandle::wait) and [`serve_tcp`](crate::serve_tcp) return it inside
 /// an [`io::Error`] of kind [`io::ErrorKind::TimedOut`]; find it with
 /// `error.get_ref().and_then(|e| e.downcast_ref::<GraceExpired>())`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
