@@ -94,6 +94,26 @@ where
     run_session(driver, reader, writer, idle, max_frame, stop).await
 }
 
+/// Requests not read because the session is stopping: their first frame
+/// came after the stop, so none of their frames reach the reactor (the
+/// peer sees the session end without their answers).
+#[derive(Default)]
+struct Refused {
+    ids: std::collections::HashSet<u16>,
+}
+
+impl Refused {
+    /// Whether `frame` belongs to a request that is not read.
+    fn refuses(&mut self, frame: &framegate_wire::Frame) -> bool {
+        let id = frame.request_id.0;
+        if matches!(frame.body, framegate_wire::FrameBody::CommandName(_)) {
+            self.ids.insert(id);
+            return true;
+        }
+        self.ids.contains(&id)
+    }
+}
+
 /// Runs a full-duplex session after the preamble: frames are read,
 /// commands run and answers written all at once. Ends when the peer closed
 /// its side and every answer went out; on a protocol error once complete
@@ -116,6 +136,8 @@ where
     let mut out = BytesMut::new();
     let mut chunks = Vec::new();
     let mut reading = true;
+    let mut stopping = false;
+    let mut refused = Refused::default();
     let mut last_input = Instant::now();
     loop {
         driver.feed_output().await;
@@ -157,7 +179,13 @@ where
                 }
                 Some(Ok(frame)) => {
                     last_input = Instant::now();
-                    if !driver.handle_frame(frame).await {
+                    if stopping && refused.refuses(&frame) {
+                        // Stopping: no new requests are read.
+                    } else if !driver.handle_frame(frame).await {
+                        reading = false;
+                    }
+                    if stopping && reading && driver.receiving_requests() == 0 {
+                        driver.handle_input_ended().await;
                         reading = false;
                     }
                 }
@@ -175,10 +203,15 @@ where
                 tracing::info!(idle_secs = idle.as_secs_f64(), "closing idle connection");
                 break;
             }
-            () = stop.cancelled(), if reading => {
+            () = stop.cancelled(), if reading && !stopping => {
                 tracing::info!("stopping: finishing requests in flight on this connection");
-                driver.handle_input_ended().await;
-                reading = false;
+                stopping = true;
+                // Requests still arriving are read to their end (their
+                // data is in flight); new ones are not read at all.
+                if driver.receiving_requests() == 0 {
+                    driver.handle_input_ended().await;
+                    reading = false;
+                }
             }
             () = std::future::ready(()), if feeding => {}
         }

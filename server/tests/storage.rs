@@ -25,6 +25,25 @@ fn birth(file: &Path) -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
+/// Leaves a journal as a writer killed mid-append does: a hard link to the
+/// file and a record of its length before the append.
+fn plant_journal(root: &Path, rel: &str, len: u64, created: bool) {
+    let file = root.join(rel);
+    let name = journal_name(&file);
+    let journal = root.join(".framegate/journal");
+    std::fs::hard_link(&file, journal.join(format!("{name}.file"))).unwrap();
+    std::fs::write(
+        journal.join(&name),
+        format!(
+            "framegate-append v2\nlen {len}\ncreated {}\nbtime {}\npath {}\n",
+            u8::from(created),
+            birth(&file),
+            hex::encode(rel)
+        ),
+    )
+    .unwrap();
+}
+
 fn writable(root: &Path) -> std::sync::Arc<Gateway> {
     let mut config = GatewayConfig::new(root);
     config.allow_writes = true;
@@ -40,35 +59,39 @@ fn start_up_rolls_back_cut_off_appends_and_removes_dead_staging_files() {
     std::fs::create_dir(root.join("d")).unwrap();
     let log = root.join("d/log");
     std::fs::write(&log, b"old!PARTIAL-APPEND").unwrap();
-    let journal = root.join(".framegate/journal").join(journal_name(&log));
-    std::fs::write(
-        &journal,
-        format!(
-            "framegate-append v1\nlen 4\ncreated 0\nbtime {}\npath d/log\n",
-            birth(&log)
-        ),
-    )
-    .unwrap();
+    plant_journal(root, "d/log", 4, false);
     // A file created by an append that was cut off: removed again.
     let fresh = root.join("d/fresh");
     std::fs::write(&fresh, b"half").unwrap();
-    std::fs::write(
-        root.join(".framegate/journal").join(journal_name(&fresh)),
-        format!(
-            "framegate-append v1\nlen 0\ncreated 1\nbtime {}\npath d/fresh\n",
-            birth(&fresh)
-        ),
-    )
-    .unwrap();
-    // A journal whose file was since replaced (another inode): dropped,
-    // the file untouched.
+    plant_journal(root, "d/fresh", 0, true);
+    // A record without its link (torn before the append wrote anything):
+    // dropped, nothing touched.
     let other = root.join("other");
     std::fs::write(&other, b"whole new version").unwrap();
     std::fs::write(
         root.join(".framegate/journal/1-2"),
-        "framegate-append v1\nlen 1\ncreated 0\nbtime 0\npath other\n",
+        format!(
+            "framegate-append v2\nlen 1\ncreated 0\nbtime 0\npath {}\n",
+            hex::encode("other")
+        ),
     )
     .unwrap();
+    // Found through its link even though a directory above it was renamed
+    // after the crash, and with a newline in its name.
+    std::fs::create_dir(root.join("before")).unwrap();
+    std::fs::write(root.join("before/odd\nname"), b"kept+torn").unwrap();
+    plant_journal(root, "before/odd\nname", 4, false);
+    std::fs::rename(root.join("before"), root.join("after")).unwrap();
+    // Not ours: a FIFO in each private directory must not hang start-up.
+    for fifo in [".framegate/journal/fifo", ".framegate/staging/upload-fifo"] {
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(root.join(fifo))
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
     std::fs::write(root.join(".framegate/journal/garbage"), b"\xff\x00junk").unwrap();
     std::fs::write(root.join(".framegate/staging/upload-dead"), vec![7u8; 1000]).unwrap();
     std::fs::write(root.join(".framegate/staging/upload-dead2"), b"xy").unwrap();
@@ -84,12 +107,16 @@ fn start_up_rolls_back_cut_off_appends_and_removes_dead_staging_files() {
         SweepReport {
             staging_files: 2,
             staging_bytes: 1002,
-            appends_rolled_back: 2,
+            appends_rolled_back: 3,
         }
     );
     assert_eq!(std::fs::read(&log).unwrap(), b"old!");
     assert!(!fresh.exists(), "a file the cut-off append created is gone");
     assert_eq!(std::fs::read(&other).unwrap(), b"whole new version");
+    assert_eq!(
+        std::fs::read(root.join("after/odd\nname")).unwrap(),
+        b"kept"
+    );
     let journals: Vec<_> = std::fs::read_dir(root.join(".framegate/journal"))
         .unwrap()
         .collect();
@@ -175,27 +202,14 @@ async fn healthz_fails_once_the_tree_is_gone() {
     assert_eq!(health().await, 200, "back in place");
 }
 
-/// A journal as a dead writer (another instance, killed mid-append) leaves it.
-fn orphan_journal(root: &Path, rel: &str, len: u64) {
-    let file = root.join(rel);
-    std::fs::write(
-        root.join(".framegate/journal").join(journal_name(&file)),
-        format!(
-            "framegate-append v1\nlen {len}\ncreated 0\nbtime {}\npath {rel}\n",
-            birth(&file)
-        ),
-    )
-    .unwrap();
-}
-
 #[tokio::test]
 async fn the_next_writer_rolls_back_a_dead_writers_append_first() {
     // Two instances share a tree; one was killed mid-append while the other
-    // keeps running: its next append to that file, a rename of it, must
-    // not build on the torn bytes.
+    // keeps running: its next append to that file (also after a rename)
+    // must not build on the torn bytes.
     let s = TestServer::start(|c| c.allow_writes = true).await;
     s.write("log", b"old!TORN");
-    orphan_journal(s.dir.path(), "log", 4);
+    plant_journal(s.dir.path(), "log", 4, false);
     let before: u64 = one(&s.rw(), "append", &[("path", b"log")], Some(b"NEW"))
         .await
         .cbor();
@@ -203,7 +217,7 @@ async fn the_next_writer_rolls_back_a_dead_writers_append_first() {
     assert_eq!(std::fs::read(s.path("log")).unwrap(), b"old!NEW");
 
     s.write("moving", b"kept|TORN");
-    orphan_journal(s.dir.path(), "moving", 5);
+    plant_journal(s.dir.path(), "moving", 5, false);
     one(
         &s.rw(),
         "rename",
@@ -212,10 +226,83 @@ async fn the_next_writer_rolls_back_a_dead_writers_append_first() {
     )
     .await
     .ok();
-    assert_eq!(std::fs::read(s.path("moved")).unwrap(), b"kept|");
-
-    let journals = std::fs::read_dir(s.path(".framegate/journal"))
+    // The rename kept the record (it follows the inode); the next writer
+    // of the file honours it.
+    let before: u64 = one(&s.rw(), "append", &[("path", b"moved")], Some(b"+"))
+        .await
+        .cbor();
+    assert_eq!(before, 5);
+    assert_eq!(std::fs::read(s.path("moved")).unwrap(), b"kept|+");
+    let journals: Vec<_> = std::fs::read_dir(s.path(".framegate/journal"))
         .unwrap()
-        .count();
-    assert_eq!(journals, 0);
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(journals.is_empty(), "{journals:?}");
+}
+
+#[test]
+fn old_style_staging_leftovers_are_swept_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("d/e")).unwrap();
+    std::fs::write(root.join("d/.framegate-upload-6315-0"), vec![1u8; 300]).unwrap();
+    std::fs::write(root.join("d/e/.framegate-upload-1-7"), b"xy").unwrap();
+    std::fs::write(root.join("d/keep"), b"k").unwrap();
+    let gw = writable(root);
+    assert_eq!(gw.swept().staging_files, 2);
+    assert_eq!(gw.swept().staging_bytes, 302);
+    assert!(!root.join("d/.framegate-upload-6315-0").exists());
+    assert!(root.join("d/keep").exists());
+    // The walk is done once per tree.
+    std::fs::write(root.join("d/.framegate-upload-9-9"), b"z").unwrap();
+    assert_eq!(writable(root).swept().staging_files, 0);
+}
+
+#[tokio::test]
+async fn fifos_in_the_tree_do_not_hold_the_server() {
+    let s = TestServer::start(|c| c.allow_writes = true).await;
+    s.write("small", b"ok");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(s.path("ff"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut b = Batch::new();
+    for _ in 0..12 {
+        b.add("get", &[("path", b"ff")], None);
+    }
+    b.add("append", &[("path", b"ff")], Some(b"x"));
+    b.add("get", &[("path", b"small")], None);
+    let (o, _) = tokio::time::timeout(std::time::Duration::from_secs(10), b.send(&s.rw()))
+        .await
+        .expect("answered");
+    for outcome in &o[..13] {
+        assert_eq!(outcome.code(), "not-supported");
+    }
+    assert_eq!(o[13].ok().as_ref(), b"ok");
+    // A put replaces the FIFO entry with a file.
+    one(&s.rw(), "put", &[("path", b"ff")], Some(b"file now"))
+        .await
+        .ok();
+    assert_eq!(std::fs::read(s.path("ff")).unwrap(), b"file now");
+}
+
+#[tokio::test]
+async fn a_symlink_to_the_private_area_takes_no_writes() {
+    let s = TestServer::start(|c| c.allow_writes = true).await;
+    std::os::unix::fs::symlink(".framegate", s.path("pa")).unwrap();
+    for (cmd, args) in [
+        ("put", vec![("path", &b"pa/staging/evil"[..])]),
+        ("put", vec![("path", &b"pa/journal/1-2"[..])]),
+        ("mkdir", vec![("path", &b"pa/x"[..])]),
+        ("delete", vec![("path", &b"pa/legacy-staging-swept"[..])]),
+    ] {
+        let data = (cmd == "put").then_some(&b"x"[..]);
+        let o = one(&s.rw(), cmd, &args, data).await;
+        assert_eq!(o.code(), "invalid-path", "{cmd} {args:?}");
+    }
+    assert!(!s.path(".framegate/staging/evil").exists());
+    assert!(!s.path(".framegate/journal/1-2").exists());
 }

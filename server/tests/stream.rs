@@ -206,3 +206,53 @@ async fn a_half_sent_request_does_not_keep_a_silent_peer_connected() {
         "{waited:?}"
     );
 }
+
+#[tokio::test]
+async fn a_stop_lets_a_request_still_arriving_finish_and_reads_no_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, stop) = tcp_server(dir.path()).await;
+    let mut batch = Batch::new();
+    let id = batch
+        .client
+        .start_request("put", &args(&[("path", b"up.bin")]), true)
+        .unwrap();
+    batch.ids.push(id);
+    let mut head = BytesMut::new();
+    batch.client.write_transmit(&mut head);
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(b"framegate/1\n").await.unwrap();
+    sock.write_all(&head).await.unwrap();
+    let mut part = BytesMut::new();
+    batch
+        .client
+        .send_data(id, bytes::Bytes::from(vec![b'a'; 100_000]), false)
+        .unwrap();
+    batch.client.write_transmit(&mut part);
+    sock.write_all(&part).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server is told to stop while the upload is half sent.
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut rest = BytesMut::new();
+    batch
+        .client
+        .send_data(id, bytes::Bytes::from(vec![b'b'; 100_000]), true)
+        .unwrap();
+    let late = batch
+        .client
+        .start_request("get", &args(&[("path", b"up.bin")]), false)
+        .unwrap();
+    batch.ids.push(late);
+    batch.client.write_transmit(&mut rest);
+    sock.write_all(&rest).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut out))
+        .await
+        .expect("the session ended")
+        .unwrap();
+    let (outcomes, _) = batch.decode(out.get(15..).unwrap_or_default());
+    assert!(matches!(outcomes[0], Outcome::Ok(_)), "{outcomes:?}");
+    assert_eq!(outcomes[1], Outcome::Unanswered, "no new request is read");
+    let written = std::fs::read(dir.path().join("up.bin")).unwrap();
+    assert_eq!(written.len(), 200_000);
+}

@@ -1,55 +1,67 @@
 //! Append journals: what makes `append` all-or-nothing across a crash.
 //!
-//! Before an append writes a byte, it records the target's length in a
-//! journal file in the private area (`.framegate/journal/<dev>-<ino>`),
-//! syncs it, and holds an `flock` on it while it works. Once the appended
-//! bytes are synced the journal is removed (and that removal synced) before
-//! the append is acknowledged. A journal that outlives its writer (a crash,
-//! `kill -9`) means "truncate the file back to this length": the next
-//! writer of that file does so before anything else (it holds the file's
-//! lock, so the journal's owner must be gone), and start-up does so for all
-//! (skipping journals another live process still holds). This is SQLite's
-//! rollback journal, reduced to one number per file.
+//! Before an append writes a byte, it makes two entries in the private
+//! area's `journal/` directory, named by the file's device and inode:
+//! `<dev>-<ino>.file`, a hard link to the file itself (so the file can be
+//! found again whatever happens to its path: a directory renamed above it,
+//! a name with any bytes in it), and then `<dev>-<ino>`, the record: the
+//! file's length and birth time. Both are synced, and the record is held
+//! under `flock` while the append works. Once the appended bytes are synced
+//! the record and link are removed (and that removal synced) before the
+//! append is acknowledged.
 //!
-//! A journal names its file by device and inode, with the file's birth time
-//! to tell a reused inode apart; the path is kept for the start-up sweep.
+//! A record that outlives its writer (`kill -9`, a crash) means "truncate
+//! the file back to this length": the next writer of that file does so
+//! before anything else (it holds the file's lock, so the record's owner
+//! must be gone), and start-up does so for every record no live process
+//! holds (another instance on the same tree keeps its own). This is
+//! SQLite's rollback journal, reduced to one number per file. The birth
+//! time tells a reused inode number apart.
 
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
 
 use super::lock::{LockedFile, sync_dir};
 use crate::answer::CommandError;
 
-/// First line of every journal file.
-const MAGIC: &str = "framegate-append v1";
+/// First line of every journal record.
+const MAGIC: &str = "framegate-append v2";
 
-/// Largest journal file read back (a path plus a few numbers).
+/// Largest journal record read back (a path plus a few numbers).
 const MAX_JOURNAL_BYTES: u64 = 64 * 1024;
 
-/// What a journal records.
+/// Suffix of the hard link to the journaled file.
+const LINK_SUFFIX: &str = ".file";
+
+/// What a journal record says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {
     len: u64,
     created: bool,
     btime: u128,
+    /// Root-relative path when the append began (hex of its bytes): only
+    /// used to remove a file the cut-off append created.
     path: PathBuf,
 }
 
 impl Record {
     fn encode(&self) -> String {
+        use std::os::unix::ffi::OsStrExt;
         format!(
             "{MAGIC}\nlen {}\ncreated {}\nbtime {}\npath {}\n",
             self.len,
             u8::from(self.created),
             self.btime,
-            self.path.display()
+            hex::encode(self.path.as_os_str().as_bytes())
         )
     }
 
     fn decode(text: &str) -> Option<Record> {
+        use std::os::unix::ffi::OsStringExt;
         let mut lines = text.lines();
         if lines.next()? != MAGIC {
             return None;
@@ -58,12 +70,12 @@ impl Record {
         let len = field("len")?.parse().ok()?;
         let created = field("created")? == "1";
         let btime = field("btime")?.parse().ok()?;
-        let path = PathBuf::from(field("path")?);
+        let path = hex::decode(field("path")?).ok()?;
         Some(Record {
             len,
             created,
             btime,
-            path,
+            path: PathBuf::from(std::ffi::OsString::from_vec(path)),
         })
     }
 }
@@ -80,162 +92,246 @@ fn name_of((dev, ino): (u64, u64)) -> String {
     format!("{dev:x}-{ino:x}")
 }
 
-/// An append in progress: its journal exists and is locked.
+fn link_of(name: &str) -> String {
+    format!("{name}{LINK_SUFFIX}")
+}
+
+/// Opens for reading without blocking (a FIFO planted in the private area
+/// must not hang the server) and only if it is a regular file.
+pub(crate) fn open_regular(dir: &Dir, name: &str, write: bool) -> io::Result<std::fs::File> {
+    let file = dir
+        .open_with(
+            name,
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW),
+        )?
+        .into_std();
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// An append in progress: its record exists and is locked.
 #[derive(Debug)]
 pub(crate) struct Pending {
     name: String,
-    _file: std::fs::File,
+    _record: std::fs::File,
 }
 
-/// Records that `target` (at root-relative `path`) is `len` bytes long
-/// before an append; durable when this returns.
+/// Records that `target` (named `target_name` in `target_dir`, at
+/// root-relative `path`) is `len` bytes long before an append; durable
+/// when this returns.
 pub(crate) fn begin(
     journal: &Dir,
     target: &LockedFile,
+    (target_dir, target_name): (&Dir, &Path),
     len: u64,
     created: bool,
     path: &Path,
 ) -> Result<Pending, CommandError> {
     let name = name_of(target.identity());
+    let link = link_of(&name);
+    let _ = journal.remove_file(&link); // a stale link of a dropped record
+    target_dir
+        .hard_link(target_name, journal, &link)
+        .map_err(CommandError::internal)?;
+    let linked = journal
+        .symlink_metadata(&link)
+        .map_err(CommandError::internal)?;
+    if (linked.dev(), linked.ino()) != target.identity() {
+        let _ = journal.remove_file(&link);
+        return Err(CommandError::internal("the file changed under its lock"));
+    }
     let record = Record {
         len,
         created,
         btime: birth(&target.meta),
         path: path.to_path_buf(),
     };
-    let file = journal
-        .open_with(&name, OpenOptions::new().write(true).create_new(true))
-        .map_err(CommandError::internal)?
-        .into_std();
-    let written = (|| -> io::Result<()> {
+    let written = (|| -> io::Result<std::fs::File> {
+        let file = journal
+            .open_with(&name, OpenOptions::new().write(true).create_new(true))?
+            .into_std();
         file.lock()?;
         (&file).write_all(record.encode().as_bytes())?;
-        file.sync_all()
+        file.sync_all()?;
+        Ok(file)
     })();
-    if let Err(e) = written {
-        let _ = journal.remove_file(&name);
-        return Err(CommandError::internal(e));
-    }
+    let file = match written {
+        Ok(file) => file,
+        Err(e) => {
+            let _ = journal.remove_file(&name);
+            let _ = journal.remove_file(&link);
+            return Err(CommandError::internal(e));
+        }
+    };
     sync_dir(journal, Path::new("."))?;
-    Ok(Pending { name, _file: file })
+    Ok(Pending {
+        name,
+        _record: file,
+    })
 }
 
-/// Ends an append: the journal is removed, durably (from here on a crash
-/// keeps the appended bytes).
+/// Ends an append: record and link are removed, durably (from here on a
+/// crash keeps the appended bytes).
 pub(crate) fn commit(journal: &Dir, pending: Pending) -> Result<(), CommandError> {
     journal
         .remove_file(&pending.name)
         .map_err(CommandError::internal)?;
+    let _ = journal.remove_file(link_of(&pending.name));
     sync_dir(journal, Path::new("."))
 }
 
 fn read_record(journal: &Dir, name: &str) -> io::Result<Option<Record>> {
-    let file = match journal.open(name) {
+    let file = match open_regular(journal, name, false) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut raw = Vec::new();
-    file.into_std()
-        .take(MAX_JOURNAL_BYTES)
-        .read_to_end(&mut raw)?;
-    // Torn or foreign bytes decode to `None`: a journal is written and
-    // synced before the append writes anything, so a journal that cannot
+    file.take(MAX_JOURNAL_BYTES).read_to_end(&mut raw)?;
+    // Torn or foreign bytes decode to `None`: a record is written and
+    // synced before the append writes anything, so a record that cannot
     // be read guards no data.
     Ok(std::str::from_utf8(&raw).ok().and_then(Record::decode))
 }
 
-/// Rolls `target` back to its journaled length, if a journal of a dead
-/// writer is there (the caller holds the target's lock). Returns whether it
-/// rolled back. A journal of another file that reused the inode is dropped.
-pub(crate) fn recover(journal: &Dir, target: &LockedFile) -> Result<bool, CommandError> {
+/// What [`recover`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Recovered {
+    /// No record for this file.
+    Nothing,
+    /// A record of a dead writer, honoured (the file is back to its length
+    /// before that append) and removed.
+    RolledBack {
+        /// The cut-off append created the file.
+        created: bool,
+        /// The root-relative path it had.
+        path: PathBuf,
+    },
+}
+
+/// Rolls `target` (opened for writing) back to its recorded length, if a
+/// record of a dead writer is there (the caller holds the target's lock).
+/// A record of another file that reused the inode, or an unreadable one,
+/// is dropped.
+pub(crate) fn recover(journal: &Dir, target: &LockedFile) -> Result<Recovered, CommandError> {
     let name = name_of(target.identity());
     let record = match read_record(journal, &name) {
         Ok(Some(r)) => r,
-        Ok(None) => {
-            // None also for an unreadable record: drop it if it is there.
-            if journal.metadata(&name).is_ok() {
+        Ok(None) | Err(_) => {
+            if journal.symlink_metadata(&name).is_ok() {
                 tracing::warn!(journal = %name, "dropping an unreadable append journal");
-                discard(journal, target.identity())?;
             }
-            return Ok(false);
+            discard(journal, target.identity())?;
+            return Ok(Recovered::Nothing);
         }
-        Err(e) => return Err(CommandError::internal(e)),
     };
-    let mut rolled = false;
-    if record.btime == birth(&target.meta) && target.meta.len() > record.len {
+    if record.btime != birth(&target.meta) {
+        discard(journal, target.identity())?;
+        return Ok(Recovered::Nothing);
+    }
+    if target.meta.len() > record.len {
         target
             .file
             .set_len(record.len)
             .and_then(|()| target.file.sync_all())
             .map_err(CommandError::internal)?;
-        rolled = true;
         tracing::warn!(
-            path = %record.path.display(),
             kept = record.len,
             dropped = target.meta.len() - record.len,
             "rolled back an append cut off by a crash"
         );
     }
     discard(journal, target.identity())?;
-    Ok(rolled)
+    Ok(Recovered::RolledBack {
+        created: record.created && record.len == 0,
+        path: record.path,
+    })
 }
 
-/// Whether a journal for the file `identity` is there.
-pub(crate) fn exists(journal: &Dir, identity: (u64, u64)) -> bool {
-    journal.symlink_metadata(name_of(identity)).is_ok()
-}
-
-/// Drops the journal of a file that is being replaced or removed.
+/// Drops the record (and link) of a file that is being replaced or removed.
 pub(crate) fn discard(journal: &Dir, identity: (u64, u64)) -> Result<(), CommandError> {
-    match journal.remove_file(name_of(identity)) {
+    let name = name_of(identity);
+    let link = journal.remove_file(link_of(&name)).is_ok();
+    match journal.remove_file(&name) {
         Ok(()) => sync_dir(journal, Path::new(".")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if link {
+                sync_dir(journal, Path::new("."))?;
+            }
+            Ok(())
+        }
         Err(e) => Err(CommandError::internal(e)),
     }
 }
 
-/// Rolls back every append whose writer is gone (start-up). Journals still
-/// locked by a live process (another instance on the same tree) are left.
-/// Returns how many files were rolled back.
+/// Rolls back every append whose writer is gone (start-up). Records still
+/// locked by a live process (another instance) are left; entries that are
+/// not ours (planted files, FIFOs, symlinks) are removed without being
+/// opened in a way that could block or follow them.
 pub(crate) fn sweep(root: &Dir, journal: &Dir) -> io::Result<usize> {
     let mut rolled = 0;
+    let mut names = Vec::new();
     for entry in journal.entries()? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        let Ok(file) = journal.open(&name) else {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    for name in &names {
+        if name.ends_with(LINK_SUFFIX) {
+            continue;
+        }
+        let Ok(record_file) = open_regular(journal, name, false) else {
+            // Not a regular file: not ours.
+            let _ = journal.remove_file(name);
             continue;
         };
-        let file = file.into_std();
-        if file.try_lock().is_err() {
+        if record_file.try_lock().is_err() {
             continue; // a live append of another process
         }
-        let record = read_record(journal, &name).ok().flatten();
-        drop(file);
-        let Some(record) = record else {
-            tracing::warn!(journal = %name, "dropping an unreadable append journal");
-            let _ = journal.remove_file(&name);
+        let link = link_of(name);
+        let target = open_regular(journal, &link, true).ok().and_then(|file| {
+            let meta = file.metadata().ok()?;
+            (name_of((meta.dev(), meta.ino())) == *name).then_some((file, meta))
+        });
+        let Some((file, meta)) = target else {
+            // No file to roll back (the record was torn, or the link never
+            // made): nothing was written under this record.
+            let _ = journal.remove_file(name);
+            let _ = journal.remove_file(&link);
             continue;
         };
-        let target = super::lock::lock_file(
-            root,
-            &record.path,
-            super::lock::Open::ExistingForWrite,
-            &record.path,
-        );
-        match target {
-            Ok(Some((target, _))) if name_of(target.identity()) == name => {
-                if recover(journal, &target).map_err(|e| io::Error::other(e.message))? {
-                    rolled += 1;
-                }
-                if record.created && record.len == 0 {
-                    // It did not exist before the append: remove it again.
-                    let _ = root.remove_file(&record.path);
+        // Wait for the file's lock (a live writer of another instance
+        // finishes first, and would have recovered this record itself).
+        file.lock()?;
+        drop(record_file);
+        let target = LockedFile { file, meta };
+        match recover(journal, &target) {
+            Ok(Recovered::RolledBack { created, path }) => {
+                rolled += 1;
+                if created {
+                    // It did not exist before the append: remove it again,
+                    // if its path still names it.
+                    let same = root
+                        .symlink_metadata(&path)
+                        .is_ok_and(|m| (m.dev(), m.ino()) == target.identity());
+                    if same {
+                        let _ = root.remove_file(&path);
+                    }
                 }
             }
-            // Gone, replaced or unreachable: nothing to roll back.
-            _ => {
-                let _ = journal.remove_file(&name);
-            }
+            Ok(Recovered::Nothing) => {}
+            Err(e) => return Err(io::Error::other(e.message)),
+        }
+    }
+    // Links whose record is gone.
+    for name in &names {
+        if let Some(record) = name.strip_suffix(LINK_SUFFIX)
+            && journal.symlink_metadata(record).is_err()
+        {
+            let _ = journal.remove_file(name);
         }
     }
     sync_dir(journal, Path::new(".")).map_err(|e| io::Error::other(e.message))?;
@@ -252,7 +348,7 @@ mod tests {
             len: 1 << 40,
             created: true,
             btime: 1_700_000_000_123_456_789,
-            path: PathBuf::from("a/b c/d"),
+            path: PathBuf::from("a/b c/d\nwith newline\r"),
         };
         assert_eq!(Record::decode(&record.encode()), Some(record));
         assert_eq!(Record::decode("garbage"), None);

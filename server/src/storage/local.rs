@@ -17,8 +17,11 @@ use cap_std::fs::{Dir, MetadataExt as _, Permissions, PermissionsExt};
 use framegate_wire::ErrorCode;
 
 use super::journal;
-use super::local_read::{answer_ranges, dir_entries, is_a_directory, meta_of, open_file, walk};
+use super::local_read::{
+    answer_ranges, dir_entries, is_a_directory, meta_of, not_regular, open_file, walk,
+};
 use super::lock::{LockedFile, Open, PathLocks, lock_file, sync_dir};
+use super::staging::STAGING_MODE;
 use super::staging::{LocalStaged, UPLOAD_BUFFER};
 use super::{EntryMeta, ReadRanges, StagedUpload, Storage, StorageFuture};
 use crate::answer::{Answer, CommandError};
@@ -42,6 +45,9 @@ struct Private {
     staging: Arc<Dir>,
     journal: Dir,
     locks: PathLocks,
+    /// `(dev, ino)` of `.framegate` and its two directories: no write may
+    /// land in them, even through a symlink in the tree.
+    ids: [(u64, u64); 3],
 }
 
 #[derive(Debug)]
@@ -77,6 +83,9 @@ impl LocalStorage {
             let journal = dir.open_dir(&journal_rel)?;
             report.appends_rolled_back = journal::sweep(&dir, &journal)?;
             (report.staging_files, report.staging_bytes) = super::staging::sweep(&staging)?;
+            let (legacy_files, legacy_bytes) = super::staging::sweep_legacy(&dir)?;
+            report.staging_files += legacy_files;
+            report.staging_bytes += legacy_bytes;
             if report != SweepReport::default() {
                 tracing::warn!(
                     staging_files = report.staging_files,
@@ -87,10 +96,17 @@ impl LocalStorage {
             } else {
                 tracing::info!("no crash leftovers in the private area");
             }
+            let id = |d: &Dir| d.dir_metadata().map(|m| (m.dev(), m.ino()));
+            let ids = [
+                id(&dir.open_dir(RESERVED_COMPONENT)?)?,
+                id(&staging)?,
+                id(&journal)?,
+            ];
             Some(Arc::new(Private {
                 staging: Arc::new(staging),
                 journal,
                 locks: PathLocks::default(),
+                ids,
             }))
         } else {
             None
@@ -139,6 +155,15 @@ impl View {
                 .open_dir(&parent)
                 .map_err(|e| io_error(&e, &parent))?
         };
+        if let Some(private) = &self.private {
+            let meta = dir.dir_metadata().map_err(CommandError::internal)?;
+            if private.ids.contains(&(meta.dev(), meta.ino())) {
+                return Err(CommandError::new(
+                    ErrorCode::INVALID_PATH,
+                    format!("reserved directory: {}", parent.display()),
+                ));
+            }
+        }
         Ok((dir, parent, name))
     }
 }
@@ -157,8 +182,10 @@ fn lock_existing_file(
     name: &Path,
     shown: &Path,
 ) -> Result<Option<LockedFile>, CommandError> {
-    match dir.symlink_metadata(name) {
-        Ok(m) if m.is_dir() => return Ok(None),
+    // Only regular files are locked (a FIFO or device entry is replaced or
+    // removed without being opened).
+    match dir.metadata(name) {
+        Ok(m) if !m.is_file() => return Ok(None),
         _ => {}
     }
     Ok(lock_file(dir, name, Open::Existing, shown)?.map(|(f, _)| f))
@@ -183,23 +210,26 @@ impl View {
             .file
             .take()
             .ok_or_else(|| CommandError::internal("staging file gone"))?;
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
-            mode.unwrap_or(0o644),
-        ))
-        .map_err(CommandError::internal)?;
+        if let Some(mode) = mode.filter(|m| *m != STAGING_MODE) {
+            // Staged files are made with the default mode; another one is
+            // set and synced before the file becomes visible.
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .and_then(|()| file.sync_all())
+                .map_err(CommandError::internal)?;
+        }
         drop(file);
         staged
             .dir
             .rename(&staged.name, &parent_dir, &name)
             .map_err(|e| io_error(&e, path))?;
         staged.committed = true;
+        sync_dir(&parent_dir, Path::new("."))?;
+        // Only once the swap is durable may a dead append's record of the
+        // replaced file go (else a power cut could bring back its bytes).
         if let Some(old) = &old {
             journal::discard(&private.journal, old.identity())?;
         }
-        parent_dir
-            .open(".")
-            .and_then(|d| d.sync_all())
-            .map_err(CommandError::internal)
+        Ok(())
     }
 
     fn append(
@@ -218,21 +248,47 @@ impl View {
         if target.meta.is_dir() {
             return Err(is_a_directory(path));
         }
-        if created {
-            sync_dir(&parent_dir, Path::new("."))?;
+        if !target.meta.is_file() {
+            return Err(not_regular(path));
         }
-        journal::recover(&private.journal, &target)?;
+        // A file this append created goes again if the append fails.
+        let undo_create = |err: CommandError| {
+            if created {
+                let _ = parent_dir.remove_file(&name);
+                let _ = sync_dir(&parent_dir, Path::new("."));
+            }
+            err
+        };
+        if created {
+            sync_dir(&parent_dir, Path::new(".")).map_err(undo_create)?;
+        }
+        journal::recover(&private.journal, &target).map_err(undo_create)?;
         let before = target
             .file
             .metadata()
-            .map_err(CommandError::internal)?
+            .map_err(CommandError::internal)
+            .map_err(undo_create)?
             .len();
-        let pending = journal::begin(&private.journal, &target, before, created, &self.key(path))?;
+        let pending = journal::begin(
+            &private.journal,
+            &target,
+            (&parent_dir, Path::new(&name)),
+            before,
+            created,
+            &self.key(path),
+        )
+        .map_err(undo_create)?;
         let staged_file = staged
             .file
             .take()
             .ok_or_else(|| CommandError::internal("staging file gone"))?;
         let copied = (|| -> io::Result<()> {
+            if let Some(mode) = mode {
+                // Set before the sync below, which then covers it.
+                target
+                    .file
+                    .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+            }
             let mut buf = vec![0u8; UPLOAD_BUFFER.min(staged.len.max(1) as usize)];
             let mut at = 0u64;
             while at < staged.len {
@@ -244,7 +300,11 @@ impl View {
                 target.file.write_all_at(piece, before + at)?;
                 at += n as u64;
             }
-            target.file.sync_data()
+            if mode.is_some() {
+                target.file.sync_all()
+            } else {
+                target.file.sync_data()
+            }
         })();
         if let Err(e) = copied {
             // Never leave a partial append visible.
@@ -254,16 +314,11 @@ impl View {
                 .and_then(|()| target.file.sync_all());
             if undone.is_ok() {
                 journal::commit(&private.journal, pending)?;
+                return Err(undo_create(io_error(&e, path)));
             }
             return Err(io_error(&e, path));
         }
         journal::commit(&private.journal, pending)?;
-        if let Some(mode) = mode {
-            target
-                .file
-                .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .map_err(CommandError::internal)?;
-        }
         Ok(before)
     }
 
@@ -284,36 +339,18 @@ impl View {
             let replaced = lock_to()?;
             (lock_from()?, replaced)
         };
-        if let Some(moving) = &moving {
-            // A dead append's journal follows the inode, but the start-up
-            // sweep finds files by path: roll it back before the path changes.
-            if journal::exists(&private.journal, moving.identity()) {
-                let file = from_dir
-                    .open_with(
-                        &from_name,
-                        cap_std::fs::OpenOptions::new().read(true).write(true),
-                    )
-                    .map_err(|e| io_error(&e, from))?
-                    .into_std();
-                let writable = LockedFile {
-                    file,
-                    meta: moving.meta.clone(),
-                };
-                journal::recover(&private.journal, &writable)?;
-            }
-        }
         from_dir
             .rename(&from_name, &to_dir, &to_name)
             .map_err(|e| io_error(&e, from))?;
         drop(moving);
+        sync_dir(&to_dir, Path::new("."))?;
+        if from_parent != to_parent {
+            sync_dir(&from_dir, Path::new("."))?;
+        }
         if let Some(old) = &replaced {
             journal::discard(&private.journal, old.identity())?;
         }
-        sync_dir(&to_dir, Path::new("."))?;
-        if from_parent == to_parent {
-            return Ok(());
-        }
-        sync_dir(&from_dir, Path::new("."))
+        Ok(())
     }
 
     fn delete(&self, path: &Path) -> Result<(), CommandError> {
@@ -324,10 +361,11 @@ impl View {
         }
         let locked = lock_existing_file(&dir, Path::new(&name), path)?;
         dir.remove_file(&name).map_err(|e| io_error(&e, path))?;
+        sync_dir(&dir, Path::new("."))?;
         if let Some(old) = &locked {
             journal::discard(&private.journal, old.identity())?;
         }
-        sync_dir(&dir, Path::new("."))
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
-use cap_std::fs::{Dir, MetadataExt as _};
+use cap_std::fs::{Dir, MetadataExt as _, OpenOptionsExt as _};
 use framegate_wire::ErrorCode;
 
 use super::{EntryKind, EntryMeta};
@@ -53,11 +53,33 @@ pub(super) fn is_a_directory(path: &Path) -> CommandError {
     )
 }
 
+/// `not-supported` for a FIFO, socket or device: only regular files are
+/// served.
+pub(super) fn not_regular(path: &Path) -> CommandError {
+    CommandError::new(
+        ErrorCode::NOT_SUPPORTED,
+        format!("not a regular file: {}", path.display()),
+    )
+}
+
+/// Opens a file to read. `O_NONBLOCK`: opening a FIFO must not hold a pool
+/// thread until a writer comes (it is refused right after); regular files
+/// read as usual.
 pub(super) fn open_file(base: &Dir, path: &Path) -> Result<(std::fs::File, u64), CommandError> {
-    let file = base.open(path).map_err(|e| io_error(&e, path))?;
+    let file = base
+        .open_with(
+            path,
+            cap_std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK),
+        )
+        .map_err(|e| io_error(&e, path))?;
     let meta = file.metadata().map_err(|e| io_error(&e, path))?;
     if meta.is_dir() {
         return Err(is_a_directory(path));
+    }
+    if !meta.is_file() {
+        return Err(not_regular(path));
     }
     Ok((file.into_std(), meta.len()))
 }

@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
-use cap_std::fs::{Dir, MetadataExt as _, OpenOptions};
+use cap_std::fs::{Dir, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::answer::CommandError;
@@ -103,7 +103,8 @@ pub(crate) fn lock_file(
                 name,
                 OpenOptions::new()
                     .read(true)
-                    .write(open == Open::ExistingForWrite),
+                    .write(open == Open::ExistingForWrite)
+                    .custom_flags(libc::O_NONBLOCK),
             ) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -112,14 +113,24 @@ pub(crate) fn lock_file(
             Open::Create => {
                 match dir.open_with(
                     name,
-                    OpenOptions::new().read(true).write(true).create_new(true),
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .custom_flags(libc::O_NONBLOCK),
                 ) {
                     Ok(f) => {
                         created = true;
                         f
                     }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => dir
-                        .open_with(name, OpenOptions::new().read(true).write(true))
+                        .open_with(
+                            name,
+                            OpenOptions::new()
+                                .read(true)
+                                .write(true)
+                                .custom_flags(libc::O_NONBLOCK),
+                        )
                         .map_err(|e| io_error(&e, shown))?,
                     Err(e) => return Err(io_error(&e, shown)),
                 }

@@ -6,17 +6,22 @@
 
 use std::any::Any;
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
 
 use super::{StagedUpload, StorageFuture};
 use crate::answer::CommandError;
 use crate::pool::blocking;
+use crate::tree::RESERVED_COMPONENT;
 
 /// Bytes gathered before a staged upload is written to its file.
 pub const UPLOAD_BUFFER: usize = 1 << 20;
+
+/// The mode staged files are created with (a put's default).
+pub(crate) const STAGING_MODE: u32 = 0o644;
 
 /// Prefix of staging file names.
 const STAGING_PREFIX: &str = "upload-";
@@ -38,7 +43,11 @@ impl LocalStaged {
             let name = format!("{STAGING_PREFIX}{:016x}", fastrand::u64(..));
             match dir.open_with(
                 &name,
-                OpenOptions::new().read(true).write(true).create_new(true),
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(STAGING_MODE),
             ) {
                 Ok(file) => {
                     let file = file.into_std();
@@ -142,9 +151,12 @@ impl Drop for LocalStaged {
 pub(crate) fn sweep(dir: &Dir) -> io::Result<(usize, u64)> {
     let (mut count, mut bytes) = (0, 0);
     for entry in dir.entries()? {
-        let name = entry?.file_name();
-        let Ok(file) = dir.open(&name) else { continue };
-        let file = file.into_std();
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let Ok(file) = super::journal::open_regular(dir, &name, false) else {
+            // Not a regular file (a FIFO, a symlink): not ours.
+            let _ = dir.remove_file(&name);
+            continue;
+        };
         if file.try_lock().is_err() {
             continue;
         }
@@ -154,5 +166,44 @@ pub(crate) fn sweep(dir: &Dir) -> io::Result<(usize, u64)> {
             bytes += len;
         }
     }
+    Ok((count, bytes))
+}
+
+/// Marks a tree whose old-style staging files were swept (once per tree).
+const LEGACY_SWEPT: &str = "legacy-staging-swept";
+
+/// Releases before the private area staged uploads beside their targets as
+/// `.framegate-upload-*`; a crash left them there, hidden from listings but
+/// making `rmdir` fail. The first writable start on a tree removes them
+/// (one walk of the tree, not following symlinks), then leaves a marker.
+pub(crate) fn sweep_legacy(root: &Dir) -> io::Result<(usize, u64)> {
+    let marker = Path::new(RESERVED_COMPONENT).join(LEGACY_SWEPT);
+    if root.symlink_metadata(&marker).is_ok() {
+        return Ok((0, 0));
+    }
+    let (mut count, mut bytes) = (0, 0);
+    let mut stack = vec![PathBuf::from(".")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = root.read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = dir.join(&name);
+            if kind.is_dir() && name != RESERVED_COMPONENT {
+                stack.push(path);
+            } else if kind.is_file() && name.starts_with(crate::tree::TEMP_PREFIX) {
+                let len = entry.metadata().map_or(0, |m| m.len());
+                if root.remove_file(&path).is_ok() {
+                    count += 1;
+                    bytes += len;
+                }
+            }
+        }
+    }
+    root.write(&marker, b"")?;
     Ok((count, bytes))
 }
