@@ -94,26 +94,6 @@ where
     run_session(driver, reader, writer, idle, max_frame, stop).await
 }
 
-/// Requests not read because the session is stopping: their first frame
-/// came after the stop, so none of their frames reach the reactor (the
-/// peer sees the session end without their answers).
-#[derive(Default)]
-struct Refused {
-    ids: std::collections::HashSet<u16>,
-}
-
-impl Refused {
-    /// Whether `frame` belongs to a request that is not read.
-    fn refuses(&mut self, frame: &framegate_wire::Frame) -> bool {
-        let id = frame.request_id.0;
-        if matches!(frame.body, framegate_wire::FrameBody::CommandName(_)) {
-            self.ids.insert(id);
-            return true;
-        }
-        self.ids.contains(&id)
-    }
-}
-
 /// Runs a full-duplex session after the preamble: frames are read,
 /// commands run and answers written all at once. Ends when the peer closed
 /// its side and every answer went out; on a protocol error once complete
@@ -137,7 +117,6 @@ where
     let mut chunks = Vec::new();
     let mut reading = true;
     let mut stopping = false;
-    let mut refused = Refused::default();
     let mut last_input = Instant::now();
     loop {
         driver.feed_output().await;
@@ -179,9 +158,7 @@ where
                 }
                 Some(Ok(frame)) => {
                     last_input = Instant::now();
-                    if stopping && refused.refuses(&frame) {
-                        // Stopping: no new requests are read.
-                    } else if !driver.handle_frame(frame).await {
+                    if !driver.handle_frame(frame).await {
                         reading = false;
                     }
                     if stopping && reading && driver.receiving_requests() == 0 {
@@ -207,7 +184,10 @@ where
                 tracing::info!("stopping: finishing requests in flight on this connection");
                 stopping = true;
                 // Requests still arriving are read to their end (their
-                // data is in flight); new ones are not read at all.
+                // data is in flight); new ones are refused at once. Every
+                // frame still goes through the reactor (stream state and
+                // the stream's decoder are shared by all requests).
+                driver.refuse_new_requests();
                 if driver.receiving_requests() == 0 {
                     driver.handle_input_ended().await;
                     reading = false;

@@ -245,16 +245,31 @@ fn old_style_staging_leftovers_are_swept_once() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("d/e")).unwrap();
-    std::fs::write(root.join("d/.framegate-upload-6315-0"), vec![1u8; 300]).unwrap();
-    std::fs::write(root.join("d/e/.framegate-upload-1-7"), b"xy").unwrap();
-    std::fs::write(root.join("d/keep"), b"k").unwrap();
+    let old = |rel: &str, content: &[u8]| {
+        let p = root.join(rel);
+        std::fs::write(&p, content).unwrap();
+        // Older than an old instance still running could have made.
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+    };
+    old("d/.framegate-upload-6315-0", &[1u8; 300]);
+    old("d/e/.framegate-upload-1-7", b"xy");
+    // A user's own file with the prefix, and a fresh leftover (an old
+    // instance may still be writing it): both stay.
+    old("d/.framegate-upload-notes.txt", b"mine");
+    std::fs::write(root.join("d/.framegate-upload-9-9"), b"fresh").unwrap();
     let gw = writable(root);
     assert_eq!(gw.swept().staging_files, 2);
     assert_eq!(gw.swept().staging_bytes, 302);
     assert!(!root.join("d/.framegate-upload-6315-0").exists());
-    assert!(root.join("d/keep").exists());
-    // The walk is done once per tree.
-    std::fs::write(root.join("d/.framegate-upload-9-9"), b"z").unwrap();
+    assert!(root.join("d/.framegate-upload-notes.txt").exists());
+    assert!(root.join("d/.framegate-upload-9-9").exists());
+    // Something was left to look at: the next start walks again.
+    old("d/.framegate-upload-9-9", b"fresh");
+    assert_eq!(writable(root).swept().staging_files, 1);
+    // Then the walk is done for good.
+    old("d/.framegate-upload-5-5", b"z");
     assert_eq!(writable(root).swept().staging_files, 0);
 }
 

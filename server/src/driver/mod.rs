@@ -94,6 +94,8 @@ pub(crate) struct Driver {
     notes_tx: mpsc::UnboundedSender<Note>,
     notes_rx: mpsc::UnboundedReceiver<Note>,
     lazy: output::Lazy,
+    /// Stopping: new requests are answered with an error, not run.
+    refusing_new: bool,
     started: Instant,
     commands: u64,
     bytes_in: u64,
@@ -116,6 +118,7 @@ impl Driver {
             notes_tx,
             notes_rx,
             lazy: output::Lazy::default(),
+            refusing_new: false,
             started: Instant::now(),
             commands: 0,
             bytes_in: 0,
@@ -177,6 +180,12 @@ impl Driver {
     pub(crate) async fn handle_input_ended(&mut self) {
         self.reactor.handle_input_ended();
         self.process_events().await;
+    }
+
+    /// From now on, new requests are answered with an error and not run
+    /// (a graceful stop of a byte stream).
+    pub(crate) fn refuse_new_requests(&mut self) {
+        self.refusing_new = true;
     }
 
     /// Sends a keepalive frame (§7.5) if a request is running.
@@ -349,6 +358,14 @@ impl Driver {
     fn start(&mut self, cmd: IncomingCommand) {
         self.commands += 1;
         let id = cmd.request_id;
+        if self.refusing_new {
+            let err = CommandError::new(
+                ErrorCode::INTERNAL,
+                "the server is stopping: request not run (send it again on a new connection)",
+            );
+            self.fail_now(id, &cmd.name, err);
+            return;
+        }
         let command = if cmd.name == "hello" {
             Some(
                 self.gw

@@ -2,11 +2,13 @@
 //!
 //! Before an append writes a byte, it makes two entries in the private
 //! area's `journal/` directory, named by the file's device and inode:
-//! `<dev>-<ino>.file`, a hard link to the file itself (so the file can be
-//! found again whatever happens to its path: a directory renamed above it,
-//! a name with any bytes in it), and then `<dev>-<ino>`, the record: the
-//! file's length and birth time. Both are synced, and the record is held
-//! under `flock` while the append works. Once the appended bytes are synced
+//! `<dev>-<ino>`, the record (the file's length and birth time), written
+//! under a temporary name, locked (`flock`) and synced, then renamed into
+//! place — so no other process ever sees a record that is unlocked or
+//! incomplete while its writer lives — and then `<dev>-<ino>.file`, a hard
+//! link to the file itself, so the file can be found again whatever happens
+//! to its path (a directory renamed above it, any bytes in its name). Both
+//! are synced before the first byte is written. Once the appended bytes are synced
 //! the record and link are removed (and that removal synced) before the
 //! append is acknowledged.
 //!
@@ -36,6 +38,9 @@ const MAX_JOURNAL_BYTES: u64 = 64 * 1024;
 
 /// Suffix of the hard link to the journaled file.
 const LINK_SUFFIX: &str = ".file";
+
+/// Infix of a record being written (before its rename into place).
+const TEMP_INFIX: &str = ".tmp-";
 
 /// What a journal record says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,30 +126,35 @@ pub(crate) struct Pending {
     _record: std::fs::File,
 }
 
-/// Records that `target` (named `target_name` in `target_dir`, at
-/// root-relative `path`) is `len` bytes long before an append; durable
-/// when this returns.
+/// Hard-links the open file `file` as `name` in `dir`, following no path:
+/// through `/proc/self/fd` with `AT_SYMLINK_FOLLOW`, so a file reached
+/// through a symlink is linked itself, and a path swapped meanwhile cannot
+/// be linked instead. Fails with `EXDEV` across filesystems.
+fn link_open_file(file: &std::fs::File, dir: &Dir, name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc_path.as_str(),
+        dir,
+        name,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Records that `target` (at root-relative `path`) is `len` bytes long
+/// before an append; durable when this returns.
 pub(crate) fn begin(
     journal: &Dir,
     target: &LockedFile,
-    (target_dir, target_name): (&Dir, &Path),
     len: u64,
     created: bool,
     path: &Path,
 ) -> Result<Pending, CommandError> {
     let name = name_of(target.identity());
     let link = link_of(&name);
-    let _ = journal.remove_file(&link); // a stale link of a dropped record
-    target_dir
-        .hard_link(target_name, journal, &link)
-        .map_err(CommandError::internal)?;
-    let linked = journal
-        .symlink_metadata(&link)
-        .map_err(CommandError::internal)?;
-    if (linked.dev(), linked.ino()) != target.identity() {
-        let _ = journal.remove_file(&link);
-        return Err(CommandError::internal("the file changed under its lock"));
-    }
+    let temp = format!("{name}{TEMP_INFIX}{:016x}", fastrand::u64(..));
     let record = Record {
         len,
         created,
@@ -153,21 +163,34 @@ pub(crate) fn begin(
     };
     let written = (|| -> io::Result<std::fs::File> {
         let file = journal
-            .open_with(&name, OpenOptions::new().write(true).create_new(true))?
+            .open_with(&temp, OpenOptions::new().write(true).create_new(true))?
             .into_std();
         file.lock()?;
         (&file).write_all(record.encode().as_bytes())?;
         file.sync_all()?;
+        // Visible under its name only now: locked and complete.
+        journal.rename(&temp, journal, &name)?;
         Ok(file)
     })();
     let file = match written {
         Ok(file) => file,
         Err(e) => {
-            let _ = journal.remove_file(&name);
-            let _ = journal.remove_file(&link);
+            let _ = journal.remove_file(&temp);
             return Err(CommandError::internal(e));
         }
     };
+    let _ = journal.remove_file(&link); // a stale link of a dropped record
+    if let Err(e) = link_open_file(&target.file, journal, &link) {
+        let _ = journal.remove_file(&name);
+        return Err(match e.raw_os_error() {
+            Some(libc::EXDEV) | Some(libc::EPERM) | Some(libc::EOPNOTSUPP) => CommandError::new(
+                framegate_wire::ErrorCode::NOT_SUPPORTED,
+                "append needs hard links on the served root's filesystem \
+                 (this file is on another one)",
+            ),
+            _ => CommandError::internal(e),
+        });
+    }
     sync_dir(journal, Path::new("."))?;
     Ok(Pending {
         name,
@@ -222,13 +245,15 @@ pub(crate) fn recover(journal: &Dir, target: &LockedFile) -> Result<Recovered, C
     let name = name_of(target.identity());
     let record = match read_record(journal, &name) {
         Ok(Some(r)) => r,
-        Ok(None) | Err(_) => {
+        Ok(None) => {
             if journal.symlink_metadata(&name).is_ok() {
                 tracing::warn!(journal = %name, "dropping an unreadable append journal");
             }
             discard(journal, target.identity())?;
             return Ok(Recovered::Nothing);
         }
+        // Not read now is not "nothing to undo": keep it for the next try.
+        Err(e) => return Err(CommandError::internal(e)),
     };
     if record.btime != birth(&target.meta) {
         discard(journal, target.identity())?;
@@ -269,10 +294,27 @@ pub(crate) fn discard(journal: &Dir, identity: (u64, u64)) -> Result<(), Command
     }
 }
 
+/// Opens the journaled file through its link for writing; a file whose
+/// mode forbids writing (an append that set `mode=444`) is made writable
+/// for the moment (the caller restores the mode).
+fn open_link(journal: &Dir, link: &str) -> io::Result<(std::fs::File, Option<u32>)> {
+    match open_regular(journal, link, true) {
+        Ok(file) => Ok((file, None)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            use cap_std::fs::PermissionsExt;
+            let mode = journal.metadata(link)?.permissions().mode() & 0o7777;
+            journal.set_permissions(link, cap_std::fs::Permissions::from_mode(mode | 0o200))?;
+            Ok((open_regular(journal, link, true)?, Some(mode)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Rolls back every append whose writer is gone (start-up). Records still
-/// locked by a live process (another instance) are left; entries that are
-/// not ours (planted files, FIFOs, symlinks) are removed without being
-/// opened in a way that could block or follow them.
+/// locked by a live process (another instance) are left, and so are files
+/// another process holds; entries that are not ours (planted files, FIFOs,
+/// symlinks) are removed without being opened in a way that could block
+/// or follow them.
 pub(crate) fn sweep(root: &Dir, journal: &Dir) -> io::Result<usize> {
     let mut rolled = 0;
     let mut names = Vec::new();
@@ -291,24 +333,47 @@ pub(crate) fn sweep(root: &Dir, journal: &Dir) -> io::Result<usize> {
         if record_file.try_lock().is_err() {
             continue; // a live append of another process
         }
+        if name.contains(TEMP_INFIX) {
+            // A record its writer never put in place: nothing was written.
+            let _ = journal.remove_file(name);
+            continue;
+        }
         let link = link_of(name);
-        let target = open_regular(journal, &link, true).ok().and_then(|file| {
-            let meta = file.metadata().ok()?;
-            (name_of((meta.dev(), meta.ino())) == *name).then_some((file, meta))
-        });
-        let Some((file, meta)) = target else {
-            // No file to roll back (the record was torn, or the link never
-            // made): nothing was written under this record.
+        let (file, restore) = match open_link(journal, &link) {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The link comes after the record and before any data: a
+                // record without one guards nothing.
+                let _ = journal.remove_file(name);
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(journal = %name, error = %e, "cannot open a journaled file; left for later");
+                continue;
+            }
+        };
+        let meta = file.metadata()?;
+        if name_of((meta.dev(), meta.ino())) != *name {
             let _ = journal.remove_file(name);
             let _ = journal.remove_file(&link);
             continue;
-        };
-        // Wait for the file's lock (a live writer of another instance
-        // finishes first, and would have recovered this record itself).
-        file.lock()?;
+        }
+        // Never wait for the file's lock while holding the record's (a
+        // writer takes them the other way round): a file another process
+        // holds is left to that process, which recovers the record itself.
+        if file.try_lock().is_err() {
+            continue;
+        }
         drop(record_file);
         let target = LockedFile { file, meta };
-        match recover(journal, &target) {
+        let result = recover(journal, &target);
+        if let Some(mode) = restore {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = target
+                .file
+                .set_permissions(std::fs::Permissions::from_mode(mode));
+        }
+        match result {
             Ok(Recovered::RolledBack { created, path }) => {
                 rolled += 1;
                 if created {
@@ -326,11 +391,18 @@ pub(crate) fn sweep(root: &Dir, journal: &Dir) -> io::Result<usize> {
             Err(e) => return Err(io::Error::other(e.message)),
         }
     }
-    // Links whose record is gone.
+    // Links whose record is gone (removed after it, or a crash between) —
+    // checked under the file's lock, so a writer making a new record and
+    // link for the same file meanwhile is never undone.
     for name in &names {
-        if let Some(record) = name.strip_suffix(LINK_SUFFIX)
-            && journal.symlink_metadata(record).is_err()
-        {
+        let Some(record) = name.strip_suffix(LINK_SUFFIX) else {
+            continue;
+        };
+        let Ok(file) = open_regular(journal, name, false) else {
+            let _ = journal.remove_file(name);
+            continue;
+        };
+        if file.try_lock().is_ok() && journal.symlink_metadata(record).is_err() {
             let _ = journal.remove_file(name);
         }
     }

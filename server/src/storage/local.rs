@@ -269,26 +269,13 @@ impl View {
             .map_err(CommandError::internal)
             .map_err(undo_create)?
             .len();
-        let pending = journal::begin(
-            &private.journal,
-            &target,
-            (&parent_dir, Path::new(&name)),
-            before,
-            created,
-            &self.key(path),
-        )
-        .map_err(undo_create)?;
+        let pending = journal::begin(&private.journal, &target, before, created, &self.key(path))
+            .map_err(undo_create)?;
         let staged_file = staged
             .file
             .take()
             .ok_or_else(|| CommandError::internal("staging file gone"))?;
         let copied = (|| -> io::Result<()> {
-            if let Some(mode) = mode {
-                // Set before the sync below, which then covers it.
-                target
-                    .file
-                    .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-            }
             let mut buf = vec![0u8; UPLOAD_BUFFER.min(staged.len.max(1) as usize)];
             let mut at = 0u64;
             while at < staged.len {
@@ -300,7 +287,12 @@ impl View {
                 target.file.write_all_at(piece, before + at)?;
                 at += n as u64;
             }
-            if mode.is_some() {
+            if let Some(mode) = mode {
+                // Set after the bytes are in (a rollback must still be able
+                // to open the file for writing) and covered by this sync.
+                target
+                    .file
+                    .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
                 target.file.sync_all()
             } else {
                 target.file.sync_data()

@@ -172,19 +172,41 @@ pub(crate) fn sweep(dir: &Dir) -> io::Result<(usize, u64)> {
 /// Marks a tree whose old-style staging files were swept (once per tree).
 const LEGACY_SWEPT: &str = "legacy-staging-swept";
 
+/// An old-style staging file younger than this may belong to an old
+/// instance still running (a rolling upgrade): left, and looked at again
+/// on the next start.
+const LEGACY_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether `name` is an old release's staging name:
+/// `.framegate-upload-<pid>-<n>`, decimal.
+fn legacy_name(name: &str) -> bool {
+    name.strip_prefix(crate::tree::TEMP_PREFIX)
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(pid, n)| {
+            !pid.is_empty()
+                && !n.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && n.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
 /// Releases before the private area staged uploads beside their targets as
-/// `.framegate-upload-*`; a crash left them there, hidden from listings but
-/// making `rmdir` fail. The first writable start on a tree removes them
-/// (one walk of the tree, not following symlinks), then leaves a marker.
+/// `.framegate-upload-<pid>-<n>`; a crash left them there, hidden from
+/// listings but making `rmdir` fail. A writable start removes those older
+/// than [`LEGACY_MIN_AGE`] (one walk of the tree, not following symlinks)
+/// and, once nothing is left to look at, leaves a marker so later starts
+/// skip the walk.
 pub(crate) fn sweep_legacy(root: &Dir) -> io::Result<(usize, u64)> {
     let marker = Path::new(RESERVED_COMPONENT).join(LEGACY_SWEPT);
     if root.symlink_metadata(&marker).is_ok() {
         return Ok((0, 0));
     }
     let (mut count, mut bytes) = (0, 0);
+    let mut complete = true;
     let mut stack = vec![PathBuf::from(".")];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = root.read_dir(&dir) else {
+            complete = false;
             continue;
         };
         for entry in entries.flatten() {
@@ -195,15 +217,37 @@ pub(crate) fn sweep_legacy(root: &Dir) -> io::Result<(usize, u64)> {
             let path = dir.join(&name);
             if kind.is_dir() && name != RESERVED_COMPONENT {
                 stack.push(path);
-            } else if kind.is_file() && name.starts_with(crate::tree::TEMP_PREFIX) {
-                let len = entry.metadata().map_or(0, |m| m.len());
+            } else if kind.is_file() && legacy_name(&name) {
+                let meta = entry.metadata().ok();
+                let age = meta
+                    .as_ref()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.into_std().elapsed().ok());
+                if age.is_none_or(|a| a < LEGACY_MIN_AGE) {
+                    complete = false;
+                    continue;
+                }
                 if root.remove_file(&path).is_ok() {
                     count += 1;
-                    bytes += len;
+                    bytes += meta.map_or(0, |m| m.len());
                 }
             }
         }
     }
-    root.write(&marker, b"")?;
+    if complete {
+        root.write(&marker, b"")?;
+    }
     Ok((count, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_old_staging_names_are_legacy() {
+        assert!(super::legacy_name(".framegate-upload-6315-0"));
+        assert!(!super::legacy_name(".framegate-upload-notes.txt"));
+        assert!(!super::legacy_name(".framegate-upload--1"));
+        assert!(!super::legacy_name(".framegate-upload-12-"));
+        assert!(!super::legacy_name("framegate-upload-1-2"));
+    }
 }
