@@ -101,6 +101,10 @@ struct ServeArgs {
     /// Bytes per message (request body) [default: 17179869184 = 16 GiB].
     #[arg(long, value_name = "BYTES")]
     max_message_bytes: Option<u64>,
+    /// zstd-encoded client streams open at once per message or connection,
+    /// each up to 8 MiB of decoder window [default: 2].
+    #[arg(long, value_name = "N")]
+    max_encoded_streams: Option<usize>,
     /// Send a keepalive frame after this long without output [default: 15s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -179,6 +183,7 @@ impl ServeArgs {
             max_argument_bytes: self.max_argument_bytes.or(file.max_argument_bytes),
             max_running_commands: self.max_running_commands.or(file.max_running_commands),
             max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
+            max_encoded_streams: self.max_encoded_streams.or(file.max_encoded_streams),
             keepalive_interval: self.keepalive_interval.or(file.keepalive_interval),
             body_read_timeout: self.body_read_timeout.or(file.body_read_timeout),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
@@ -234,7 +239,8 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
         max_arguments,
         max_argument_bytes,
         max_running_commands,
-        max_message_bytes
+        max_message_bytes,
+        max_encoded_streams
     );
     if l.max_frame_size < 1024 || l.max_frame_size > framegate_wire::frame::MAX_LENGTH_FIELD {
         return Err("--max-frame-size must be between 1024 and 16777215".into());

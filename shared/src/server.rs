@@ -89,6 +89,11 @@ pub struct ServerConfig {
     pub max_message_bytes: u64,
     /// Payload size of answer frames (default 32,768).
     pub answer_chunk_size: usize,
+    /// Encoded (`zstd-8mb`) client streams open at once (default 2): each
+    /// holds a decoder with a window of up to 8 MiB, so this bounds decoder
+    /// memory per message or connection to 16 MiB. The contract advises one
+    /// stream per sender; one more lets a client close and reopen.
+    pub max_encoded_streams: usize,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +107,7 @@ impl Default for ServerConfig {
             max_running_commands: 16,
             max_message_bytes: 16 << 30,
             answer_chunk_size: PREFERRED_PAYLOAD_SIZE,
+            max_encoded_streams: 2,
         }
     }
 }
@@ -281,7 +287,8 @@ impl ServerReactor {
     /// (negotiated by the driver, §5).
     pub fn new(config: ServerConfig, mode: OutputMode, encoding: Encoding) -> Self {
         ServerReactor {
-            inbound: InboundStreams::new(Side::Client, config.max_frame_size),
+            inbound: InboundStreams::new(Side::Client, config.max_frame_size)
+                .with_max_encoded(config.max_encoded_streams),
             outbound: OutboundStream::new(SERVER_STREAM, encoding),
             config,
             mode,

@@ -83,6 +83,7 @@ struct InboundStream {
 pub struct InboundStreams {
     peer: Side,
     max_frame_size: usize,
+    max_encoded: usize,
     streams: HashMap<StreamId, InboundStream>,
     scratch: Vec<u8>,
 }
@@ -111,9 +112,19 @@ impl InboundStreams {
         InboundStreams {
             peer,
             max_frame_size,
+            max_encoded: usize::MAX,
             streams: HashMap::new(),
             scratch: Vec::new(),
         }
+    }
+
+    /// At most `max` encoded streams open at once (each holds a decoder
+    /// whose window may reach 8 MiB); one more is a protocol error
+    /// (`bad-stream`).
+    #[must_use]
+    pub fn with_max_encoded(mut self, max: usize) -> Self {
+        self.max_encoded = max;
+        self
     }
 
     /// Number of open streams.
@@ -156,7 +167,20 @@ impl InboundStreams {
                     let profile = settings.profile()?;
                     match Encoding::from_name(profile) {
                         Some(Encoding::Identity) => None,
-                        Some(Encoding::Zstd8Mb) => Some(new_decoder()?),
+                        Some(Encoding::Zstd8Mb) => {
+                            let open = self
+                                .streams
+                                .values()
+                                .filter(|s| s.decoder.is_some())
+                                .count();
+                            if open >= self.max_encoded {
+                                return Err(bad_stream(format!(
+                                    "more than {} encoded streams open at once",
+                                    self.max_encoded
+                                )));
+                            }
+                            Some(new_decoder()?)
+                        }
                         None => {
                             return Err(ProtocolError::new(
                                 ErrorCode::UNSUPPORTED_ENCODING,

@@ -1431,3 +1431,43 @@ fn data_after_an_early_answer_is_discarded_and_the_id_freed() {
     r.handle_frame(name(5, N, data_flag(), "put")).unwrap();
     assert!(matches!(&events(&mut r)[0], ServerEvent::Command(_)));
 }
+
+/// Case 1 of the resource audit: one message opened every odd stream with
+/// `zstd-8mb` (a decoder with an 8 MiB window each) and took a GiB. The
+/// encoded streams open at once are bounded (default 2); closing one
+/// makes room again.
+#[test]
+fn encoded_streams_open_at_once_are_bounded() {
+    let settings = |stream: u8, flags: StreamFlags| {
+        f(
+            0,
+            stream,
+            flags,
+            FrameBody::StreamSettings(StreamSettings::new("zstd-8mb")),
+        )
+    };
+    let mut r = immediate();
+    assert_eq!(r.config().max_encoded_streams, 2);
+    r.handle_frame(settings(1, B)).unwrap();
+    r.handle_frame(settings(3, B)).unwrap();
+    // Identity streams cost nothing and are not counted.
+    r.handle_frame(f(
+        0,
+        5,
+        B,
+        FrameBody::StreamSettings(StreamSettings::new("identity")),
+    ))
+    .unwrap();
+    let err = r.handle_frame(settings(7, B)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::BAD_STREAM);
+    assert!(err.message.contains("encoded streams"), "{}", err.message);
+
+    let mut r = immediate();
+    r.handle_frame(settings(1, B)).unwrap();
+    r.handle_frame(settings(3, B)).unwrap();
+    // A frame ending stream 3 frees its decoder.
+    let mut end3 = eos_cmd(1, StreamFlags::END, "hello");
+    end3.stream_id = StreamId(3);
+    r.handle_frame(end3).unwrap();
+    r.handle_frame(settings(5, B)).unwrap();
+}
