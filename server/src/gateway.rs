@@ -31,6 +31,10 @@ pub struct GatewayConfig {
     pub keepalive_interval: Duration,
     /// Longest wait for the next body bytes (default 60 s).
     pub body_read_timeout: Duration,
+    /// HTTP/1: longest time from a connection's opening, or from the end of
+    /// its last answer (keep-alive), to the end of the next request's
+    /// headers (default 30 s). Slow or silent connections are closed.
+    pub header_read_timeout: Duration,
     /// How long in-flight messages may finish after a stop signal (default 30 s).
     pub shutdown_grace: Duration,
     /// Bytes of body still drained after a protocol error before answering
@@ -51,6 +55,7 @@ impl GatewayConfig {
             limits: ServerConfig::default(),
             keepalive_interval: Duration::from_secs(15),
             body_read_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             max_drain_after_error: 64 << 20,
             idle_timeout: Duration::from_secs(300),

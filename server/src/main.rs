@@ -113,6 +113,12 @@ struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
     body_read_timeout: Option<Duration>,
+    /// Close an HTTP/1 connection whose request headers are not all in this
+    /// long after it was opened or went idle (slowloris, idle keep-alive)
+    /// [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    header_read_timeout: Option<Duration>,
     /// On SIGTERM, SIGINT or SIGHUP, let messages in flight finish this long,
     /// then cut them and exit 3 [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -186,6 +192,7 @@ impl ServeArgs {
             max_encoded_streams: self.max_encoded_streams.or(file.max_encoded_streams),
             keepalive_interval: self.keepalive_interval.or(file.keepalive_interval),
             body_read_timeout: self.body_read_timeout.or(file.body_read_timeout),
+            header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             log_format: self.log_format.or(file.log_format),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
@@ -251,6 +258,9 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     }
     if let Some(d) = args.body_read_timeout {
         config.body_read_timeout = d;
+    }
+    if let Some(d) = args.header_read_timeout {
+        config.header_read_timeout = d;
     }
     if let Some(d) = args.shutdown_grace {
         config.shutdown_grace = d;

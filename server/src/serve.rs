@@ -5,7 +5,7 @@
 //! the gateway's `shutdown_grace`. What is still open then is cut, and
 //! [`ServeHandle::wait`] returns an error carrying [`GraceExpired`].
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,6 +16,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -93,17 +97,40 @@ pub async fn serve(
     let open = listener.open.clone();
     let cut = listener.cut.clone();
     let task_stop = stop.clone();
+    let header_timeout = gateway.config().header_read_timeout;
     let task = tokio::spawn(async move {
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(task_stop.clone().cancelled_owned())
-            .into_future();
-        tokio::pin!(server);
+        // hyper with a timer (axum's `serve` runs it without one, so no
+        // header timeout could apply): HTTP/1 connections whose headers do
+        // not arrive in time — slowloris, idle keep-alive — are closed.
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        let mut listener = listener;
+        loop {
+            tokio::select! {
+                (io, _peer) = axum::serve::Listener::accept(&mut listener) => {
+                    let service = TowerToHyperService::new(app.clone());
+                    let connection = builder
+                        .serve_connection(TokioIo::new(io), service)
+                        .into_owned();
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                () = task_stop.cancelled() => break,
+            }
+        }
+        drop(listener);
         tokio::select! {
-            result = &mut server => result,
-            _ = async {
-                task_stop.cancelled().await;
-                tokio::time::sleep(grace).await;
-            } => {
+            () = graceful.shutdown() => Ok(()),
+            () = tokio::time::sleep(grace) => {
                 let connections = open.load(Ordering::SeqCst);
                 let messages = gateway.metrics.in_flight.get();
                 tracing::warn!(
@@ -114,7 +141,7 @@ pub async fn serve(
                 );
                 cut.cancel();
                 // The connections notice the cut at their next read or write.
-                let _ = tokio::time::timeout(CUT_WAIT, server).await;
+                tokio::time::sleep(CUT_WAIT.min(grace)).await;
                 if connections == 0 {
                     return Ok(());
                 }

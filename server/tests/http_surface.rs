@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use framegate_wire::MEDIA_TYPE;
 
@@ -293,4 +295,46 @@ async fn multi_range_parts_larger_than_a_piece_arrive_whole_and_in_order() {
             + head.len();
         assert_eq!(&body[at..=at + end - start], &data[start..=end]);
     }
+}
+
+#[tokio::test]
+async fn slow_and_idle_http1_connections_are_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(|c| c.header_read_timeout = Duration::from_secs(1)).await;
+    s.write("a.txt", b"alpha");
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // Slowloris: headers begun, never finished.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Idle keep-alive: one request answered, then silence.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for (what, sock) in [("slowloris", &mut slow), ("idle keep-alive", &mut idle)] {
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut out))
+            .await
+            .unwrap_or_else(|_| panic!("{what} connection still open"))
+            .ok();
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(4), "{what}: {waited:?}");
+        if what == "idle keep-alive" {
+            assert!(String::from_utf8_lossy(&out).contains("alpha"));
+        }
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // The server still answers.
+    let body = http()
+        .get(format!("{}/a.txt", s.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.as_ref(), b"alpha");
 }
