@@ -7,12 +7,15 @@
 //! * For a request **without data**, `run` is called when the request is
 //!   complete and the command's turn has come (§6 ordering); `call.turn` is
 //!   already granted.
-//! * For a request **with data**, `run` is called as soon as the name and
-//!   arguments are in, so the data can be streamed (e.g. into a staging
-//!   file). The command must read its data *first* and only then
-//!   `call.turn.wait().await` before making any visible change: the turn
-//!   comes after the request is complete and every earlier command that it
-//!   must follow has finished.
+//! * For a request **with data** to a command that takes data
+//!   ([`Command::takes_data`], the default), `run` is called as soon as the
+//!   name and arguments are in, so the data can be streamed (e.g. into the
+//!   storage's staging area, [`crate::Storage::stage`]). The command must
+//!   read its data *first* and only then `call.turn.wait().await` before
+//!   making any visible change: the turn comes after the request is
+//!   complete and every earlier command that it must follow has finished.
+//!   A command that holds its data unread for the body-read timeout is
+//!   failed. Data sent to a command that takes none is discarded.
 //!
 //! A command's answer is an [`Answer`]: bytes, CBOR, or a lazy source (an
 //! open file and byte ranges, or a stream) that is read only when the answer
