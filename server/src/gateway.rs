@@ -35,6 +35,10 @@ pub struct GatewayConfig {
     /// its last answer (keep-alive), to the end of the next request's
     /// headers (default 30 s). Slow or silent connections are closed.
     pub header_read_timeout: Duration,
+    /// Longest wait for a client to take the next piece of an answer
+    /// (default 60 s, nginx's `send_timeout`): a client that stops reading
+    /// has its message closed and stops holding answers.
+    pub send_timeout: Duration,
     /// How long in-flight messages may finish after a stop signal (default 30 s).
     pub shutdown_grace: Duration,
     /// Bytes of body still drained after a protocol error before answering
@@ -56,6 +60,7 @@ impl GatewayConfig {
             keepalive_interval: Duration::from_secs(15),
             body_read_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             max_drain_after_error: 64 << 20,
             idle_timeout: Duration::from_secs(300),

@@ -119,6 +119,11 @@ struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
     header_read_timeout: Option<Duration>,
+    /// Close an HTTP message whose client takes no answer bytes for this
+    /// long (it stopped reading) [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    send_timeout: Option<Duration>,
     /// On SIGTERM, SIGINT or SIGHUP, let messages in flight finish this long,
     /// then cut them and exit 3 [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -193,6 +198,7 @@ impl ServeArgs {
             keepalive_interval: self.keepalive_interval.or(file.keepalive_interval),
             body_read_timeout: self.body_read_timeout.or(file.body_read_timeout),
             header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
+            send_timeout: self.send_timeout.or(file.send_timeout),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             log_format: self.log_format.or(file.log_format),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
@@ -261,6 +267,9 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     }
     if let Some(d) = args.header_read_timeout {
         config.header_read_timeout = d;
+    }
+    if let Some(d) = args.send_timeout {
+        config.send_timeout = d;
     }
     if let Some(d) = args.shutdown_grace {
         config.shutdown_grace = d;

@@ -263,3 +263,31 @@ async fn a_command_that_never_reads_its_data_fails_and_the_message_goes_on() {
     assert_eq!(o[0].code(), "internal");
     assert_eq!(o[1].ok().as_ref(), b"alpha");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_has_its_message_closed_at_the_send_timeout() {
+    let s = TestServer::start(|c| c.send_timeout = Duration::from_secs(1)).await;
+    s.write("big.bin", &vec![7u8; 64 << 20]);
+    let mut b = Batch::new();
+    b.add("get", &[("path", b"big.bin")], None);
+    let body = b.body();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /.framegate/ro HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {MEDIA_TYPE}\r\nAccept: {MEDIA_TYPE}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&body).await.unwrap();
+    // Never read. The message must not stay in flight holding its answer.
+    let mut closed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.gateway.metrics.in_flight.get() == 0 {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the message is still in flight after 10 s");
+    drop(sock);
+}

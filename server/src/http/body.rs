@@ -104,6 +104,7 @@ pub(super) async fn write_answers(
     mut driver: Driver,
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
     keepalive: Duration,
+    send_timeout: Duration,
 ) {
     let mut out = BytesMut::new();
     let mut last_output = Instant::now();
@@ -113,9 +114,22 @@ pub(super) async fn write_answers(
         driver.transmit(&mut out, &mut chunks);
         if !chunks.is_empty() {
             for chunk in chunks.drain(..) {
-                if tx.send(Ok(chunk)).await.is_err() {
-                    tracing::info!("client went away; cancelling the message's commands");
-                    return;
+                match tokio::time::timeout(send_timeout, tx.send(Ok(chunk))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        tracing::info!("client went away; cancelling the message's commands");
+                        return;
+                    }
+                    Err(_) => {
+                        // Dropping the sender ends the body short: hyper
+                        // closes the connection, and the client sees a cut
+                        // answer, never a silently wrong one.
+                        tracing::info!(
+                            send_timeout_secs = send_timeout.as_secs_f64(),
+                            "client stopped reading; closing the message"
+                        );
+                        return;
+                    }
                 }
             }
             last_output = Instant::now();

@@ -199,8 +199,9 @@ pub(super) async fn message(gw: Arc<Gateway>, request: Request) -> Response {
     }
     let (tx, rx) = tokio::sync::mpsc::channel(body::BODY_CHANNEL_CHUNKS);
     let keepalive = gw.config.keepalive_interval;
+    let send_timeout = gw.config.send_timeout;
     tokio::spawn(async move {
-        body::write_answers(driver, tx, keepalive).await;
+        body::write_answers(driver, tx, keepalive, send_timeout).await;
         drop(in_flight);
     });
     Response::builder()
