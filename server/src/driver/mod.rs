@@ -80,6 +80,8 @@ struct Inflight {
     start: Start,
     /// The request is complete (it is in the order).
     complete: bool,
+    /// Its task, once spawned.
+    task: Option<tokio::task::Id>,
 }
 
 /// One message being driven (see the module docs).
@@ -270,19 +272,11 @@ impl Driver {
                 ServerEvent::Complete { request_id, seq } => {
                     self.complete(request_id, seq).await;
                 }
-                ServerEvent::Aborted { request_id, .. }
-                    // Dropping the entry drops its data sender: the command
-                    // sees its data cut off; its task is aborted too.
-                    if self.inflight.remove(&request_id).is_some() => {
-                        let task = self
-                            .task_ids
-                            .iter()
-                            .find(|(_, id)| **id == request_id)
-                            .map(|(t, _)| *t);
-                        if let Some(task) = task {
-                            self.task_ids.remove(&task);
-                        }
-                    }
+                ServerEvent::Aborted { request_id, .. } => {
+                    // Dropping the entry drops its data sender and its turn:
+                    // the command sees its data cut off and ends unanswered.
+                    self.forget(request_id);
+                }
                 ServerEvent::ProtocolError(err) => {
                     tracing::info!(code = %err.code, message = %err.message, "protocol error");
                     self.gw
@@ -299,18 +293,10 @@ impl Driver {
     /// A command did not take its data for `waited`: it fails, and the rest
     /// of its data is discarded (by the reactor, once it is answered).
     fn stop_feeding(&mut self, id: RequestId, waited: std::time::Duration) {
-        let Some(entry) = self.inflight.remove(&id) else {
+        let Some(entry) = self.forget(id) else {
             return;
         };
         tracing::warn!(command = %entry.name, request = id.0, "command did not read its data");
-        if let Some(task) = self
-            .task_ids
-            .iter()
-            .find(|(_, rid)| **rid == id)
-            .map(|(t, _)| *t)
-        {
-            self.task_ids.remove(&task);
-        }
         let err = CommandError::new(
             ErrorCode::INTERNAL,
             format!(
@@ -319,6 +305,16 @@ impl Driver {
             ),
         );
         self.fail_now(id, &entry.name, err);
+    }
+
+    /// Drops a request's entry and its task's mapping: whatever its task
+    /// still answers is ignored.
+    fn forget(&mut self, id: RequestId) -> Option<Inflight> {
+        let entry = self.inflight.remove(&id)?;
+        if let Some(task) = entry.task {
+            self.task_ids.remove(&task);
+        }
+        Some(entry)
     }
 
     async fn complete(&mut self, id: RequestId, seq: u64) {
@@ -346,6 +342,7 @@ impl Driver {
                         .tasks
                         .spawn(async move { command.run(call).await }.instrument(span));
                     self.task_ids.insert(handle.id(), id);
+                    entry.task = Some(handle.id());
                 }
                 Start::Waiting(go) => {
                     let _ = go.send(());
@@ -413,7 +410,7 @@ impl Driver {
             notes: self.notes_tx.clone(),
             hello: self.gw.hello.clone(),
         };
-        let (data_tx, start) = if cmd.has_data && command.takes_data() {
+        let (data_tx, start, task) = if cmd.has_data && command.takes_data() {
             // Started now, so its data can be staged as it arrives; it waits
             // for its turn before it takes effect.
             let (tx, rx) = mpsc::channel(DATA_CHANNEL_CHUNKS);
@@ -429,7 +426,7 @@ impl Driver {
                 .tasks
                 .spawn(async move { command.run(call).await }.instrument(span));
             self.task_ids.insert(handle.id(), id);
-            (Some(tx), Start::Waiting(go_tx))
+            (Some(tx), Start::Waiting(go_tx), Some(handle.id()))
         } else {
             let call = Call {
                 ctx,
@@ -437,7 +434,7 @@ impl Driver {
                 data: None,
                 turn: Turn::granted(),
             };
-            (None, Start::Later(Box::new((command, call))))
+            (None, Start::Later(Box::new((command, call))), None)
         };
         self.inflight.insert(
             id,
@@ -447,6 +444,7 @@ impl Driver {
                 data_tx,
                 start,
                 complete: false,
+                task,
             },
         );
     }
