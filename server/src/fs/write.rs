@@ -7,6 +7,14 @@ use crate::tree::split_parent;
 
 use super::{Fut, mode_arg, path_arg};
 
+/// A path argument naming something to write: never the base itself
+/// (`invalid-path`).
+fn target_arg(call: &Call, name: &str) -> Result<std::path::PathBuf, CommandError> {
+    let path = path_arg(call, name)?;
+    split_parent(&path)?;
+    Ok(path)
+}
+
 /// Streams the request's data into the storage's staging area and makes it
 /// durable, before the turn.
 async fn stage(call: &mut Call) -> Result<Box<dyn StagedUpload>, CommandError> {
@@ -22,9 +30,8 @@ async fn stage(call: &mut Call) -> Result<Box<dyn StagedUpload>, CommandError> {
 
 pub(super) fn put(mut call: Call) -> Fut {
     Box::pin(async move {
-        let path = path_arg(&call, "path")?;
+        let path = target_arg(&call, "path")?;
         let mode = mode_arg(&call)?;
-        split_parent(&path)?;
         let staged = stage(&mut call).await?;
         call.turn.wait().await?;
         call.ctx.storage.put(&path, staged, mode).await?;
@@ -34,9 +41,8 @@ pub(super) fn put(mut call: Call) -> Fut {
 
 pub(super) fn append(mut call: Call) -> Fut {
     Box::pin(async move {
-        let path = path_arg(&call, "path")?;
+        let path = target_arg(&call, "path")?;
         let mode = mode_arg(&call)?;
-        split_parent(&path)?;
         let staged = stage(&mut call).await?;
         call.turn.wait().await?;
         let before = call.ctx.storage.append(&path, staged, mode).await?;
@@ -46,9 +52,8 @@ pub(super) fn append(mut call: Call) -> Fut {
 
 pub(super) fn mkdir(mut call: Call) -> Fut {
     Box::pin(async move {
-        let path = path_arg(&call, "path")?;
+        let path = target_arg(&call, "path")?;
         let mode = mode_arg(&call)?;
-        split_parent(&path)?;
         call.turn.wait().await?;
         call.ctx.storage.mkdir(&path, mode).await?;
         Ok(Answer::cbor(&()))
@@ -57,10 +62,8 @@ pub(super) fn mkdir(mut call: Call) -> Fut {
 
 pub(super) fn rename(mut call: Call) -> Fut {
     Box::pin(async move {
-        let from = path_arg(&call, "from")?;
-        let to = path_arg(&call, "to")?;
-        split_parent(&from)?;
-        split_parent(&to)?;
+        let from = target_arg(&call, "from")?;
+        let to = target_arg(&call, "to")?;
         call.turn.wait().await?;
         call.ctx.storage.rename(&from, &to).await?;
         Ok(Answer::cbor(&()))
@@ -69,8 +72,7 @@ pub(super) fn rename(mut call: Call) -> Fut {
 
 pub(super) fn delete(mut call: Call) -> Fut {
     Box::pin(async move {
-        let path = path_arg(&call, "path")?;
-        split_parent(&path)?;
+        let path = target_arg(&call, "path")?;
         call.turn.wait().await?;
         call.ctx.storage.delete(&path).await?;
         Ok(Answer::cbor(&()))
@@ -79,8 +81,7 @@ pub(super) fn delete(mut call: Call) -> Fut {
 
 pub(super) fn rmdir(mut call: Call) -> Fut {
     Box::pin(async move {
-        let path = path_arg(&call, "path")?;
-        split_parent(&path)?;
+        let path = target_arg(&call, "path")?;
         call.turn.wait().await?;
         call.ctx.storage.rmdir(&path).await?;
         Ok(Answer::cbor(&()))
