@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cap_std::fs::Dir;
 use framegate_wire::ServerConfig;
+use tokio::sync::Semaphore;
 
 use crate::command::{HelloInfo, Registry};
 use crate::metrics::Metrics;
@@ -47,11 +48,35 @@ pub struct GatewayConfig {
     /// Byte-stream connections silent this long, with nothing running, are
     /// closed (default 300 s).
     pub idle_timeout: Duration,
+    /// An HTTP request body must arrive at this average rate, counted from
+    /// the end of its headers with `body_read_timeout` of grace (default
+    /// 1 KiB/s; 0: only the per-read timeout). A body trickled slower is
+    /// cut with 408.
+    pub min_body_rate: u64,
+    /// HTTP connections (either version) with no byte read or written for
+    /// this long are closed (default 120 s; longer than the keepalive
+    /// interval, so a long-running message is never idle).
+    pub connection_idle_timeout: Duration,
+    /// Per message: commands running plus answers held open for sending
+    /// (a file answer keeps its file open) before further commands wait
+    /// (default 64).
+    pub message_open_answers: usize,
+    /// Per message: answer bytes queued for sending before further commands
+    /// wait (default 2 MiB).
+    pub message_held_bytes: usize,
+    /// Per server: commands running plus answers held open, over all
+    /// messages — the answer descriptor budget (default: a quarter of the
+    /// descriptor limit, see [`crate::budgets_for`]).
+    pub open_answers: usize,
+    /// Per server: connections (HTTP and byte-stream) served at once; more
+    /// wait in the listen backlog (default: half the descriptor limit).
+    pub max_connections: usize,
 }
 
 impl GatewayConfig {
     /// Defaults for serving `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let (max_connections, open_answers) = crate::limits::budgets_for(crate::limits::fd_limit());
         GatewayConfig {
             root: root.into(),
             allow_writes: false,
@@ -64,6 +89,12 @@ impl GatewayConfig {
             shutdown_grace: Duration::from_secs(30),
             max_drain_after_error: 64 << 20,
             idle_timeout: Duration::from_secs(300),
+            min_body_rate: 1024,
+            connection_idle_timeout: Duration::from_secs(120),
+            message_open_answers: 64,
+            message_held_bytes: 2 << 20,
+            open_answers,
+            max_connections,
         }
     }
 }
@@ -79,6 +110,10 @@ pub struct Gateway {
     pub(crate) hello: Arc<HelloInfo>,
     /// What start-up cleaned from a crash.
     pub(crate) swept: SweepReport,
+    /// Server-wide slots for running commands and open answers.
+    pub(crate) answer_slots: Arc<Semaphore>,
+    /// Server-wide slots for connections.
+    pub(crate) connection_slots: Arc<Semaphore>,
     /// Metrics (rendered on the metrics listener).
     pub metrics: Metrics,
 }
@@ -102,7 +137,11 @@ impl Gateway {
             commands: registry.names(),
             max_frame_size: config.limits.max_frame_size as u64,
         };
+        let answer_slots = Arc::new(Semaphore::new(config.open_answers.max(1)));
+        let connection_slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         Ok(Arc::new(Gateway {
+            answer_slots,
+            connection_slots,
             config,
             root: local.root_dir().clone(),
             storage: Arc::new(local),

@@ -23,6 +23,7 @@ mod driver;
 mod fs;
 mod gateway;
 mod http;
+mod limits;
 pub mod metrics;
 mod pool;
 mod serve;
@@ -39,11 +40,14 @@ pub use driver::{
     ANSWER_PIECE, BODY_CHUNK, COMPRESSION_SAMPLE, DATA_CHANNEL_CHUNKS, MIN_COMPRESSION_GAIN,
     OUTPUT_WATERMARK,
 };
-pub use fs::{MAX_ITER_FILES, MAX_READV_RANGES};
+pub use fs::{LISTING_SLOTS, MAX_ITER_FILES, MAX_LIST_ENTRIES, MAX_READV_RANGES};
 pub use gateway::{Gateway, GatewayConfig};
 pub use http::BODY_CHANNEL_CHUNKS;
 pub use http::router;
-pub use pool::FILE_IO_THREADS;
+pub use limits::{
+    FD_RESERVE, MAX_CONNECTIONS_CAP, MAX_OPEN_ANSWERS_CAP, budgets_for, fd_limit, raise_fd_limit,
+};
+pub use pool::{FILE_IO_THREADS, MAX_SHARE_THREADS};
 pub use serve::{ServeHandle, serve};
 pub use stop::GraceExpired;
 pub use storage::{

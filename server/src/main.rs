@@ -152,6 +152,33 @@ struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
     idle_timeout: Option<Duration>,
+    /// Cut (408) a request body arriving slower than this on average, after
+    /// the body-read timeout's grace; 0: no rate [default: 1024].
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    min_body_rate: Option<u64>,
+    /// Close HTTP connections (either version) with no byte read or written
+    /// this long [default: 120s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    connection_idle_timeout: Option<Duration>,
+    /// Per message: commands running plus answers held open before further
+    /// commands wait [default: 64].
+    #[arg(long, value_name = "N")]
+    message_open_answers: Option<usize>,
+    /// Per message: answer bytes queued for sending before further commands
+    /// wait [default: 2097152].
+    #[arg(long, value_name = "BYTES")]
+    message_held_bytes: Option<usize>,
+    /// Per server: commands running plus answers held open, over all
+    /// messages (each may hold a file open) [default: a quarter of the
+    /// descriptor limit left after 64, at most 4096].
+    #[arg(long, value_name = "N")]
+    open_answers: Option<usize>,
+    /// Per server: connections served at once, HTTP and byte streams; more
+    /// wait in the listen backlog [default: half the descriptor limit left
+    /// after 64, at most 16384].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
@@ -206,6 +233,14 @@ impl ServeArgs {
             no_http: self.no_http || file.no_http,
             stdio: self.stdio,
             idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            min_body_rate: self.min_body_rate.or(file.min_body_rate),
+            connection_idle_timeout: self
+                .connection_idle_timeout
+                .or(file.connection_idle_timeout),
+            message_open_answers: self.message_open_answers.or(file.message_open_answers),
+            message_held_bytes: self.message_held_bytes.or(file.message_held_bytes),
+            open_answers: self.open_answers.or(file.open_answers),
+            max_connections: self.max_connections.or(file.max_connections),
         }
     }
 }
@@ -277,6 +312,33 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     if let Some(d) = args.idle_timeout {
         config.idle_timeout = d;
     }
+    if let Some(d) = args.connection_idle_timeout {
+        config.connection_idle_timeout = d;
+    }
+    if config.connection_idle_timeout <= config.keepalive_interval {
+        return Err(
+            "--connection-idle-timeout must be longer than --keepalive-interval \
+             (a long-running message would look idle)"
+                .into(),
+        );
+    }
+    macro_rules! budget {
+        ($($field:ident),*) => { $( if let Some(v) = args.$field {
+            if v == 0 {
+                return Err(format!("--{} must be at least 1", stringify!($field).replace('_', "-")));
+            }
+            config.$field = v;
+        } )* };
+    }
+    budget!(
+        message_open_answers,
+        message_held_bytes,
+        open_answers,
+        max_connections
+    );
+    if let Some(rate) = args.min_body_rate {
+        config.min_body_rate = rate;
+    }
     Ok(config)
 }
 
@@ -306,7 +368,24 @@ const EXIT_CUT: u8 = 3;
 const RUNTIME_DRAIN: Duration = Duration::from_secs(1);
 
 async fn run(args: ServeArgs) -> Result<(), Failure> {
+    // Before the defaults are sized from it.
+    let fd_limit = framegate_server::raise_fd_limit();
     let config = gateway_config(&args).map_err(Failure::Error)?;
+    tracing::info!(
+        fd_limit,
+        max_connections = config.max_connections,
+        open_answers = config.open_answers,
+        "budgets"
+    );
+    if (config.max_connections + config.open_answers) as u64 + framegate_server::FD_RESERVE
+        > fd_limit
+    {
+        tracing::warn!(
+            fd_limit,
+            "--max-connections plus --open-answers exceed the descriptor limit: \
+             requests may fail with too many open files"
+        );
+    }
     let root = config.root.clone();
     let grace = config.shutdown_grace;
     let writes = if config.allow_writes {

@@ -93,7 +93,9 @@ pub async fn serve(
         inner: listener,
         open: Arc::new(AtomicUsize::new(0)),
         cut: CancellationToken::new(),
+        idle: gateway.config().connection_idle_timeout,
     };
+    let slots = gateway.connection_slots.clone();
     let open = listener.open.clone();
     let cut = listener.cut.clone();
     let task_stop = stop.clone();
@@ -111,6 +113,13 @@ pub async fn serve(
         let graceful = GracefulShutdown::new();
         let mut listener = listener;
         loop {
+            // At most `max_connections` at once: past it, new connections
+            // wait in the listen backlog.
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot,
+                () = task_stop.cancelled() => break,
+            };
+            let Ok(slot) = slot else { break };
             tokio::select! {
                 (io, _peer) = axum::serve::Listener::accept(&mut listener) => {
                     let service = TowerToHyperService::new(app.clone());
@@ -119,6 +128,7 @@ pub async fn serve(
                         .into_owned();
                     let connection = graceful.watch(connection);
                     tokio::spawn(async move {
+                        let _slot = slot;
                         if let Err(e) = connection.await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
@@ -162,6 +172,8 @@ struct CountingListener {
     inner: TcpListener,
     open: Arc<AtomicUsize>,
     cut: CancellationToken,
+    /// Connections idle this long are closed.
+    idle: Duration,
 }
 
 impl axum::serve::Listener for CountingListener {
@@ -177,6 +189,9 @@ impl axum::serve::Listener for CountingListener {
             open: self.open.clone(),
             cut_token: self.cut.clone(),
             cut: Box::pin(self.cut.clone().cancelled_owned()),
+            idle_for: self.idle,
+            last_io: tokio::time::Instant::now(),
+            idle: Box::pin(tokio::time::sleep(self.idle)),
         };
         (connection, peer)
     }
@@ -188,11 +203,17 @@ impl axum::serve::Listener for CountingListener {
 
 /// One connection of a [`CountingListener`]: counted while it lives; once
 /// cut, every read and write fails (and a pending one is woken to fail).
+/// With no byte read or written for `idle_for`, a pending read or write
+/// fails too (HTTP/2 keeps idle connections forever otherwise; for HTTP/1
+/// the header-read timeout usually comes first).
 struct CountedConnection {
     tcp: TcpStream,
     open: Arc<AtomicUsize>,
     cut_token: CancellationToken,
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    idle_for: Duration,
+    last_io: tokio::time::Instant,
+    idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl CountedConnection {
@@ -214,7 +235,31 @@ impl CountedConnection {
         }
         match op(Pin::new(&mut self.tcp), cx) {
             Poll::Pending if self.cut.as_mut().poll(cx).is_ready() => Poll::Ready(Err(cut_error())),
-            other => other,
+            Poll::Pending if self.idle_expired(cx) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle",
+            ))),
+            Poll::Pending => Poll::Pending,
+            ready => {
+                self.last_io = tokio::time::Instant::now();
+                ready
+            }
+        }
+    }
+
+    /// Whether the connection has been idle for `idle_for`; else makes sure
+    /// the task is woken when it will have been. The timer is re-armed
+    /// lazily (only when it fires early), not at every read and write.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            let deadline = self.last_io + self.idle_for;
+            if self.idle.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return true;
+            }
+            self.idle.as_mut().reset(deadline);
         }
     }
 }

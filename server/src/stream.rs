@@ -227,13 +227,24 @@ pub async fn serve_tcp(
     let tracker = TaskTracker::new();
     let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let cut = CancellationToken::new();
+    let slots = gateway.connection_slots.clone();
     loop {
+        // At most `max_connections` (shared with HTTP) at once: past it,
+        // new connections wait in the listen backlog.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            _ = stop.cancelled() => break,
+        };
+        let Ok(slot) = slot else { break };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
+                        // Out of descriptors (EMFILE) and the like: do not
+                        // spin; the budgets free some soon.
                         tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 };
@@ -244,6 +255,7 @@ pub async fn serve_tcp(
                 busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let busy = Busy(busy.clone());
                 tracker.spawn(async move {
+                    let _slot = slot;
                     let (mut r, w) = stream.into_split();
                     let session = serve_connection(gw, &mut r, w, WritePolicy::TokenInHello, stop);
                     tokio::select! {

@@ -17,6 +17,7 @@
 //! completion `seq`. Dropping the driver aborts every command of the
 //! message (staged uploads are removed by their guards).
 
+mod budget;
 mod order;
 mod output;
 
@@ -30,7 +31,7 @@ use framegate_wire::{
     Encoding, ErrorCode, Frame, FrameError, IncomingCommand, OutputMode, RequestId, ServerEvent,
     ServerReactor,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -38,6 +39,7 @@ use crate::command::{
     Access, Answer, Call, Chunk, Command, CommandError, Context, Hello, Note, Turn, Upload,
 };
 use crate::gateway::Gateway;
+use crate::pool::{Share, in_share};
 use crate::storage::Storage;
 
 pub(crate) use output::read_piece;
@@ -96,6 +98,9 @@ pub(crate) struct Driver {
     notes_tx: mpsc::UnboundedSender<Note>,
     notes_rx: mpsc::UnboundedReceiver<Note>,
     lazy: output::Lazy,
+    budget: budget::Budget,
+    /// The message's share of the file pool.
+    share: Share,
     /// Stopping: new requests are answered with an error, not run.
     refusing_new: bool,
     started: Instant,
@@ -109,6 +114,11 @@ impl Driver {
         let reactor = ServerReactor::new(gw.config.limits.clone(), mode, spec.encoding);
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let order = order::Order::new(gw.config.limits.max_running_commands);
+        let budget = budget::Budget::new(
+            gw.config.message_open_answers,
+            gw.config.message_held_bytes,
+            gw.answer_slots.clone(),
+        );
         Driver {
             gw,
             spec,
@@ -120,6 +130,8 @@ impl Driver {
             notes_tx,
             notes_rx,
             lazy: output::Lazy::default(),
+            budget,
+            share: Share::new(),
             refusing_new: false,
             started: Instant::now(),
             commands: 0,
@@ -150,10 +162,15 @@ impl Driver {
         self.reactor.receiving_requests()
     }
 
-    /// Whether a command is running or a note waits ([`Driver::progress`]
-    /// has something to wait for).
+    /// Whether a command is running, a note waits, or a command waits for
+    /// a server-wide slot ([`Driver::progress`] has something to wait for).
     pub(crate) fn is_busy(&self) -> bool {
-        !self.tasks.is_empty() || !self.notes_rx.is_empty()
+        !self.tasks.is_empty() || !self.notes_rx.is_empty() || self.wants_slot()
+    }
+
+    fn wants_slot(&self) -> bool {
+        self.budget
+            .wants_slot(self.lazy.len(), self.reactor.pending_output_bytes())
     }
 
     /// Whether a lazy answer has bytes to feed ([`Driver::feed_output`]).
@@ -195,13 +212,16 @@ impl Driver {
         self.reactor.queue_keepalive();
     }
 
-    /// Waits until a command finishes or sends a note, and takes it in.
+    /// Waits until a command finishes or sends a note, or a server-wide
+    /// slot frees for a waiting command, and takes it in.
     pub(crate) async fn progress(&mut self) {
+        let wants_slot = self.wants_slot();
         tokio::select! {
             Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                 self.task_done(joined);
             }
             Some(note) = self.notes_rx.recv() => self.apply_note(note),
+            slot = self.budget.slot(), if wants_slot => self.start_waiting(Some(slot)),
         }
     }
 
@@ -214,8 +234,9 @@ impl Driver {
             self.apply_note(note);
         }
         if self.reactor.pending_output_bytes() < OUTPUT_WATERMARK {
-            self.lazy.feed(&mut self.reactor).await;
+            in_share(self.share, self.lazy.feed(&mut self.reactor)).await;
         }
+        self.start_waiting(None);
     }
 
     /// Drains ready frames into `chunks` (gathered through `out`).
@@ -224,6 +245,7 @@ impl Driver {
         let sent: usize = chunks.iter().map(Bytes::len).sum();
         self.bytes_out += sent as u64;
         self.gw.metrics.bytes_out.inc_by(sent as u64);
+        self.start_waiting(None);
     }
 
     /// Logs the message and records its metrics.
@@ -311,6 +333,7 @@ impl Driver {
     /// still answers is ignored.
     fn forget(&mut self, id: RequestId) -> Option<Inflight> {
         let entry = self.inflight.remove(&id)?;
+        self.budget.forget(id);
         if let Some(task) = entry.task {
             self.task_ids.remove(&task);
         }
@@ -329,26 +352,48 @@ impl Driver {
         self.release(released);
     }
 
+    /// Commands the ordering released: those staging data get their turn,
+    /// the others start within the budgets (or wait for room).
     fn release(&mut self, ids: Vec<RequestId>) {
         for id in ids {
             let Some(entry) = self.inflight.get_mut(&id) else {
                 continue;
             };
-            match std::mem::replace(&mut entry.start, Start::Started) {
-                Start::Later(boxed) => {
-                    let (command, call) = *boxed;
-                    let span = tracing::debug_span!("command", name = %entry.name, request = id.0);
-                    let handle = self
-                        .tasks
-                        .spawn(async move { command.run(call).await }.instrument(span));
-                    self.task_ids.insert(handle.id(), id);
-                    entry.task = Some(handle.id());
-                }
-                Start::Waiting(go) => {
-                    let _ = go.send(());
+            match &entry.start {
+                Start::Later(_) => self.budget.wait(id),
+                Start::Waiting(_) => {
+                    if let Start::Waiting(go) = std::mem::replace(&mut entry.start, Start::Started)
+                    {
+                        let _ = go.send(());
+                    }
                 }
                 Start::Started => {}
             }
+        }
+        self.start_waiting(None);
+    }
+
+    /// Starts waiting commands while the budgets have room (`slot`: a
+    /// server-wide slot already acquired for the first).
+    fn start_waiting(&mut self, mut slot: Option<OwnedSemaphorePermit>) {
+        while let Some((id, permit)) = self.budget.next(
+            self.lazy.len(),
+            self.reactor.pending_output_bytes(),
+            &mut slot,
+        ) {
+            let Some(entry) = self.inflight.get_mut(&id) else {
+                continue; // aborted while waiting
+            };
+            let Start::Later(boxed) = std::mem::replace(&mut entry.start, Start::Started) else {
+                continue;
+            };
+            let (command, call) = *boxed;
+            let span = tracing::debug_span!("command", name = %entry.name, request = id.0);
+            let run = in_share(self.share, async move { command.run(call).await });
+            let handle = self.tasks.spawn(run.instrument(span));
+            self.task_ids.insert(handle.id(), id);
+            entry.task = Some(handle.id());
+            self.budget.started(handle.id(), permit);
         }
     }
 
@@ -422,9 +467,8 @@ impl Driver {
                 turn: Turn::pending(go_rx),
             };
             let span = tracing::debug_span!("command", name = %cmd.name, request = id.0);
-            let handle = self
-                .tasks
-                .spawn(async move { command.run(call).await }.instrument(span));
+            let run = in_share(self.share, async move { command.run(call).await });
+            let handle = self.tasks.spawn(run.instrument(span));
             self.task_ids.insert(handle.id(), id);
             (Some(tx), Start::Waiting(go_tx), Some(handle.id()))
         } else {
@@ -480,9 +524,12 @@ impl Driver {
             }
             Err(err) => {
                 self.task_ids.remove(&err.id());
+                self.budget.ended(err.id());
                 return; // aborted: its request was cut off
             }
         };
+        // Its slot: kept by a lazy answer, else freed here.
+        let slot = self.budget.ended(task);
         let Some(id) = self.task_ids.remove(&task) else {
             return;
         };
@@ -503,10 +550,15 @@ impl Driver {
             self.inflight.remove(&id);
             self.count(&name, result.as_ref().err().map(|e| &e.code));
         }
-        self.answer(id, result);
+        self.answer(id, result, slot);
     }
 
-    fn answer(&mut self, id: RequestId, result: Result<Answer, CommandError>) {
+    fn answer(
+        &mut self,
+        id: RequestId,
+        result: Result<Answer, CommandError>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
         match result {
             Err(err) => {
                 let _ = self.reactor.fail_command(id, err.into());
@@ -522,8 +574,11 @@ impl Driver {
                     file: Arc::new(file),
                     ranges: ranges.into(),
                 },
+                slot,
             ),
-            Ok(Answer::Stream(stream)) => self.lazy.push(id, output::Source::Stream(stream)),
+            Ok(Answer::Stream(stream)) => {
+                self.lazy.push(id, output::Source::Stream(stream), slot);
+            }
         }
     }
 

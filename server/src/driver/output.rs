@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use framegate_wire::{ErrorCode, RequestId, ServerReactor};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::answer::CommandError;
 use crate::pool::blocking;
@@ -94,17 +95,37 @@ pub(crate) fn read_piece(file: &std::fs::File, offset: u64, len: usize) -> io::R
     Ok(Bytes::from(buf))
 }
 
+/// A lazy answer waiting to be sent, with the server-wide budget slot
+/// its open source holds until then.
+struct Queued {
+    id: RequestId,
+    source: Source,
+    _slot: Option<OwnedSemaphorePermit>,
+    /// Whether its first piece was sampled for compression.
+    sampled: bool,
+}
+
 /// The lazy answers of a message: the one being sent and those queued.
 #[derive(Default)]
 pub(crate) struct Lazy {
-    queue: VecDeque<(RequestId, Source)>,
-    /// The answer being sent, and whether its first piece was sampled.
-    current: Option<(RequestId, Source, bool)>,
+    queue: VecDeque<Queued>,
+    /// The answer being sent.
+    current: Option<Queued>,
 }
 
 impl Lazy {
-    pub(crate) fn push(&mut self, id: RequestId, source: Source) {
-        self.queue.push_back((id, source));
+    pub(crate) fn push(
+        &mut self,
+        id: RequestId,
+        source: Source,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
+        self.queue.push_back(Queued {
+            id,
+            source,
+            _slot: slot,
+            sampled: false,
+        });
     }
 
     /// Whether any lazy answer still has bytes to send.
@@ -112,14 +133,25 @@ impl Lazy {
         self.current.is_some() || !self.queue.is_empty()
     }
 
+    /// Lazy answers not yet completely sent (each holds its source open).
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len() + usize::from(self.current.is_some())
+    }
+
     /// Feeds the next piece of the current lazy answer to the reactor
     /// (picking the next answer when one is done). The first piece of each
     /// decides whether it is worth compressing.
     pub(crate) async fn feed(&mut self, reactor: &mut ServerReactor) {
         if self.current.is_none() {
-            self.current = self.queue.pop_front().map(|(id, s)| (id, s, false));
+            self.current = self.queue.pop_front();
         }
-        let Some((id, source, sampled)) = self.current.as_mut() else {
+        let Some(Queued {
+            id,
+            source,
+            sampled,
+            ..
+        }) = self.current.as_mut()
+        else {
             return;
         };
         match source.next_piece().await {

@@ -21,6 +21,11 @@ pub use framegate_wire::ranges::MAX_READV_RANGES;
 /// Most files `iter_files_recursive` lists.
 pub const MAX_ITER_FILES: usize = 1_000_000;
 
+/// Most entries `list_dir` lists.
+pub const MAX_LIST_ENTRIES: usize = 1_000_000;
+
+pub use read::LISTING_SLOTS;
+
 impl Registry {
     /// The file commands of §9 (`get`, `readv`, `has`, `stat`, `list_dir`,
     /// `iter_files_recursive`, `put`, `append`, `mkdir`, `rename`, `delete`,

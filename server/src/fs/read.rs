@@ -3,7 +3,8 @@
 use crate::command::{Answer, Call, CommandError};
 use crate::storage::{EntryKind, ReadRanges};
 
-use super::{Fut, MAX_ITER_FILES, MAX_READV_RANGES, optional_path, path_arg};
+use super::{Fut, MAX_ITER_FILES, MAX_LIST_ENTRIES, MAX_READV_RANGES, optional_path, path_arg};
+use crate::pool::blocking;
 
 pub(super) fn get(mut call: Call) -> Fut {
     Box::pin(async move {
@@ -58,19 +59,26 @@ pub(super) fn stat(mut call: Call) -> Fut {
     })
 }
 
+/// Listings hold every name in memory (they are sorted) and are the
+/// largest answers: this many run at once in the whole server, the rest
+/// wait. Bounds their memory at about this many times the largest listing.
+pub const LISTING_SLOTS: usize = 2;
+
+static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LISTING_SLOTS);
+
+/// Encodes a listing as CBOR on the file pool (100k names take
+/// milliseconds: not on the executor's threads).
+async fn encode_listing(names: Vec<String>) -> Result<Answer, CommandError> {
+    blocking(move || Ok(Answer::cbor(&names))).await
+}
+
 pub(super) fn list_dir(mut call: Call) -> Fut {
     Box::pin(async move {
         let path = optional_path(&call)?;
         call.turn.wait().await?;
-        let names: Vec<String> = call
-            .ctx
-            .storage
-            .list(&path)
-            .await?
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect();
-        Ok(Answer::cbor(&names))
+        let _slot = LISTINGS.acquire().await.map_err(CommandError::internal)?;
+        let names = call.ctx.storage.list_names(&path, MAX_LIST_ENTRIES).await?;
+        encode_listing(names).await
     })
 }
 
@@ -78,7 +86,8 @@ pub(super) fn iter_files_recursive(mut call: Call) -> Fut {
     Box::pin(async move {
         let path = optional_path(&call)?;
         call.turn.wait().await?;
+        let _slot = LISTINGS.acquire().await.map_err(CommandError::internal)?;
         let files = call.ctx.storage.walk(&path, MAX_ITER_FILES).await?;
-        Ok(Answer::cbor(&files))
+        encode_listing(files).await
     })
 }

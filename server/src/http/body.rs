@@ -36,27 +36,72 @@ fn abandoned(err: io::Error) -> Abandoned {
     }
 }
 
+/// The deadline for a body's next bytes: `per_read` after the last ones,
+/// and no later than the average rate `min_rate` (bytes/s, 0: none) allows,
+/// counted from the start with `per_read` of grace — a body trickled a byte
+/// at a time is cut, however often its bytes come.
+struct Pace {
+    per_read: Duration,
+    min_rate: u64,
+    started: tokio::time::Instant,
+    last: tokio::time::Instant,
+    received: u64,
+}
+
+impl Pace {
+    fn new(per_read: Duration, min_rate: u64) -> Pace {
+        let now = tokio::time::Instant::now();
+        Pace {
+            per_read,
+            min_rate,
+            started: now,
+            last: now,
+            received: 0,
+        }
+    }
+
+    fn received(&mut self, n: usize) {
+        self.received += n as u64;
+        self.last = tokio::time::Instant::now();
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        let next_read = self.last + self.per_read;
+        if self.min_rate == 0 {
+            return next_read;
+        }
+        let earned = Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
+        next_read.min(self.started + self.per_read + earned)
+    }
+}
+
 /// Reads the whole body into the driver, running commands meanwhile.
 pub(super) async fn read_body(
     driver: &mut Driver,
     gw: &Gateway,
     body: axum::body::Body,
 ) -> Result<(), Abandoned> {
-    let timeout = gw.config.body_read_timeout;
-    let stream = futures_util::stream::unfold(body.into_data_stream(), move |mut s| async move {
-        match tokio::time::timeout(timeout, s.next()).await {
-            Ok(Some(Ok(bytes))) => Some((Ok(bytes), s)),
-            Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), s)),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "body read timed out",
+    let pace = Pace::new(gw.config.body_read_timeout, gw.config.min_body_rate);
+    let stream = futures_util::stream::unfold(
+        (body.into_data_stream(), pace),
+        move |(mut s, mut pace)| async move {
+            match tokio::time::timeout_at(pace.deadline(), s.next()).await {
+                Ok(Some(Ok(bytes))) => {
+                    pace.received(bytes.len());
+                    Some((Ok(bytes), (s, pace)))
+                }
+                Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), (s, pace))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "body read timed out (too slow)",
+                    )),
+                    (s, pace),
                 )),
-                s,
-            )),
-        }
-    })
+            }
+        },
+    )
     .boxed();
     let decoder = FrameDecoder::new(gw.config.limits.max_frame_size);
     let mut frames = FramedRead::new(StreamReader::new(stream), decoder);

@@ -190,7 +190,10 @@ pub(super) async fn message(gw: Arc<Gateway>, request: Request) -> Response {
     match body::read_body(&mut driver, &gw, body).await {
         Ok(()) => {}
         Err(Abandoned::TimedOut) => {
-            return plain(StatusCode::REQUEST_TIMEOUT, "request body stalled");
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body stalled or arrived too slowly",
+            );
         }
         Err(Abandoned::BodyError(err)) => {
             tracing::info!(error = %err, "request body broke; message abandoned");

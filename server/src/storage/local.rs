@@ -18,7 +18,7 @@ use framegate_wire::ErrorCode;
 
 use super::journal;
 use super::local_read::{
-    answer_ranges, dir_entries, is_a_directory, meta_of, not_regular, open_file, walk,
+    answer_ranges, dir_entries, dir_names, is_a_directory, meta_of, not_regular, open_file, walk,
 };
 use super::lock::{LockedFile, Open, PathLocks, lock_file, sync_dir};
 use super::staging::STAGING_MODE;
@@ -473,6 +473,11 @@ impl Storage for LocalStorage {
     fn list(&self, path: &Path) -> StorageFuture<'_, Vec<(String, EntryMeta)>> {
         let path = path.to_path_buf();
         on_view(&self.view, move |view| dir_entries(&view.base, &path))
+    }
+
+    fn list_names(&self, path: &Path, max: usize) -> StorageFuture<'_, Vec<String>> {
+        let path = path.to_path_buf();
+        on_view(&self.view, move |view| dir_names(&view.base, &path, max))
     }
 
     fn walk(&self, path: &Path, max: usize) -> StorageFuture<'_, Vec<String>> {

@@ -132,6 +132,25 @@ pub(super) fn dir_entries(
     Ok(names)
 }
 
+/// Entry names of a directory, sorted bytewise, without reserved names and
+/// without a `stat` per entry; at most `max`.
+pub(super) fn dir_names(base: &Dir, path: &Path, max: usize) -> Result<Vec<String>, CommandError> {
+    let mut names = Vec::new();
+    for entry in base.read_dir(path).map_err(|e| io_error(&e, path))? {
+        let entry = entry.map_err(|e| io_error(&e, path))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if hidden(&name) {
+            continue;
+        }
+        if names.len() == max {
+            return Err(super::too_many_entries(max));
+        }
+        names.push(name);
+    }
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
 pub(super) fn walk(base: &Dir, root: &Path, max: usize) -> Result<Vec<String>, CommandError> {
     let mut files = Vec::new();
     let mut stack = vec![PathBuf::new()];

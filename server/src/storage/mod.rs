@@ -87,6 +87,14 @@ pub trait StagedUpload: Send + 'static {
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
 }
 
+/// `not-supported`: a listing longer than its bound.
+pub(crate) fn too_many_entries(max: usize) -> CommandError {
+    CommandError::new(
+        framegate_wire::ErrorCode::NOT_SUPPORTED,
+        format!("more than {max} entries in this directory"),
+    )
+}
+
 /// A view of the served tree rooted at a base directory.
 ///
 /// Every write is durable when its future resolves `Ok` (file and
@@ -106,6 +114,19 @@ pub trait Storage: Send + Sync + 'static {
     fn exists(&self, path: &Path) -> StorageFuture<'_, bool>;
     /// A directory's entries, sorted bytewise by name; reserved names hidden.
     fn list(&self, path: &Path) -> StorageFuture<'_, Vec<(String, EntryMeta)>>;
+    /// A directory's entry names only, sorted bytewise; reserved names
+    /// hidden; at most `max` (more is `not-supported`). The default lists
+    /// with metadata and drops it.
+    fn list_names(&self, path: &Path, max: usize) -> StorageFuture<'_, Vec<String>> {
+        let path = path.to_path_buf();
+        Box::pin(async move {
+            let entries = self.list(&path).await?;
+            if entries.len() > max {
+                return Err(too_many_entries(max));
+            }
+            Ok(entries.into_iter().map(|(name, _)| name).collect())
+        })
+    }
     /// Relative paths of all files below `path`, sorted; at most `max`
     /// (more is `not-supported`).
     fn walk(&self, path: &Path, max: usize) -> StorageFuture<'_, Vec<String>>;
