@@ -161,4 +161,14 @@ impl Gateway {
     pub fn swept(&self) -> SweepReport {
         self.swept
     }
+
+    /// Server-wide answer slots free now (of [`GatewayConfig::open_answers`]).
+    pub fn answer_slots_free(&self) -> usize {
+        self.answer_slots.available_permits()
+    }
+
+    /// Connection slots free now (of [`GatewayConfig::max_connections`]).
+    pub fn connection_slots_free(&self) -> usize {
+        self.connection_slots.available_permits()
+    }
 }

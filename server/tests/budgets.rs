@@ -1,0 +1,150 @@
+//! The answer budgets: when a message or the server holds as many answers
+//! as allowed, further commands wait — they never fail, never lose their
+//! order, and never deadlock behind a write waiting for its turn.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// 20 KiB: above the inline threshold, so each answer holds its file open.
+const FILE: usize = 20 * 1024;
+
+fn content(i: usize) -> Vec<u8> {
+    (0..FILE).map(|j| (i * 31 + j * 7) as u8).collect()
+}
+
+#[tokio::test]
+async fn tiny_budgets_keep_every_answer_and_the_order() {
+    let s = TestServer::start(|c| {
+        c.allow_writes = true;
+        c.message_open_answers = 3;
+        c.message_held_bytes = 40_000;
+        c.open_answers = 4;
+    })
+    .await;
+    for i in 0..200 {
+        s.write(&format!("f{i}"), &content(i));
+    }
+    s.write("x", b"old");
+    let mut b = Batch::new();
+    for i in 0..100 {
+        b.add("get", &[("path", format!("f{i}").as_bytes())], None);
+    }
+    let before_put = b.add("get", &[("path", b"x")], None);
+    b.add("put", &[("path", b"x")], Some(b"new"));
+    let after_put = b.add("get", &[("path", b"x")], None);
+    for i in 100..200 {
+        b.add("get", &[("path", format!("f{i}").as_bytes())], None);
+    }
+    b.add("delete", &[("path", b"f0")], None);
+    let after_delete = b.add("get", &[("path", b"f0")], None);
+    let (o, _) = tokio::time::timeout(Duration::from_secs(60), b.send(&s.rw()))
+        .await
+        .expect("a message under tiny budgets finishes");
+    for i in 0..100 {
+        assert_eq!(o[i].ok().as_ref(), content(i).as_slice(), "f{i}");
+    }
+    assert_eq!(o[before_put].ok().as_ref(), b"old");
+    assert_eq!(o[after_put].ok().as_ref(), b"new");
+    for i in 100..200 {
+        assert_eq!(o[after_put + 1 + i - 100].ok().as_ref(), content(i).as_slice());
+    }
+    assert_eq!(o[after_delete].code(), "no-such-file");
+    // Every slot came back.
+    assert_eq!(s.gateway.answer_slots_free(), 4);
+}
+
+#[tokio::test]
+async fn messages_wait_for_server_slots_instead_of_failing() {
+    let s = TestServer::start(|c| c.open_answers = 1).await;
+    for i in 0..100 {
+        s.write(&format!("f{i}"), &content(i));
+    }
+    let send = |first: usize| {
+        let url = s.ro();
+        async move {
+            let mut b = Batch::new();
+            for i in first..first + 50 {
+                b.add("get", &[("path", format!("f{i}").as_bytes())], None);
+            }
+            b.send(&url).await.0
+        }
+    };
+    let (a, b) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(send(0), send(50))
+    })
+    .await
+    .expect("both messages finish with one server-wide slot");
+    for (i, o) in a.iter().chain(b.iter()).enumerate() {
+        assert_eq!(o.ok().as_ref(), content(i).as_slice(), "f{i}");
+    }
+    assert_eq!(s.gateway.answer_slots_free(), 1);
+}
+
+#[tokio::test]
+async fn a_put_waiting_for_its_turn_does_not_block_the_reads_before_it() {
+    // One open answer per message: the get ahead of the puts holds it while
+    // their data is staged; the puts wait for their turn, not for the slot.
+    let s = TestServer::start(|c| {
+        c.allow_writes = true;
+        c.message_open_answers = 1;
+    })
+    .await;
+    s.write("a", &content(1));
+    let mut b = Batch::new();
+    b.add("get", &[("path", b"a")], None);
+    for i in 0..8 {
+        b.add("put", &[("path", format!("p{i}").as_bytes())], Some(&content(i)));
+    }
+    b.add("get", &[("path", b"p7")], None);
+    let (o, _) = tokio::time::timeout(Duration::from_secs(30), b.send(&s.rw()))
+        .await
+        .expect("no deadlock");
+    assert_eq!(o[0].ok().as_ref(), content(1).as_slice());
+    assert_eq!(o[9].ok().as_ref(), content(7).as_slice());
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_gives_its_slots_back() {
+    let s = TestServer::start(|c| {
+        c.open_answers = 8;
+        c.send_timeout = Duration::from_secs(1);
+    })
+    .await;
+    for i in 0..64 {
+        s.write(&format!("f{i}"), &vec![b'z'; 1 << 20]);
+    }
+    let mut b = Batch::new();
+    for i in 0..64 {
+        b.add("get", &[("path", format!("f{i}").as_bytes())], None);
+    }
+    // Raw request, never read: the answers fill the socket buffers.
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let body = b.body();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /.framegate/ro HTTP/1.1\r\nhost: x\r\ncontent-type: {0}\r\naccept: {0}\r\ncontent-length: {1}\r\n\r\n",
+        framegate_wire::MEDIA_TYPE,
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, head.as_bytes())
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &body)
+        .await
+        .unwrap();
+    // While it holds slots, the budget is in use...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.gateway.answer_slots_free() < 8);
+    // ...and after the send timeout it is all back, and others are served.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.gateway.answer_slots_free() < 8 {
+        assert!(tokio::time::Instant::now() < deadline, "slots never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let o = one(&s.ro(), "get", &[("path", b"f0")], None).await;
+    assert_eq!(o.ok().len(), 1 << 20);
+    drop(tcp);
+}
