@@ -59,7 +59,7 @@ pub struct GatewayConfig {
     pub connection_idle_timeout: Duration,
     /// Per message: commands running plus answers held open for sending
     /// (a file answer keeps its file open) before further commands wait
-    /// (default 64).
+    /// (default 16).
     pub message_open_answers: usize,
     /// Per message: answer bytes queued for sending before further commands
     /// wait (default 2 MiB).
@@ -71,6 +71,9 @@ pub struct GatewayConfig {
     /// Per server: connections (HTTP and byte-stream) served at once; more
     /// wait in the listen backlog (default: half the descriptor limit).
     pub max_connections: usize,
+    /// Per HTTP/2 connection: messages (streams) at once (default 8; an
+    /// HTTP/1 connection carries one at a time).
+    pub http2_max_streams: usize,
 }
 
 impl GatewayConfig {
@@ -91,10 +94,11 @@ impl GatewayConfig {
             idle_timeout: Duration::from_secs(300),
             min_body_rate: 1024,
             connection_idle_timeout: Duration::from_secs(120),
-            message_open_answers: 64,
+            message_open_answers: 16,
             message_held_bytes: 2 << 20,
             open_answers,
             max_connections,
+            http2_max_streams: 8,
         }
     }
 }

@@ -162,7 +162,7 @@ struct ServeArgs {
     #[serde(default, with = "opt_duration")]
     connection_idle_timeout: Option<Duration>,
     /// Per message: commands running plus answers held open before further
-    /// commands wait [default: 64].
+    /// commands wait [default: 16].
     #[arg(long, value_name = "N")]
     message_open_answers: Option<usize>,
     /// Per message: answer bytes queued for sending before further commands
@@ -179,6 +179,9 @@ struct ServeArgs {
     /// after 64, at most 16384].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Per HTTP/2 connection: messages (streams) at once [default: 8].
+    #[arg(long, value_name = "N")]
+    http2_max_streams: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
@@ -241,6 +244,7 @@ impl ServeArgs {
             message_held_bytes: self.message_held_bytes.or(file.message_held_bytes),
             open_answers: self.open_answers.or(file.open_answers),
             max_connections: self.max_connections.or(file.max_connections),
+            http2_max_streams: self.http2_max_streams.or(file.http2_max_streams),
         }
     }
 }
@@ -334,7 +338,8 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
         message_open_answers,
         message_held_bytes,
         open_answers,
-        max_connections
+        max_connections,
+        http2_max_streams
     );
     if let Some(rate) = args.min_body_rate {
         config.min_body_rate = rate;

@@ -109,7 +109,14 @@ pub async fn serve(
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout);
-        builder.http2().timer(TokioTimer::new());
+        // Each HTTP/2 stream is a message with its own budgets: bound them
+        // per connection (hyper's default is 200).
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(
+                u32::try_from(gateway.config().http2_max_streams).unwrap_or(u32::MAX),
+            );
         let graceful = GracefulShutdown::new();
         let mut listener = listener;
         loop {
