@@ -43,13 +43,16 @@ async fn tiny_budgets_keep_every_answer_and_the_order() {
     let (o, _) = tokio::time::timeout(Duration::from_secs(60), b.send(&s.rw()))
         .await
         .expect("a message under tiny budgets finishes");
-    for i in 0..100 {
-        assert_eq!(o[i].ok().as_ref(), content(i).as_slice(), "f{i}");
+    for (i, answer) in o.iter().take(100).enumerate() {
+        assert_eq!(answer.ok().as_ref(), content(i).as_slice(), "f{i}");
     }
     assert_eq!(o[before_put].ok().as_ref(), b"old");
     assert_eq!(o[after_put].ok().as_ref(), b"new");
     for i in 100..200 {
-        assert_eq!(o[after_put + 1 + i - 100].ok().as_ref(), content(i).as_slice());
+        assert_eq!(
+            o[after_put + 1 + i - 100].ok().as_ref(),
+            content(i).as_slice()
+        );
     }
     assert_eq!(o[after_delete].code(), "no-such-file");
     // Every slot came back.
@@ -96,7 +99,11 @@ async fn a_put_waiting_for_its_turn_does_not_block_the_reads_before_it() {
     let mut b = Batch::new();
     b.add("get", &[("path", b"a")], None);
     for i in 0..8 {
-        b.add("put", &[("path", format!("p{i}").as_bytes())], Some(&content(i)));
+        b.add(
+            "put",
+            &[("path", format!("p{i}").as_bytes())],
+            Some(&content(i)),
+        );
     }
     b.add("get", &[("path", b"p7")], None);
     let (o, _) = tokio::time::timeout(Duration::from_secs(30), b.send(&s.rw()))
