@@ -179,6 +179,11 @@ pub(crate) struct ServeArgs {
     /// Per HTTP/2 connection: messages (streams) at once [default: 8].
     #[arg(long, value_name = "N")]
     pub(crate) http2_max_streams: Option<usize>,
+    /// Per server: messages answered compressed at once (a compressor is
+    /// about 2.5 MiB); others are answered unencoded; 0: never compress
+    /// [default: 32].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_compressing_messages: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Deserialize, PartialEq, Eq)]
@@ -242,6 +247,9 @@ impl ServeArgs {
             open_answers: self.open_answers.or(file.open_answers),
             max_connections: self.max_connections.or(file.max_connections),
             http2_max_streams: self.http2_max_streams.or(file.http2_max_streams),
+            max_compressing_messages: self
+                .max_compressing_messages
+                .or(file.max_compressing_messages),
         }
     }
 }
@@ -326,6 +334,9 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
         max_connections,
         http2_max_streams
     );
+    if let Some(n) = args.max_compressing_messages {
+        config.max_compressing_messages = n;
+    }
     if let Some(rate) = args.min_body_rate {
         config.min_body_rate = rate;
     }

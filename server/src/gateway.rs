@@ -74,6 +74,10 @@ pub struct GatewayConfig {
     /// Per HTTP/2 connection: messages (streams) at once (default 8; an
     /// HTTP/1 connection carries one at a time).
     pub http2_max_streams: usize,
+    /// Per server: messages whose answers are compressed at once, each
+    /// with a compressor of about 2.5 MiB; the others are answered
+    /// unencoded, which every client decodes (default 32).
+    pub max_compressing_messages: usize,
 }
 
 impl GatewayConfig {
@@ -99,6 +103,7 @@ impl GatewayConfig {
             open_answers,
             max_connections,
             http2_max_streams: 8,
+            max_compressing_messages: 32,
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct Gateway {
     pub(crate) answer_slots: Arc<Semaphore>,
     /// Server-wide slots for connections.
     pub(crate) connection_slots: Arc<Semaphore>,
+    /// Server-wide slots for compressing messages.
+    pub(crate) compressor_slots: Arc<Semaphore>,
     /// Metrics (rendered on the metrics listener).
     pub metrics: Metrics,
 }
@@ -143,7 +150,9 @@ impl Gateway {
         };
         let answer_slots = Arc::new(Semaphore::new(config.open_answers.max(1)));
         let connection_slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let compressor_slots = Arc::new(Semaphore::new(config.max_compressing_messages));
         Ok(Arc::new(Gateway {
+            compressor_slots,
             answer_slots,
             connection_slots,
             config,

@@ -155,3 +155,59 @@ async fn a_client_that_never_reads_gives_its_slots_back() {
     assert_eq!(o.ok().len(), 1 << 20);
     drop(tcp);
 }
+
+/// Whether any answer frame of a raw message body is compressed.
+fn any_encoded(body: &[u8]) -> bool {
+    let mut dec = framegate_wire::FrameDecoder::default();
+    let mut buf = bytes::BytesMut::from(body);
+    let mut encoded = false;
+    while let Some(frame) = dec.decode_eof(&mut buf).unwrap() {
+        encoded |= frame
+            .stream_flags
+            .contains(framegate_wire::frame::StreamFlags::ENCODED);
+    }
+    encoded
+}
+
+#[tokio::test]
+async fn past_the_compressor_budget_answers_go_out_unencoded_and_whole() {
+    let text: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    for budget in [0, 1] {
+        let s = TestServer::start(|c| c.max_compressing_messages = budget).await;
+        s.write("t.txt", &text);
+        let send = || {
+            let url = s.ro();
+            async move {
+                let mut b = Batch::new();
+                b.add("get", &[("path", b"t.txt")], None);
+                let resp = post(
+                    &url,
+                    b.body(),
+                    &[("framegate-accept-encoding", "zstd-8mb, identity")],
+                )
+                .await;
+                let raw = resp.bytes().await.unwrap();
+                let (o, _) = b.decode(&raw);
+                (any_encoded(&raw), o[0].ok().clone())
+            }
+        };
+        // Two messages at once: with one slot, one compresses and the
+        // other does not; with none, neither does.
+        let ((enc_a, a), (enc_b, b)) = tokio::join!(send(), send());
+        assert_eq!(a.as_ref(), text.as_slice());
+        assert_eq!(b.as_ref(), text.as_slice());
+        let compressed = usize::from(enc_a) + usize::from(enc_b);
+        if budget == 0 {
+            assert_eq!(compressed, 0);
+        } else {
+            assert!(compressed >= 1, "a message with the slot compresses");
+        }
+        // The slot comes back: a later message compresses again.
+        if budget == 1 {
+            let (enc, _) = send().await;
+            assert!(enc);
+        }
+    }
+}

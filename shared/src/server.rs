@@ -280,6 +280,9 @@ pub struct ServerReactor {
     message_bytes: u64,
     input_ended: bool,
     errored: bool,
+    /// Whether frames may be compressed (the stream's encoding allows it
+    /// and the driver did not forgo it).
+    compress: bool,
 }
 
 impl ServerReactor {
@@ -303,6 +306,7 @@ impl ServerReactor {
             message_bytes: 0,
             input_ended: false,
             errored: false,
+            compress: true,
         }
     }
 
@@ -505,6 +509,14 @@ impl ServerReactor {
             self.push(id, bytes_body(piece, false), encode, false);
         }
         Ok(())
+    }
+
+    /// From now on, no frame of this message is compressed, and no
+    /// compressor is made if none was yet (§5 allows unencoded frames on an
+    /// encoded stream: the peer decodes them as they are). Drivers use it
+    /// to bound how many compressors — a few MiB each — a server keeps.
+    pub fn forgo_compression(&mut self) {
+        self.compress = false;
     }
 
     /// Chooses whether the rest of a request's answer is encoded with the
@@ -980,7 +992,7 @@ impl ServerReactor {
         self.pending.push_back(Pending {
             request_id,
             body,
-            encode,
+            encode: encode && self.compress,
             last,
         });
     }

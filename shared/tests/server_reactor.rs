@@ -1203,6 +1203,45 @@ fn zstd_context_spans_requests() {
 }
 
 #[test]
+fn a_reactor_that_forgoes_compression_sends_nothing_encoded() {
+    let mut r = zstd_server();
+    r.forgo_compression();
+    r.handle_frame(eos_cmd(1, B, "get")).unwrap();
+    r.handle_frame(eos_cmd(3, N, "nope")).unwrap();
+    let _ = events(&mut r);
+    r.send_answer_data(RequestId(1), Bytes::from(vec![b'a'; 10_000]))
+        .unwrap();
+    r.finish_answer(RequestId(1)).unwrap();
+    r.fail_command(
+        RequestId(3),
+        ErrorPayload::new(ErrorCode::UNKNOWN_COMMAND, "x"),
+    )
+    .unwrap();
+    r.handle_input_ended();
+    let frames = out(&mut r);
+    assert!(frames.len() >= 3);
+    assert!(
+        frames
+            .iter()
+            .all(|f| !f.stream_flags.contains(StreamFlags::ENCODED)),
+        "{frames:?}"
+    );
+    // The same answer, compressed, is a few bytes.
+    let mut r = zstd_server();
+    r.handle_frame(eos_cmd(1, B, "get")).unwrap();
+    let _ = events(&mut r);
+    r.send_answer_data(RequestId(1), Bytes::from(vec![b'a'; 10_000]))
+        .unwrap();
+    r.finish_answer(RequestId(1)).unwrap();
+    r.handle_input_ended();
+    assert!(
+        out(&mut r)
+            .iter()
+            .any(|f| f.stream_flags.contains(StreamFlags::ENCODED))
+    );
+}
+
+#[test]
 fn uncompressed_frame_mixed_into_zstd_stream_passes_through() {
     let mut client = ClientReactor::default();
     let id1 = client

@@ -101,6 +101,8 @@ pub(crate) struct Driver {
     budget: budget::Budget,
     /// The message's share of the file pool.
     share: Share,
+    /// Its slot in the server's compressor budget, if it compresses.
+    _compressor: Option<OwnedSemaphorePermit>,
     /// Stopping: new requests are answered with an error, not run.
     refusing_new: bool,
     started: Instant,
@@ -111,7 +113,18 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(gw: Arc<Gateway>, spec: MessageSpec, mode: OutputMode) -> Self {
-        let reactor = ServerReactor::new(gw.config.limits.clone(), mode, spec.encoding);
+        let mut reactor = ServerReactor::new(gw.config.limits.clone(), mode, spec.encoding);
+        // A compressor costs a few MiB: past the server's budget of them,
+        // this message is answered unencoded.
+        let compressor = if spec.encoding == Encoding::Identity {
+            None
+        } else {
+            let slot = gw.compressor_slots.clone().try_acquire_owned().ok();
+            if slot.is_none() {
+                reactor.forgo_compression();
+            }
+            slot
+        };
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let order = order::Order::new(gw.config.limits.max_running_commands);
         let budget = budget::Budget::new(
@@ -132,6 +145,7 @@ impl Driver {
             lazy: output::Lazy::default(),
             budget,
             share: Share::new(),
+            _compressor: compressor,
             refusing_new: false,
             started: Instant::now(),
             commands: 0,
