@@ -25,6 +25,7 @@ pub const MAX_ITER_FILES: usize = 1_000_000;
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;
 
 pub use read::LISTING_SLOTS;
+pub(crate) use read::listing_slot;
 
 impl Registry {
     /// The file commands of §9 (`get`, `readv`, `has`, `stat`, `list_dir`,

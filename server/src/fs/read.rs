@@ -66,6 +66,12 @@ pub const LISTING_SLOTS: usize = 2;
 
 static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LISTING_SLOTS);
 
+/// Waits for one of the server's [`LISTING_SLOTS`] (also taken by plain
+/// HTTP directory listings).
+pub(crate) async fn listing_slot() -> Result<tokio::sync::SemaphorePermit<'static>, CommandError> {
+    LISTINGS.acquire().await.map_err(CommandError::internal)
+}
+
 /// Encodes a listing as CBOR on the file pool (100k names take
 /// milliseconds: not on the executor's threads).
 async fn encode_listing(names: Vec<String>) -> Result<Answer, CommandError> {
@@ -76,7 +82,7 @@ pub(super) fn list_dir(mut call: Call) -> Fut {
     Box::pin(async move {
         let path = optional_path(&call)?;
         call.turn.wait().await?;
-        let _slot = LISTINGS.acquire().await.map_err(CommandError::internal)?;
+        let _slot = listing_slot().await?;
         let names = call.ctx.storage.list_names(&path, MAX_LIST_ENTRIES).await?;
         encode_listing(names).await
     })
@@ -86,7 +92,7 @@ pub(super) fn iter_files_recursive(mut call: Call) -> Fut {
     Box::pin(async move {
         let path = optional_path(&call)?;
         call.turn.wait().await?;
-        let _slot = LISTINGS.acquire().await.map_err(CommandError::internal)?;
+        let _slot = listing_slot().await?;
         let files = call.ctx.storage.walk(&path, MAX_ITER_FILES).await?;
         encode_listing(files).await
     })

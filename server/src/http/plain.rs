@@ -39,22 +39,34 @@ pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Reques
     };
     let probe = match probe {
         Ok(Ok(Some(probe))) => probe,
-        Ok(Ok(None)) => match gw.storage.list(&rel).await {
-            Ok(entries) => Probe::Dir(listing_json(entries)),
-            Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
-        },
+        // A directory: redirected to its slash form before anything is
+        // listed (a cheap request must not cost a listing).
+        Ok(Ok(None)) if !url_path.ends_with('/') => {
+            let location = format!("{url_path}/");
+            return Response::builder()
+                .status(StatusCode::MOVED_PERMANENTLY)
+                .header(header::LOCATION, location)
+                .body(Body::empty())
+                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "redirect"));
+        }
+        Ok(Ok(None)) => {
+            // Listings share the server's listing slots and entry bound
+            // with `list_dir`.
+            let Ok(_slot) = crate::fs::listing_slot().await else {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "listing");
+            };
+            match gw.storage.list(&rel).await {
+                Ok(entries) if entries.len() > crate::fs::MAX_LIST_ENTRIES => {
+                    return plain(StatusCode::FORBIDDEN, "directory too large to list");
+                }
+                Ok(entries) => Probe::Dir(listing_json(entries)),
+                Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
+            }
+        }
         _ => return plain(StatusCode::NOT_FOUND, "not found"),
     };
     match probe {
         Probe::Dir(json) => {
-            if !url_path.ends_with('/') {
-                let location = format!("{url_path}/");
-                return Response::builder()
-                    .status(StatusCode::MOVED_PERMANENTLY)
-                    .header(header::LOCATION, location)
-                    .body(Body::empty())
-                    .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "redirect"));
-            }
             let body = if request.method() == Method::HEAD {
                 Body::empty()
             } else {
