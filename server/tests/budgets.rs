@@ -211,3 +211,46 @@ async fn past_the_compressor_budget_answers_go_out_unencoded_and_whole() {
         }
     }
 }
+
+#[tokio::test]
+async fn plain_gets_hold_an_answer_slot_while_their_body_is_sent() {
+    let s = TestServer::start(|c| c.open_answers = 2).await;
+    s.write("big", &vec![b'b'; 8 << 20]);
+    s.write("small", b"tiny");
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // Two GETs whose bodies nobody reads: each keeps its file open.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        stalled.push(tcp);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while s.gateway.answer_slots_free() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "slots not taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A third waits for a slot...
+    let url = format!("{}/small", s.url);
+    let third = tokio::spawn(async move { http().get(url).send().await.unwrap().text().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "served past the budget");
+    // ...and is served once the stalled clients leave.
+    drop(stalled);
+    let text = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served after the slots came back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(text, "tiny");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while s.gateway.answer_slots_free() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -90,7 +90,20 @@ async fn dispatch(State(gw): State<Arc<Gateway>>, request: Request) -> Response 
         return plain(StatusCode::NOT_FOUND, "not found");
     }
     match *request.method() {
-        Method::GET | Method::HEAD => plain::plain_file(gw, &path, request).await,
+        Method::GET | Method::HEAD => {
+            // A plain GET holds its file open while the body is sent: one of
+            // the server's answer slots, like a message's open answer.
+            let Ok(slot) = gw.answer_slots.clone().acquire_owned().await else {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "stopping");
+            };
+            let response = plain::plain_file(gw, &path, request).await;
+            let (parts, body) = response.into_parts();
+            let body = http_body_util::BodyExt::map_frame(body, move |frame| {
+                let _held = &slot;
+                frame
+            });
+            Response::from_parts(parts, axum::body::Body::new(body))
+        }
         _ => {
             let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             response
