@@ -21,6 +21,8 @@ mod answer;
 pub mod command;
 mod driver;
 mod fs;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod gateway;
 mod http;
 mod limits;

@@ -99,3 +99,125 @@ fn smoke_inputs_are_not_trivial() {
         "most inputs hold decodable frames ({frames_total})"
     );
 }
+
+/// The seed corpus of a fuzz target (`fuzz/seeds/<target>`), if any.
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// Text made of `alphabet`'s pieces, picked by the random bytes.
+fn text_from(seed: u64, len: usize, alphabet: &[&[u8]]) -> Vec<u8> {
+    random_bytes(seed, len)
+        .into_iter()
+        .flat_map(|b| alphabet[usize::from(b) % alphabet.len()].iter().copied())
+        .collect()
+}
+
+#[test]
+fn ranges_on_random_input() {
+    let alphabet: &[&[u8]] = &[
+        b"0",
+        b"1",
+        b"7",
+        b"9",
+        b"12",
+        b",",
+        b",",
+        b"\n",
+        b"\n",
+        b" ",
+        b"\r",
+        b"-",
+        b"+",
+        b"18446744073709551615",
+        b"18446744073709551616",
+        b"\xff",
+        b"x",
+    ];
+    for seed in 0..3000 {
+        fuzzing::ranges(&text_from(
+            seed,
+            usize::from(random_bytes(seed, 1)[0] % 40),
+            alphabet,
+        ));
+        fuzzing::ranges(&random_bytes(seed, 24));
+    }
+    let encoded = framegate_wire::ranges::encode_ranges(&[(0, 3), (u64::MAX, 0), (7, 9)]);
+    fuzzing::ranges(encoded.as_bytes());
+    for seed in seeds("ranges") {
+        fuzzing::ranges(&seed);
+    }
+}
+
+#[test]
+fn preamble_on_random_input() {
+    let alphabet: &[&[u8]] = &[
+        b"framegate/",
+        b"framegate/1",
+        b"1",
+        b"2",
+        b" ",
+        b" ",
+        b"accept-encoding=",
+        b"zstd-8mb",
+        b"identity",
+        b",",
+        b"ok",
+        b"error ",
+        b"\n",
+        b"\r",
+        b"\t",
+        b"\xff",
+        b"\xc3\xa9",
+        b"x=y",
+    ];
+    for seed in 0..3000 {
+        fuzzing::preamble(&text_from(
+            seed,
+            usize::from(random_bytes(seed, 1)[0] % 12),
+            alphabet,
+        ));
+        fuzzing::preamble(&random_bytes(seed, 16));
+    }
+    for seed in seeds("preamble") {
+        fuzzing::preamble(&seed);
+    }
+}
+
+#[test]
+fn message_scripts_through_the_server_reactor() {
+    for seed in 0..1500 {
+        let script = fuzzing::MessageScript::from_bytes(&random_bytes(seed, 300));
+        fuzzing::message_reactor(&script);
+    }
+    for seed in seeds("driver_ops") {
+        fuzzing::message_reactor(&fuzzing::MessageScript::from_bytes(&seed));
+    }
+}
+
+#[test]
+fn message_scripts_are_not_trivial() {
+    let limits = framegate_wire::ServerConfig::default();
+    let (mut well_formed, mut requests) = (0, 0);
+    for seed in 0..300 {
+        let script = fuzzing::MessageScript::from_bytes(&random_bytes(seed, 300));
+        let message = script.encode();
+        if message.must_be_answered(&limits) {
+            well_formed += 1;
+        }
+        requests += message.requests();
+    }
+    assert!(
+        well_formed > 60,
+        "well-formed messages: {well_formed} of 300"
+    );
+    assert!(requests > 300 * 10, "requests: {requests} in 300 messages");
+}

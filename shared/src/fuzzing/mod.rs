@@ -1,9 +1,25 @@
 //! Entry points shared by the cargo-fuzz targets in `fuzz/` and the
 //! stable-toolchain smoke test (`tests/fuzz_smoke.rs`). Each takes untrusted
-//! input and must never panic; the round trip also checks an invariant.
+//! input and must never panic; most also check invariants, and a failed
+//! check panics, which is how a fuzz target reports.
+//!
+//! * [`decode`], [`round_trip`]: the frame decoder and encoder.
+//! * [`server_reactor`]: operation sequences against the server reactor.
+//! * [`ranges`], [`preamble`]: the text formats (`readv` ranges, §8 lines).
+//! * [`MessageScript`]: whole messages of real commands for servers (the
+//!   server crate's `drive_ops` target), and [`message_reactor`], which
+//!   sends them through the server reactor here.
 
 // Failing an invariant is how a fuzz target reports; that is the point here.
 #![allow(clippy::panic)]
+
+mod message;
+mod text;
+
+pub use message::{
+    COMMANDS, EncodedMessage, MessageOp, MessageScript, Outcome, PATHS, Payload, SEED_FILES,
+};
+pub use text::{preamble, ranges};
 
 use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
@@ -262,5 +278,73 @@ pub fn server_reactor(ops: &[Op]) {
             r.is_done(),
             "a drained session with every answer finished is done"
         );
+    }
+}
+
+/// Sends a [`MessageScript`] through a server reactor in deferred mode
+/// with small limits, answering each complete request with its command
+/// name, and checks the answer as a client reads it
+/// ([`EncodedMessage::check_answer`]) and that the reactor ends done.
+pub fn message_reactor(script: &MessageScript) {
+    let limits = ServerConfig {
+        max_receiving_requests: 4,
+        max_requests_per_message: 24,
+        ..ServerConfig::default()
+    };
+    let encoding = if script.knobs & 1 == 1 {
+        Encoding::Zstd8Mb
+    } else {
+        Encoding::Identity
+    };
+    let message = script.encode();
+    let mut server = ServerReactor::new(limits.clone(), OutputMode::Deferred, encoding);
+    let mut names = std::collections::HashMap::new();
+    let mut answer = |server: &mut ServerReactor| {
+        while let Some(event) = server.poll_event() {
+            match event {
+                ServerEvent::Command(c) => {
+                    names.insert(c.request_id, c.name);
+                }
+                ServerEvent::Complete { request_id, .. } => {
+                    let name = names.remove(&request_id).unwrap_or_default();
+                    let sent = server.send_answer_data(request_id, Bytes::from(name));
+                    assert_eq!(sent, Ok(()), "answering a complete request");
+                    assert_eq!(server.finish_answer(request_id), Ok(()));
+                }
+                _ => {}
+            }
+        }
+    };
+    let mut decoder = FrameDecoder::new(limits.max_frame_size);
+    let mut buf = BytesMut::from(&message.body[..]);
+    loop {
+        match decoder.decode_eof(&mut buf) {
+            Ok(Some(frame)) => {
+                let stop = server.handle_frame(frame).is_err();
+                answer(&mut server);
+                if stop {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(err) => {
+                let _ = server.handle_decode_error(err);
+                break;
+            }
+        }
+    }
+    server.handle_input_ended();
+    answer(&mut server);
+    let mut wire = BytesMut::new();
+    server.write_transmit(&mut wire);
+    assert!(server.is_done(), "every request was answered or aborted");
+    let well_formed = message.is_well_formed();
+    let outcomes = message.check_answer(&wire, &limits);
+    if well_formed {
+        for outcome in outcomes {
+            if let Outcome::Answered(name) = outcome {
+                assert!(COMMANDS.iter().any(|c| c.as_bytes() == &name[..]));
+            }
+        }
     }
 }
