@@ -17,13 +17,23 @@ pub struct CommandError {
     pub message: String,
 }
 
+/// Longest error message sent, in bytes: longer ones (a quoted argument
+/// can be a megabyte) are cut at a character boundary and end with `…`.
+pub const MAX_ERROR_MESSAGE: usize = 512;
+
 impl CommandError {
-    /// A new error.
+    /// A new error (its message cut to [`MAX_ERROR_MESSAGE`]).
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        CommandError {
-            code,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE {
+            let mut end = MAX_ERROR_MESSAGE - '…'.len_utf8();
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
         }
+        CommandError { code, message }
     }
 
     /// `missing-argument` for `name`.
@@ -46,6 +56,22 @@ impl CommandError {
     pub fn internal(detail: impl fmt::Display) -> Self {
         tracing::warn!(%detail, "internal error");
         CommandError::new(ErrorCode::INTERNAL, "internal server error")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let quoted = format!("invalid path: {}", "é".repeat(100_000));
+        let err = CommandError::new(ErrorCode::INVALID_PATH, quoted);
+        assert!(err.message.len() <= MAX_ERROR_MESSAGE);
+        assert!(err.message.starts_with("invalid path: éé"));
+        assert!(err.message.ends_with('…'));
+        let short = CommandError::new(ErrorCode::INVALID_PATH, "short");
+        assert_eq!(short.message, "short");
     }
 }
 

@@ -92,6 +92,10 @@ pub(crate) struct ServeArgs {
     /// Bytes of arguments per request [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub(crate) max_argument_bytes: Option<usize>,
+    /// Bytes of arguments held by the requests of a message (or byte-stream
+    /// connection) not yet answered [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_unanswered_argument_bytes: Option<usize>,
     /// Commands running at once per message [default: 16].
     #[arg(long, value_name = "N")]
     pub(crate) max_running_commands: Option<usize>,
@@ -172,10 +176,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub(crate) open_answers: Option<usize>,
     /// Per server: connections served at once, HTTP and byte streams; more
-    /// wait in the listen backlog [default: half the descriptor limit left
-    /// after 64, at most 16384].
+    /// wait in the listen backlog [default: a third of the descriptor limit left
+    /// after 64, at most 4096].
     #[arg(long, value_name = "N")]
     pub(crate) max_connections: Option<usize>,
+    /// Per server: messages in flight (HTTP messages and byte-stream
+    /// sessions); more wait before their body is read [default: a third of
+    /// the descriptor limit left after 64, at most 1024].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_messages: Option<usize>,
     /// Per HTTP/2 connection: messages (streams) at once [default: 8].
     #[arg(long, value_name = "N")]
     pub(crate) http2_max_streams: Option<usize>,
@@ -224,6 +233,9 @@ impl ServeArgs {
                 .or(file.max_requests_per_message),
             max_arguments: self.max_arguments.or(file.max_arguments),
             max_argument_bytes: self.max_argument_bytes.or(file.max_argument_bytes),
+            max_unanswered_argument_bytes: self
+                .max_unanswered_argument_bytes
+                .or(file.max_unanswered_argument_bytes),
             max_running_commands: self.max_running_commands.or(file.max_running_commands),
             max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
             max_encoded_streams: self.max_encoded_streams.or(file.max_encoded_streams),
@@ -246,6 +258,7 @@ impl ServeArgs {
             message_held_bytes: self.message_held_bytes.or(file.message_held_bytes),
             open_answers: self.open_answers.or(file.open_answers),
             max_connections: self.max_connections.or(file.max_connections),
+            max_messages: self.max_messages.or(file.max_messages),
             http2_max_streams: self.http2_max_streams.or(file.http2_max_streams),
             max_compressing_messages: self
                 .max_compressing_messages
@@ -283,6 +296,7 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
         max_requests_per_message,
         max_arguments,
         max_argument_bytes,
+        max_unanswered_argument_bytes,
         max_running_commands,
         max_message_bytes,
         max_encoded_streams
@@ -332,6 +346,7 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
         message_held_bytes,
         open_answers,
         max_connections,
+        max_messages,
         http2_max_streams
     );
     if let Some(n) = args.max_compressing_messages {

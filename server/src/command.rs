@@ -27,7 +27,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub use crate::answer::{Answer, CommandError};
+pub use crate::answer::{Answer, CommandError, MAX_ERROR_MESSAGE};
 use crate::storage::Storage;
 use bytes::Bytes;
 use framegate_wire::{Arguments, ErrorCode, ProgressPayload, RequestId, TextAtom};

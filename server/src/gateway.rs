@@ -65,12 +65,17 @@ pub struct GatewayConfig {
     /// wait (default 2 MiB).
     pub message_held_bytes: usize,
     /// Per server: commands running plus answers held open, over all
-    /// messages — the answer descriptor budget (default: a quarter of the
-    /// descriptor limit, see [`crate::budgets_for`]).
+    /// messages, and plain GETs — the answer descriptor budget (default: a
+    /// quarter of the descriptor limit, see [`crate::budgets_for`]).
     pub open_answers: usize,
     /// Per server: connections (HTTP and byte-stream) served at once; more
-    /// wait in the listen backlog (default: half the descriptor limit).
+    /// wait in the listen backlog (default: a third of the descriptor
+    /// limit, see [`crate::budgets_for`]).
     pub max_connections: usize,
+    /// Per server: messages in flight (HTTP messages and byte-stream
+    /// sessions); more wait before their body is read (default: a third
+    /// of the descriptor limit, at most 1,024).
+    pub max_messages: usize,
     /// Per HTTP/2 connection: messages (streams) at once (default 8; an
     /// HTTP/1 connection carries one at a time).
     pub http2_max_streams: usize,
@@ -83,7 +88,7 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     /// Defaults for serving `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        let (max_connections, open_answers) = crate::limits::budgets_for(crate::limits::fd_limit());
+        let fds = crate::limits::budgets_for(crate::limits::fd_limit());
         GatewayConfig {
             root: root.into(),
             allow_writes: false,
@@ -100,8 +105,9 @@ impl GatewayConfig {
             connection_idle_timeout: Duration::from_secs(120),
             message_open_answers: 16,
             message_held_bytes: 2 << 20,
-            open_answers,
-            max_connections,
+            open_answers: fds.open_answers,
+            max_connections: fds.connections,
+            max_messages: fds.messages,
             http2_max_streams: 8,
             max_compressing_messages: 32,
         }
@@ -125,6 +131,8 @@ pub struct Gateway {
     pub(crate) connection_slots: Arc<Semaphore>,
     /// Server-wide slots for compressing messages.
     pub(crate) compressor_slots: Arc<Semaphore>,
+    /// Server-wide slots for messages in flight.
+    pub(crate) message_slots: Arc<Semaphore>,
     /// Metrics (rendered on the metrics listener).
     pub metrics: Metrics,
 }
@@ -151,7 +159,9 @@ impl Gateway {
         let answer_slots = Arc::new(Semaphore::new(config.open_answers.max(1)));
         let connection_slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let compressor_slots = Arc::new(Semaphore::new(config.max_compressing_messages));
+        let message_slots = Arc::new(Semaphore::new(config.max_messages.max(1)));
         Ok(Arc::new(Gateway {
+            message_slots,
             compressor_slots,
             answer_slots,
             connection_slots,

@@ -35,8 +35,8 @@ mod stream;
 mod tree;
 
 pub use command::{
-    Access, Answer, Call, Command, CommandError, Context, Registry, Turn, Upload, read_command,
-    write_command,
+    Access, Answer, Call, Command, CommandError, Context, MAX_ERROR_MESSAGE, Registry, Turn,
+    Upload, read_command, write_command,
 };
 pub use driver::{
     ANSWER_PIECE, BODY_CHUNK, COMPRESSION_SAMPLE, DATA_CHANNEL_CHUNKS, MIN_COMPRESSION_GAIN,
@@ -47,7 +47,8 @@ pub use gateway::{Gateway, GatewayConfig};
 pub use http::BODY_CHANNEL_CHUNKS;
 pub use http::router;
 pub use limits::{
-    FD_RESERVE, MAX_CONNECTIONS_CAP, MAX_OPEN_ANSWERS_CAP, budgets_for, fd_limit, raise_fd_limit,
+    FD_RESERVE, FdBudgets, MAX_CONNECTIONS_CAP, MAX_MESSAGES_CAP, MAX_OPEN_ANSWERS_CAP,
+    budgets_for, fd_limit, raise_fd_limit,
 };
 pub use pool::{FILE_IO_THREADS, MAX_SHARE_THREADS};
 pub use serve::{ServeHandle, serve};

@@ -1,6 +1,7 @@
 //! Sizing the server-wide budgets from the process's file-descriptor
-//! limit: every connection and every open answer is a descriptor, and a
-//! server that runs out of them fails requests at random (`EMFILE`).
+//! limit: every connection, every message below the root (its base
+//! directory) and every open answer is a descriptor, and a server that runs
+//! out of them fails requests at random (`EMFILE`).
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
@@ -9,13 +10,15 @@ use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 pub const FD_RESERVE: u64 = 64;
 
 /// Connections allowed at most, whatever the limit.
-pub const MAX_CONNECTIONS_CAP: usize = 16_384;
+pub const MAX_CONNECTIONS_CAP: usize = 4_096;
+
+/// Messages in flight allowed at most, whatever the limit.
+pub const MAX_MESSAGES_CAP: usize = 1_024;
 
 /// Open answers allowed at most, whatever the limit.
 pub const MAX_OPEN_ANSWERS_CAP: usize = 4_096;
 
-/// The soft limit on open descriptors (`ulimit -n`); 1,024 if it cannot be
-/// read.
+/// The soft limit on open descriptors (`ulimit -n`).
 pub fn fd_limit() -> u64 {
     getrlimit(Resource::Nofile)
         .current
@@ -41,17 +44,30 @@ pub fn raise_fd_limit() -> u64 {
     fd_limit()
 }
 
-/// Default budgets for `fd_limit` descriptors: half of what is left after
-/// [`FD_RESERVE`] for connections, a quarter for open answers (running
-/// commands and answers held open for sending), the last quarter spare
-/// (accepts racing closes, plain GETs, uploads being staged).
-pub fn budgets_for(fd_limit: u64) -> (usize, usize) {
-    let usable = fd_limit.saturating_sub(FD_RESERVE).max(64);
+/// Default server-wide budgets for `fd_limit` descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FdBudgets {
+    /// Connections (a socket each): a third of what is left after
+    /// [`FD_RESERVE`], at most [`MAX_CONNECTIONS_CAP`].
+    pub connections: usize,
+    /// Messages in flight (a base directory each, when not the root): a
+    /// third, at most [`MAX_MESSAGES_CAP`].
+    pub messages: usize,
+    /// Open answers (running commands, answers held open, plain GETs): a
+    /// quarter, at most [`MAX_OPEN_ANSWERS_CAP`]. The rest is slack.
+    pub open_answers: usize,
+}
+
+/// The default budgets for `fd_limit` descriptors (see [`FdBudgets`]).
+pub fn budgets_for(fd_limit: u64) -> FdBudgets {
+    let usable = fd_limit.saturating_sub(FD_RESERVE).max(96);
     let usable = usize::try_from(usable).unwrap_or(usize::MAX);
-    (
-        (usable / 2).min(MAX_CONNECTIONS_CAP),
-        (usable / 4).clamp(16, MAX_OPEN_ANSWERS_CAP),
-    )
+    FdBudgets {
+        connections: (usable / 3).min(MAX_CONNECTIONS_CAP),
+        messages: (usable / 3).min(MAX_MESSAGES_CAP),
+        open_answers: (usable / 4).clamp(16, MAX_OPEN_ANSWERS_CAP),
+    }
 }
 
 #[cfg(test)]
@@ -60,14 +76,15 @@ mod tests {
 
     #[test]
     fn budgets_fit_the_common_soft_limit() {
-        let (connections, answers) = budgets_for(1024);
-        assert_eq!((connections, answers), (480, 240));
-        assert!(connections as u64 + answers as u64 + FD_RESERVE <= 1024);
+        let b = budgets_for(1024);
+        assert_eq!((b.connections, b.messages, b.open_answers), (320, 320, 240));
+        assert!((b.connections + b.messages + b.open_answers) as u64 + FD_RESERVE <= 1024);
+        let big = budgets_for(1 << 20);
         assert_eq!(
-            budgets_for(1 << 20),
-            (MAX_CONNECTIONS_CAP, MAX_OPEN_ANSWERS_CAP)
+            (big.connections, big.messages, big.open_answers),
+            (MAX_CONNECTIONS_CAP, MAX_MESSAGES_CAP, MAX_OPEN_ANSWERS_CAP)
         );
         // Tiny limits still leave something to serve with.
-        assert!(budgets_for(10).0 >= 32);
+        assert!(budgets_for(10).connections >= 32);
     }
 }

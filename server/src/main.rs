@@ -60,16 +60,18 @@ async fn run(args: ServeArgs) -> Result<(), Failure> {
     tracing::info!(
         fd_limit,
         max_connections = config.max_connections,
+        max_messages = config.max_messages,
         open_answers = config.open_answers,
         "budgets"
     );
-    if (config.max_connections + config.open_answers) as u64 + framegate_server::FD_RESERVE
-        > fd_limit
-    {
+    let wanted = (config.max_connections + config.max_messages + config.open_answers) as u64
+        + framegate_server::FD_RESERVE;
+    if wanted > fd_limit {
         tracing::warn!(
             fd_limit,
-            "--max-connections plus --open-answers exceed the descriptor limit: \
-             requests may fail with too many open files"
+            wanted,
+            "--max-connections, --max-messages and --open-answers exceed the descriptor \
+             limit: requests may fail with too many open files"
         );
     }
     let root = config.root.clone();

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tower::ServiceExt;
 
 use crate::gateway::Gateway;
 use crate::stop::GraceExpired;
@@ -129,7 +130,16 @@ pub async fn serve(
             let Ok(slot) = slot else { break };
             tokio::select! {
                 (io, _peer) = axum::serve::Listener::accept(&mut listener) => {
-                    let service = TowerToHyperService::new(app.clone());
+                    // Its messages can close it (a client that stopped
+                    // reading: the body cannot end while hyper waits on a
+                    // full socket).
+                    let cut = ConnectionCut(io.cut_token.clone());
+                    let service = TowerToHyperService::new(app.clone().map_request(
+                        move |mut request: http::Request<hyper::body::Incoming>| {
+                            request.extensions_mut().insert(cut.clone());
+                            request
+                        },
+                    ));
                     let connection = builder
                         .serve_connection(TokioIo::new(io), service)
                         .into_owned();
@@ -174,6 +184,17 @@ pub async fn serve(
     })
 }
 
+/// Closes the connection a request came on (in the request's extensions).
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionCut(CancellationToken);
+
+impl ConnectionCut {
+    /// Every read and write of the connection fails from now on.
+    pub(crate) fn cut(&self) {
+        self.0.cancel();
+    }
+}
+
 /// A listener that counts its open connections and can cut them all.
 struct CountingListener {
     inner: TcpListener,
@@ -191,11 +212,13 @@ impl axum::serve::Listener for CountingListener {
         let (tcp, peer) = axum::serve::Listener::accept(&mut self.inner).await;
         let _ = tcp.set_nodelay(true);
         self.open.fetch_add(1, Ordering::SeqCst);
+        // Cut with all the others at the end of a stop's grace, or alone.
+        let cut = self.cut.child_token();
         let connection = CountedConnection {
             tcp,
             open: self.open.clone(),
-            cut_token: self.cut.clone(),
-            cut: Box::pin(self.cut.clone().cancelled_owned()),
+            cut_token: cut.clone(),
+            cut: Box::pin(cut.cancelled_owned()),
             idle_for: self.idle,
             last_io: tokio::time::Instant::now(),
             idle: Box::pin(tokio::time::sleep(self.idle)),
@@ -246,11 +269,14 @@ impl CountedConnection {
                 io::ErrorKind::TimedOut,
                 "connection idle",
             ))),
-            Poll::Pending => Poll::Pending,
-            ready => {
-                self.last_io = tokio::time::Instant::now();
-                ready
-            }
+            other => other,
+        }
+    }
+
+    /// Bytes moved: the connection is not idle.
+    fn moved(&mut self, bytes: usize) {
+        if bytes > 0 {
+            self.last_io = tokio::time::Instant::now();
         }
     }
 
@@ -283,7 +309,13 @@ impl AsyncRead for CountedConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().io(cx, |tcp, cx| tcp.poll_read(cx, buf))
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = this.io(cx, |tcp, cx| tcp.poll_read(cx, buf));
+        if let Poll::Ready(Ok(())) = result {
+            this.moved(buf.filled().len() - before);
+        }
+        result
     }
 }
 
@@ -293,7 +325,12 @@ impl AsyncWrite for CountedConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().io(cx, |tcp, cx| tcp.poll_write(cx, buf))
+        let this = self.get_mut();
+        let result = this.io(cx, |tcp, cx| tcp.poll_write(cx, buf));
+        if let Poll::Ready(Ok(n)) = result {
+            this.moved(n);
+        }
+        result
     }
 
     fn poll_write_vectored(
@@ -301,8 +338,12 @@ impl AsyncWrite for CountedConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut()
-            .io(cx, |tcp, cx| tcp.poll_write_vectored(cx, bufs))
+        let this = self.get_mut();
+        let result = this.io(cx, |tcp, cx| tcp.poll_write_vectored(cx, bufs));
+        if let Poll::Ready(Ok(n)) = result {
+            this.moved(n);
+        }
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

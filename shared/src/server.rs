@@ -81,6 +81,11 @@ pub struct ServerConfig {
     pub max_arguments: usize,
     /// Bytes of argument names and values per request (default 1 MiB).
     pub max_argument_bytes: usize,
+    /// Bytes of argument names and (declared) values held by the requests
+    /// of a message or connection that are not answered yet (default
+    /// 8 MiB): waiting requests keep their arguments, so this bounds them.
+    /// More is the protocol error `too-large`.
+    pub max_unanswered_argument_bytes: usize,
     /// Commands running at once per message (default 16). Applied by the
     /// driver, which runs the commands; carried here so all limits live in
     /// one place.
@@ -104,6 +109,7 @@ impl Default for ServerConfig {
             max_requests_per_message: 4096,
             max_arguments: 64,
             max_argument_bytes: 1 << 20,
+            max_unanswered_argument_bytes: 8 << 20,
             max_running_commands: 16,
             max_message_bytes: 16 << 30,
             answer_chunk_size: PREFERRED_PAYLOAD_SIZE,
@@ -237,6 +243,8 @@ struct Request {
     answer: AnswerState,
     /// Whether this answer's bytes go through the stream's encoding.
     encode: bool,
+    /// Argument bytes it holds until answered.
+    arg_bytes: usize,
 }
 
 impl Request {
@@ -283,6 +291,8 @@ pub struct ServerReactor {
     /// Whether frames may be compressed (the stream's encoding allows it
     /// and the driver did not forgo it).
     compress: bool,
+    /// Argument bytes held by requests not yet answered.
+    unanswered_arg_bytes: usize,
 }
 
 impl ServerReactor {
@@ -307,6 +317,7 @@ impl ServerReactor {
             input_ended: false,
             errored: false,
             compress: true,
+            unanswered_arg_bytes: 0,
         }
     }
 
@@ -724,6 +735,7 @@ impl ServerReactor {
                 phase,
                 answer: AnswerState::Open { tail: None },
                 encode: true,
+                arg_bytes: 0,
             },
         );
         if complete {
@@ -739,6 +751,7 @@ impl ServerReactor {
         let request = self.requests.get_mut(&id);
         let Some(Request {
             phase: Phase::Arguments(state),
+            arg_bytes,
             ..
         }) = request
         else {
@@ -778,13 +791,26 @@ impl ServerReactor {
                         format!("more than {} arguments", config.max_arguments),
                     )));
                 }
-                state.bytes += start.name.len() + start.value_len;
+                let size = start.name.len() + start.value_len;
+                state.bytes += size;
                 if state.bytes > config.max_argument_bytes {
                     return Err(tie(proto(
                         ErrorCode::TOO_LARGE,
                         format!("arguments exceed {} bytes", config.max_argument_bytes),
                     )));
                 }
+                if self.unanswered_arg_bytes + size > config.max_unanswered_argument_bytes {
+                    return Err(tie(proto(
+                        ErrorCode::TOO_LARGE,
+                        format!(
+                            "requests not yet answered hold more than {} bytes of arguments \
+                             (send fewer requests per message)",
+                            config.max_unanswered_argument_bytes
+                        ),
+                    )));
+                }
+                *arg_bytes += size;
+                self.unanswered_arg_bytes += size;
                 let partial = PartialArgument {
                     name: start.name,
                     value: BytesMut::with_capacity(start.value_len),
@@ -988,6 +1014,10 @@ impl ServerReactor {
     }
 
     fn push(&mut self, request_id: RequestId, body: FrameBody, encode: bool, last: bool) {
+        if last && let Some(request) = self.requests.get_mut(&request_id) {
+            // Answered: its arguments are no longer held for it.
+            self.unanswered_arg_bytes -= std::mem::take(&mut request.arg_bytes);
+        }
         self.pending_bytes += body.payload().len();
         self.pending.push_back(Pending {
             request_id,

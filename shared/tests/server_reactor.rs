@@ -901,6 +901,32 @@ fn too_many_argument_bytes_is_too_large_before_the_value_arrives() {
 }
 
 #[test]
+fn arguments_held_by_unanswered_requests_are_bounded_and_freed_by_answers() {
+    let mut r = with_config(|c| c.max_unanswered_argument_bytes = 1000);
+    let value = [b'v'; 400];
+    for id in [1u16, 3] {
+        r.handle_frame(name(id, if id == 1 { B } else { N }, args_flag(), "get"))
+            .unwrap();
+        r.handle_frame(arg(id, EOA, "p", &value)).unwrap();
+    }
+    let _ = events(&mut r);
+    // Answering the first frees its 401 bytes: a third fits.
+    r.send_answer_data(RequestId(1), Bytes::from_static(b"ok"))
+        .unwrap();
+    r.finish_answer(RequestId(1)).unwrap();
+    r.handle_frame(name(5, N, args_flag(), "get")).unwrap();
+    r.handle_frame(arg(5, EOA, "p", &value)).unwrap();
+    // Two unanswered (3 and 5) hold 802 bytes: a fourth does not fit,
+    // refused on its first argument frame (its value was only declared).
+    r.handle_frame(name(7, N, args_flag(), "get")).unwrap();
+    let err = r
+        .handle_frame(arg_decl(7, CONT, "p", 400, b"v"))
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::TOO_LARGE);
+    assert!(err.message.contains("not yet answered"), "{}", err.message);
+}
+
+#[test]
 fn message_larger_than_limit_is_too_large() {
     let mut r = with_config(|c| c.max_message_bytes = 100);
     let frames = vec![

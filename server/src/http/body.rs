@@ -13,8 +13,12 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::io::StreamReader;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::driver::Driver;
 use crate::gateway::Gateway;
+use crate::serve::ConnectionCut;
 
 /// Response-body chunks buffered between the answer loop and hyper.
 pub const BODY_CHANNEL_CHUNKS: usize = 4;
@@ -144,12 +148,17 @@ pub(super) async fn read_body(
 }
 
 /// Streams every answer into `tx`; returns when all went out or the
-/// client is gone (dropping the driver then aborts what still runs).
+/// client is gone (dropping the driver then aborts what still runs). Sets
+/// `finished` only when every answer went out: a body that ends otherwise
+/// ends with an error ([`body_from`]), never as if complete. A client that
+/// stops reading for `send_timeout` has its connection cut (`cut`).
 pub(super) async fn write_answers(
     mut driver: Driver,
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
     keepalive: Duration,
     send_timeout: Duration,
+    finished: Arc<AtomicBool>,
+    cut: Option<ConnectionCut>,
 ) {
     let mut out = BytesMut::new();
     let mut last_output = Instant::now();
@@ -166,13 +175,18 @@ pub(super) async fn write_answers(
                         return;
                     }
                     Err(_) => {
-                        // Dropping the sender ends the body short: hyper
-                        // closes the connection, and the client sees a cut
-                        // answer, never a silently wrong one.
+                        // hyper waits on a full socket and would not look at
+                        // the body again: the connection itself is cut (its
+                        // other messages too, on HTTP/2), and the body ends
+                        // with an error, so the client sees a cut answer,
+                        // never a silently short one.
                         tracing::info!(
                             send_timeout_secs = send_timeout.as_secs_f64(),
-                            "client stopped reading; closing the message"
+                            "client stopped reading; closing its connection"
                         );
+                        if let Some(cut) = &cut {
+                            cut.cut();
+                        }
                         return;
                     }
                 }
@@ -180,6 +194,7 @@ pub(super) async fn write_answers(
             last_output = Instant::now();
         }
         if driver.is_done() {
+            finished.store(true, Ordering::SeqCst);
             break;
         }
         if driver.has_output_to_feed() {
@@ -200,10 +215,29 @@ pub(super) async fn write_answers(
     driver.finish_metrics();
 }
 
-/// The body stream of a response fed by [`write_answers`].
-pub(super) fn body_from(rx: mpsc::Receiver<Result<Bytes, io::Error>>) -> axum::body::Body {
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+/// The body stream of a response fed by [`write_answers`]: it ends cleanly
+/// only if `finished` was set, else with an error (hyper then resets the
+/// stream or closes the connection instead of ending the body).
+pub(super) fn body_from(
+    rx: mpsc::Receiver<Result<Bytes, io::Error>>,
+    finished: Arc<AtomicBool>,
+) -> axum::body::Body {
+    let stream = futures_util::stream::unfold(Some(rx), move |rx| {
+        let finished = finished.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(item) => Some((item, Some(rx))),
+                None if finished.load(Ordering::SeqCst) => None,
+                None => Some((
+                    Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "message abandoned before all answers were sent",
+                    )),
+                    None,
+                )),
+            }
+        }
     });
     axum::body::Body::from_stream(stream.map_err(|e: io::Error| e))
 }

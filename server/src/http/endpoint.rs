@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use axum::extract::{FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use framegate_wire::http_binding::{ACCEPT_ENCODING_HEADER, Endpoint};
-use framegate_wire::{Encoding, MEDIA_TYPE, OutputMode};
+use framegate_wire::{Encoding, ErrorCode, MEDIA_TYPE, OutputMode};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use subtle::ConstantTimeEq;
@@ -18,6 +18,7 @@ use super::body::{self, Abandoned};
 use super::{header_str, plain, tree_path};
 use crate::driver::{Driver, MessageSpec};
 use crate::gateway::Gateway;
+use crate::serve::ConnectionCut;
 use crate::storage::Storage;
 
 /// Splits `/a/b/.framegate/ro` into (`/a/b`, ro).
@@ -170,9 +171,21 @@ pub(super) async fn message(gw: Arc<Gateway>, request: Request) -> Response {
         Ok(accepted) => accepted,
         Err(refusal) => return refusal.into_response(),
     };
+    // At most `max_messages` in flight: past it, this one waits before its
+    // body is read.
+    let Ok(message_slot) = gw.message_slots.clone().acquire_owned().await else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "stopping");
+    };
     let storage: Arc<dyn Storage> = match gw.storage.base(&accepted.base_path).await {
         Ok(storage) => storage,
-        Err(_) => return Refusal::new(StatusCode::NOT_FOUND, "base not found").into_response(),
+        Err(err) if base_missing(&err.code) => {
+            return Refusal::new(StatusCode::NOT_FOUND, "base not found").into_response();
+        }
+        Err(_) => {
+            return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "base could not be opened")
+                .with(header::RETRY_AFTER, "1")
+                .into_response();
+        }
     };
     let name = accepted.endpoint.name();
     gw.metrics.messages.with_label_values(&[name]).inc();
@@ -203,17 +216,34 @@ pub(super) async fn message(gw: Arc<Gateway>, request: Request) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel(body::BODY_CHANNEL_CHUNKS);
     let keepalive = gw.config.keepalive_interval;
     let send_timeout = gw.config.send_timeout;
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cut = parts.extensions.get::<ConnectionCut>().cloned();
+    let done = finished.clone();
     tokio::spawn(async move {
-        body::write_answers(driver, tx, keepalive, send_timeout).await;
+        body::write_answers(driver, tx, keepalive, send_timeout, done, cut).await;
         drop(in_flight);
+        drop(message_slot);
     });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, MEDIA_TYPE)
         .header(header::CACHE_CONTROL, "no-store, no-transform")
         .header("x-accel-buffering", "no")
-        .body(body::body_from(rx))
+        .body(body::body_from(rx, finished))
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+}
+
+/// Whether opening a base failed because it is not there (404) rather
+/// than for want of resources (503).
+fn base_missing(code: &ErrorCode) -> bool {
+    [
+        ErrorCode::NO_SUCH_FILE,
+        ErrorCode::NOT_A_DIRECTORY,
+        ErrorCode::INVALID_PATH,
+        ErrorCode::PATH_OUTSIDE_BASE,
+        ErrorCode::PERMISSION_DENIED,
+    ]
+    .contains(code)
 }
 
 /// Holds one count in the in-flight gauge for as long as it lives.

@@ -372,6 +372,14 @@ fn on_view<T: Send + 'static>(
 
 impl Storage for LocalStorage {
     fn base(&self, path: &Path) -> StorageFuture<'_, Arc<dyn Storage>> {
+        if path == Path::new(".") || path.as_os_str().is_empty() {
+            // This view itself: no directory opened (a descriptor per
+            // message otherwise).
+            let same: Arc<dyn Storage> = Arc::new(LocalStorage {
+                view: self.view.clone(),
+            });
+            return Box::pin(async move { Ok(same) });
+        }
         let path = path.to_path_buf();
         let parent = self.view.clone();
         Box::pin(async move {
