@@ -15,6 +15,8 @@ use framegate_wire::{
     Arguments, ClientEvent, ClientReactor, ErrorKind, FrameDecoder, MEDIA_TYPE, RequestId,
 };
 
+pub mod hostile;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -98,6 +100,7 @@ pub struct Gateway {
     tree: PathBuf,
     token_file: PathBuf,
     extra: Vec<String>,
+    fd_limit: Option<u64>,
 }
 
 impl Drop for Gateway {
@@ -115,6 +118,28 @@ impl Gateway {
 
     /// Like [`start`](Self::start), on a given HTTP port.
     pub fn start_at(tree: &Path, token_file: &Path, port: u16, extra: &[&str]) -> Gateway {
+        Gateway::launch(tree, token_file, port, extra, None)
+    }
+
+    /// Like [`start`](Self::start), under a descriptor limit of `fd_limit`
+    /// (soft and hard, so the server cannot raise it): started through
+    /// `sh -c 'ulimit -n N && exec ...'`, the same process id.
+    pub fn start_with_fd_limit(
+        tree: &Path,
+        token_file: &Path,
+        fd_limit: u64,
+        extra: &[&str],
+    ) -> Gateway {
+        Gateway::launch(tree, token_file, free_port(), extra, Some(fd_limit))
+    }
+
+    fn launch(
+        tree: &Path,
+        token_file: &Path,
+        port: u16,
+        extra: &[&str],
+        fd_limit: Option<u64>,
+    ) -> Gateway {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let metrics_port = free_port();
         let child = Self::spawn(
@@ -123,6 +148,7 @@ impl Gateway {
             port,
             metrics_port,
             &extra,
+            fd_limit,
             Duration::from_secs(5),
         );
         Gateway {
@@ -132,6 +158,7 @@ impl Gateway {
             tree: tree.to_path_buf(),
             token_file: token_file.to_path_buf(),
             extra,
+            fd_limit,
         }
     }
 
@@ -141,9 +168,22 @@ impl Gateway {
         port: u16,
         metrics_port: u16,
         extra: &[String],
+        fd_limit: Option<u64>,
         limit: Duration,
     ) -> Child {
-        let mut child = Command::new(server_binary())
+        let mut command = match fd_limit {
+            None => Command::new(server_binary()),
+            Some(n) => {
+                // `ulimit -n` sets the soft and the hard limit; `exec` keeps
+                // the process id (no `pre_exec`: no unsafe code).
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(server_binary());
+                sh
+            }
+        };
+        let mut child = command
             .arg("serve")
             .arg(tree)
             .args([
@@ -155,7 +195,11 @@ impl Gateway {
             .args(["--allow-writes", "--write-token-file"])
             .arg(token_file)
             .args(extra)
-            .env("FRAMEGATE_LOG", "warn")
+            // `FRAMEGATE_E2E_SERVER_LOG=debug` to see what a server did.
+            .env(
+                "FRAMEGATE_LOG",
+                std::env::var("FRAMEGATE_E2E_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -183,6 +227,7 @@ impl Gateway {
             self.port,
             self.metrics_port,
             &self.extra,
+            self.fd_limit,
             Duration::from_secs(60),
         );
     }
