@@ -51,7 +51,7 @@ pub use limits::{
     budgets_for, fd_limit, raise_fd_limit,
 };
 pub use pool::{FILE_IO_THREADS, MAX_SHARE_THREADS};
-pub use serve::{ServeHandle, serve};
+pub use serve::{LISTEN_BACKLOG, ServeHandle, listen, serve};
 pub use stop::GraceExpired;
 pub use storage::{
     EntryKind, EntryMeta, LocalStorage, MAX_INLINE_ANSWER, ReadRanges, StagedUpload, Storage,

@@ -131,8 +131,7 @@ async fn serve_until_stopped(
     }
     let tcp_task = match args.tcp {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
+            let listener = framegate_server::listen(addr)
                 .map_err(|e| Failure::Error(format!("cannot listen on {addr}: {e}")))?;
             let local = listener
                 .local_addr()
@@ -154,8 +153,7 @@ async fn serve_until_stopped(
         let listen = args
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
+        let listener = framegate_server::listen(listen)
             .map_err(|e| Failure::Error(format!("cannot listen on {listen}: {e}")))?;
         let metrics = match args.metrics_listen {
             Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {

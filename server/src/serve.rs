@@ -33,6 +33,24 @@ use crate::stop::GraceExpired;
 /// grace period is over.
 const CUT_WAIT: Duration = Duration::from_secs(1);
 
+/// Connections the kernel may queue before they are accepted (capped by
+/// `net.core.somaxconn`): past `max_connections`, clients wait here rather
+/// than have their SYNs dropped.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener on `addr` with address reuse and a backlog of
+/// [`LISTEN_BACKLOG`] (tokio's `bind` uses 1,024).
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A gateway serving in the background.
 #[derive(Debug)]
 pub struct ServeHandle {
