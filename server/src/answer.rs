@@ -59,22 +59,6 @@ impl CommandError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_messages_are_cut_at_a_character_boundary() {
-        let quoted = format!("invalid path: {}", "é".repeat(100_000));
-        let err = CommandError::new(ErrorCode::INVALID_PATH, quoted);
-        assert!(err.message.len() <= MAX_ERROR_MESSAGE);
-        assert!(err.message.starts_with("invalid path: éé"));
-        assert!(err.message.ends_with('…'));
-        let short = CommandError::new(ErrorCode::INVALID_PATH, "short");
-        assert_eq!(short.message, "short");
-    }
-}
-
 impl From<CommandError> for ErrorPayload {
     fn from(err: CommandError) -> Self {
         ErrorPayload::new(err.code, err.message)
@@ -122,5 +106,21 @@ impl fmt::Debug for Answer {
             Answer::File { ranges, .. } => write!(f, "Answer::File({} ranges)", ranges.len()),
             Answer::Stream(_) => f.write_str("Answer::Stream"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let quoted = format!("invalid path: {}", "é".repeat(100_000));
+        let err = CommandError::new(ErrorCode::INVALID_PATH, quoted);
+        assert!(err.message.len() <= MAX_ERROR_MESSAGE);
+        assert!(err.message.starts_with("invalid path: éé"));
+        assert!(err.message.ends_with('…'));
+        let short = CommandError::new(ErrorCode::INVALID_PATH, "short");
+        assert_eq!(short.message, "short");
     }
 }
