@@ -494,11 +494,7 @@ async fn dropped_connection_fails_every_pending_call() {
 async fn stdio_server_through_a_child_process() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("via-pipes.txt"), b"piped").unwrap();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        std::path::PathBuf::from,
-    );
-    let server = target.join("debug/framegate-server");
+    let server = common::server_binary();
     let mut child = tokio::process::Command::new(server)
         .args(["serve", "--stdio", "--allow-writes"])
         .arg(dir.path())

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::free_port;
+use common::{free_port, server_binary};
 use framegate_client::{Connector, Session, SshTarget};
 use framegate_wire::Arguments;
 
@@ -86,15 +86,6 @@ impl Sshd {
             self.dir.path().join("client_key").display()
         )
     }
-}
-
-fn server_binary() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/framegate-server");
-    assert!(
-        p.exists(),
-        "build the workspace first (cargo test --workspace builds framegate-server)"
-    );
-    p.canonicalize().unwrap()
 }
 
 fn user() -> String {

@@ -160,3 +160,18 @@ impl Nginx {
         format!("http://127.0.0.1:{}/{location}/", self.port)
     }
 }
+
+/// The `framegate-server` binary the workspace test run built (under
+/// `CARGO_TARGET_DIR` when set).
+pub fn server_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let p = target.join("debug/framegate-server");
+    assert!(
+        p.exists(),
+        "build the workspace first (cargo test --workspace builds framegate-server)"
+    );
+    p.canonicalize().unwrap()
+}
