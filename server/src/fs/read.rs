@@ -62,12 +62,14 @@ pub(super) fn stat(mut call: Call) -> Fut {
 /// Listings hold every name in memory (they are sorted) and are the
 /// largest answers: this many run at once in the whole server, the rest
 /// wait. Bounds their memory at about this many times the largest listing.
+/// A plain-HTTP listing holds its slot until its body was sent (or its
+/// client gone, or cut after the send timeout), not only while it is built.
 pub const LISTING_SLOTS: usize = 2;
 
 static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LISTING_SLOTS);
 
 /// Waits for one of the server's [`LISTING_SLOTS`] (also taken by plain
-/// HTTP directory listings).
+/// HTTP directory listings, `http/plain/listing.rs`).
 pub(crate) async fn listing_slot() -> Result<tokio::sync::SemaphorePermit<'static>, CommandError> {
     LISTINGS.acquire().await.map_err(CommandError::internal)
 }

@@ -2,8 +2,10 @@
 //! through tower-http's `ServeDir` (ranges, conditional requests,
 //! `Last-Modified`) plus an `ETag`, `multipart/byteranges` for multi-range
 //! requests, and JSON directory listings in nginx's `autoindex_format json`
-//! shape. Every path is checked through the cap-std sandbox first, so a
-//! symlink leading outside the tree is a 404.
+//! shape ([`listing`]). Every path is checked through the cap-std sandbox
+//! first, so a symlink leading outside the tree is a 404.
+
+mod listing;
 
 use std::sync::Arc;
 
@@ -18,7 +20,6 @@ use tower_http::services::ServeDir;
 use super::{header_str, plain, tree_path};
 use crate::driver::ANSWER_PIECE;
 use crate::gateway::Gateway;
-use crate::storage::{EntryKind, EntryMeta};
 
 pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Request) -> Response {
     let Some(rel) = tree_path(url_path) else {
@@ -33,7 +34,7 @@ pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Reques
                 return Ok(None);
             }
             let file = root.open(&rel)?.into_std();
-            Ok(Some(Probe::File { file, meta }))
+            Ok(Some(Probe { file, meta }))
         })
         .await
     };
@@ -49,80 +50,52 @@ pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Reques
                 .body(Body::empty())
                 .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "redirect"));
         }
-        Ok(Ok(None)) => {
-            // Listings share the server's listing slots and entry bound
-            // with `list_dir`.
-            let Ok(_slot) = crate::fs::listing_slot().await else {
-                return plain(StatusCode::SERVICE_UNAVAILABLE, "listing");
-            };
-            match gw.storage.list(&rel).await {
-                Ok(entries) if entries.len() > crate::fs::MAX_LIST_ENTRIES => {
-                    return plain(StatusCode::FORBIDDEN, "directory too large to list");
-                }
-                Ok(entries) => Probe::Dir(listing_json(entries)),
-                Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
-            }
-        }
+        // Bounded in memory and time, sharing the server's listing slots
+        // and entry bound with `list_dir`.
+        Ok(Ok(None)) => return listing::answer(&gw, rel, request).await,
         _ => return plain(StatusCode::NOT_FOUND, "not found"),
     };
-    match probe {
-        Probe::Dir(json) => {
-            let body = if request.method() == Method::HEAD {
-                Body::empty()
-            } else {
-                Body::from(json.clone())
-            };
-            Response::builder()
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(header::CONTENT_LENGTH, json.len())
-                .body(body)
-                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "listing"))
-        }
-        Probe::File { file, meta } => {
-            let etag = etag_of(&meta);
-            if header_str(request.headers(), header::IF_NONE_MATCH)
-                .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-            {
-                return Response::builder()
-                    .status(StatusCode::NOT_MODIFIED)
-                    .header(header::ETAG, &etag)
-                    .body(Body::empty())
-                    .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "304"));
-            }
-            let range = header_str(request.headers(), header::RANGE).map(str::to_string);
-            if let Some(range) = range.filter(|r| r.contains(','))
-                && let Some(response) = multi_range(
-                    file,
-                    meta.len(),
-                    &range,
-                    &etag,
-                    request.method() == Method::HEAD,
-                )
-            {
-                return response;
-            }
-            let mut response = match ServeDir::new(&gw.config.root)
-                .append_index_html_on_directories(false)
-                .oneshot(request)
-                .await
-            {
-                Ok(r) => r.into_response(),
-                Err(never) => match never {},
-            };
-            if let Ok(value) = HeaderValue::from_str(&etag) {
-                response.headers_mut().insert(header::ETAG, value);
-            }
-            response
-        }
+    let Probe { file, meta } = probe;
+    let etag = etag_of(&meta);
+    if header_str(request.headers(), header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, &etag)
+            .body(Body::empty())
+            .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "304"));
     }
+    let range = header_str(request.headers(), header::RANGE).map(str::to_string);
+    if let Some(range) = range.filter(|r| r.contains(','))
+        && let Some(response) = multi_range(
+            file,
+            meta.len(),
+            &range,
+            &etag,
+            request.method() == Method::HEAD,
+        )
+    {
+        return response;
+    }
+    let mut response = match ServeDir::new(&gw.config.root)
+        .append_index_html_on_directories(false)
+        .oneshot(request)
+        .await
+    {
+        Ok(r) => r.into_response(),
+        Err(never) => match never {},
+    };
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
 }
 
-enum Probe {
-    Dir(Bytes),
-    File {
-        file: std::fs::File,
-        meta: cap_std::fs::Metadata,
-    },
+/// A file opened to be served, with its metadata.
+struct Probe {
+    file: std::fs::File,
+    meta: cap_std::fs::Metadata,
 }
 
 fn etag_of(meta: &cap_std::fs::Metadata) -> String {
@@ -133,32 +106,6 @@ fn etag_of(meta: &cap_std::fs::Metadata) -> String {
         meta.len(),
         meta.mtime() as u64 * 1_000_000_000 + meta.mtime_nsec() as u64
     )
-}
-
-fn http_date(mtime: f64) -> String {
-    let modified = std::time::UNIX_EPOCH
-        + std::time::Duration::try_from_secs_f64(mtime.max(0.0)).unwrap_or_default();
-    httpdate::fmt_http_date(modified)
-}
-
-fn listing_json(entries: Vec<(String, EntryMeta)>) -> Bytes {
-    let items: Vec<serde_json::Value> = entries
-        .into_iter()
-        .map(|(name, meta)| {
-            let kind = match meta.kind {
-                EntryKind::Dir => "directory",
-                EntryKind::File => "file",
-                EntryKind::Symlink | EntryKind::Other => "other",
-            };
-            let mut item =
-                serde_json::json!({ "name": name, "type": kind, "mtime": http_date(meta.mtime) });
-            if meta.kind == EntryKind::File {
-                item["size"] = serde_json::json!(meta.size);
-            }
-            item
-        })
-        .collect();
-    Bytes::from(serde_json::to_vec(&items).unwrap_or_default())
 }
 
 /// A piece of a `multipart/byteranges` body.

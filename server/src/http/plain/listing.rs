@@ -1,0 +1,463 @@
+//! Plain-HTTP directory listings in nginx's `autoindex_format json` shape,
+//! with bounded memory and time.
+//!
+//! * The directory is read on the file pool, never on the executor's
+//!   threads, into a compact [`Listing`]: one buffer of names and 24 bytes
+//!   per entry (kind, size, mtime) — not one JSON value per entry. More
+//!   than [`MAX_LIST_ENTRIES`] entries is refused (403) as soon as the next
+//!   name is read.
+//! * The JSON is encoded in pieces of about [`LISTING_PIECE`] bytes only as
+//!   the client takes them ([`JsonPieces`]), at most two pieces ahead of
+//!   hyper; the body has no `Content-Length` (chunked on HTTP/1.1).
+//! * One of the server's listing slots ([`crate::fs::listing_slot`], shared
+//!   with `list_dir`) is held from the directory read until the last piece
+//!   went out, the client went away, or hyper took no piece for the
+//!   gateway's `send_timeout`: then its connection is cut, and the listing
+//!   and the slot are dropped. The slots are few and server-wide, so a
+//!   client reading slower than a piece per `send_timeout` (about 1 KiB/s
+//!   with the 60 s default) is cut even though it still takes bytes.
+//! * `HEAD` only counts the entries (for the 403) and builds no body.
+//!
+//! What it is not for: files (see the parent module) and framegate
+//! `list_dir` answers (`fs/read.rs`).
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use cap_std::fs::Dir;
+use http::{Method, StatusCode, header};
+use tokio::sync::{SemaphorePermit, mpsc};
+
+use super::plain;
+use crate::answer::CommandError;
+use crate::fs::MAX_LIST_ENTRIES;
+use crate::gateway::Gateway;
+use crate::http::connection::ConnectionHandle;
+use crate::tree::{RESERVED_COMPONENT, TEMP_PREFIX, io_error};
+
+/// About this many bytes of JSON are encoded at a time, as the client
+/// takes them.
+const LISTING_PIECE: usize = 64 * 1024;
+
+/// The latest time an HTTP date can show (9999-12-31T23:59:59Z); later
+/// modification times are shown as this (`httpdate` would panic).
+const LATEST_HTTP_DATE: Duration = Duration::from_secs(253_402_300_799);
+
+/// Answers `GET`/`HEAD` of the directory `rel` (already known to be one,
+/// its URL ending in `/`).
+pub(super) async fn answer(gw: &Arc<Gateway>, rel: PathBuf, request: Request) -> Response {
+    let head = request.method() == Method::HEAD;
+    let conn = request.extensions().get::<ConnectionHandle>().cloned();
+    drop(request);
+    let Ok(slot) = crate::fs::listing_slot().await else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "listing");
+    };
+    let root = gw.root.clone();
+    let scanned = crate::pool::blocking(move || scan(&root, &rel, MAX_LIST_ENTRIES, !head)).await;
+    let listing = match scanned {
+        Ok(Scan::Listed(listing)) => listing,
+        Ok(Scan::TooLarge) => {
+            return plain(StatusCode::FORBIDDEN, "directory too large to list");
+        }
+        Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
+    };
+    let body = if head {
+        drop(slot);
+        // Of unknown length, like the GET's: an empty body of known length
+        // would get a `Content-Length: 0` it does not have.
+        Body::from_stream(futures_util::stream::empty::<io::Result<Bytes>>())
+    } else {
+        let (tx, rx) = mpsc::channel(1);
+        let send_timeout = gw.config.send_timeout;
+        tokio::spawn(feed(JsonPieces::new(listing), slot, tx, send_timeout, conn));
+        body_of(rx)
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "listing"))
+}
+
+/// Hands the listing's pieces to the response body one at a time, holding
+/// the listing slot until the last one was taken. Returns early — dropping
+/// the listing and the slot — when the body is gone (client away) or took
+/// no piece for `send_timeout` (then the connection is cut: hyper waits on
+/// a full socket and would not look at the body again). A body whose
+/// listing was dropped ends with an error, never as if complete.
+async fn feed(
+    mut pieces: JsonPieces,
+    _slot: SemaphorePermit<'static>,
+    tx: mpsc::Sender<Option<Bytes>>,
+    send_timeout: Duration,
+    conn: Option<ConnectionHandle>,
+) {
+    loop {
+        let piece = match pieces.next_piece() {
+            Ok(piece) => piece,
+            Err(err) => {
+                tracing::warn!(error = %err, "listing could not be encoded");
+                return;
+            }
+        };
+        let last = piece.is_none();
+        match tokio::time::timeout(send_timeout, tx.send(piece)).await {
+            Ok(Ok(())) if last => return,
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                tracing::debug!("client went away during a listing");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(
+                    send_timeout_secs = send_timeout.as_secs_f64(),
+                    "client stopped reading a listing; closing its connection"
+                );
+                if let Some(conn) = &conn {
+                    conn.cut();
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The response body fed by [`feed`]: `Some(piece)`s, then `None` at the
+/// end; a channel closed before that `None` ends the body with an error.
+fn body_of(rx: mpsc::Receiver<Option<Bytes>>) -> Body {
+    let stream = futures_util::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Some(Some(piece)) => Some((Ok(piece), Some(rx))),
+            Some(None) => None,
+            None => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "listing abandoned before it was sent",
+                )),
+                None,
+            )),
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// What reading a directory found.
+#[derive(Debug)]
+enum Scan {
+    /// Its entries, sorted (none kept when only counted).
+    Listed(Listing),
+    /// More entries than the bound.
+    TooLarge,
+}
+
+/// Reads the directory `rel` below `root`: entries (when `keep`) with their
+/// metadata, reserved names hidden, sorted bytewise by name; at most `max`
+/// (one more is read, then it is [`Scan::TooLarge`]).
+fn scan(root: &Dir, rel: &Path, max: usize, keep: bool) -> Result<Scan, CommandError> {
+    let mut listing = Listing::default();
+    let mut count = 0usize;
+    for entry in root.read_dir(rel).map_err(|e| io_error(&e, rel))? {
+        let entry = entry.map_err(|e| io_error(&e, rel))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == RESERVED_COMPONENT || name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        if count == max {
+            return Ok(Scan::TooLarge);
+        }
+        count += 1;
+        if keep {
+            // Not followed: a symbolic link is listed as `other`.
+            let meta = entry.metadata().map_err(|e| io_error(&e, rel))?;
+            if !listing.push(&name, &meta) {
+                return Ok(Scan::TooLarge);
+            }
+        }
+    }
+    listing.sort();
+    Ok(Scan::Listed(listing))
+}
+
+/// What a listing shows an entry as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Directory,
+    Other,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Directory => "directory",
+            Kind::Other => "other",
+        }
+    }
+}
+
+/// One entry of a [`Listing`]; its name is `names[name_at..][..name_len]`.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Last modification, Unix seconds (as `stat` answers tell it).
+    mtime: f64,
+    /// Size in bytes (shown for files only).
+    size: u64,
+    name_at: u32,
+    name_len: u16,
+    kind: Kind,
+}
+
+/// A directory's entries in compact form: the names back to back in one
+/// buffer, a small fixed-size record per entry.
+#[derive(Debug, Default)]
+struct Listing {
+    names: String,
+    entries: Vec<Entry>,
+}
+
+impl Listing {
+    /// Adds an entry; false if the names outgrow the buffer's offsets.
+    fn push(&mut self, name: &str, meta: &cap_std::fs::Metadata) -> bool {
+        let (Ok(name_at), Ok(name_len)) =
+            (u32::try_from(self.names.len()), u16::try_from(name.len()))
+        else {
+            return false;
+        };
+        if u32::try_from(self.names.len() + name.len()).is_err() {
+            return false;
+        }
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            Kind::File
+        } else if ft.is_dir() {
+            Kind::Directory
+        } else {
+            Kind::Other
+        };
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.names.push_str(name);
+        self.entries.push(Entry {
+            mtime,
+            size: meta.len(),
+            name_at,
+            name_len,
+            kind,
+        });
+        true
+    }
+
+    fn name(&self, entry: &Entry) -> &str {
+        name_in(&self.names, entry)
+    }
+
+    /// Sorts bytewise by name; equal names (two names that were not UTF-8
+    /// may read the same) keep the directory's order.
+    fn sort(&mut self) {
+        let names = &self.names;
+        self.entries.sort_unstable_by(|a, b| {
+            name_in(names, a)
+                .as_bytes()
+                .cmp(name_in(names, b).as_bytes())
+                .then(a.name_at.cmp(&b.name_at))
+        });
+        self.names.shrink_to_fit();
+        self.entries.shrink_to_fit();
+    }
+}
+
+fn name_in<'a>(names: &'a str, entry: &Entry) -> &'a str {
+    let start = entry.name_at as usize;
+    names
+        .get(start..start + usize::from(entry.name_len))
+        .unwrap_or_default()
+}
+
+/// One entry in JSON. Fields in the order serde_json writes a `Value`
+/// object's keys (sorted), so the output is what the listing always was.
+#[derive(serde::Serialize)]
+struct Item<'a> {
+    mtime: &'a str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// A listing's JSON array, encoded a piece at a time.
+#[derive(Debug)]
+struct JsonPieces {
+    listing: Listing,
+    /// The next entry to encode.
+    next: usize,
+    started: bool,
+    done: bool,
+    /// Reused for each entry's date.
+    date: String,
+}
+
+impl JsonPieces {
+    fn new(listing: Listing) -> JsonPieces {
+        JsonPieces {
+            listing,
+            next: 0,
+            started: false,
+            done: false,
+            date: String::new(),
+        }
+    }
+
+    /// The next piece of about [`LISTING_PIECE`] bytes (the last one may
+    /// be shorter), or `None` after the last.
+    fn next_piece(&mut self) -> Result<Option<Bytes>, serde_json::Error> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(LISTING_PIECE + 1024);
+        if !self.started {
+            out.push(b'[');
+            self.started = true;
+        }
+        while out.len() < LISTING_PIECE {
+            let Some(entry) = self.listing.entries.get(self.next) else {
+                out.push(b']');
+                self.done = true;
+                break;
+            };
+            if self.next > 0 {
+                out.push(b',');
+            }
+            self.date.clear();
+            let modified = Duration::try_from_secs_f64(entry.mtime.max(0.0))
+                .unwrap_or_default()
+                .min(LATEST_HTTP_DATE);
+            let _ = write!(
+                self.date,
+                "{}",
+                httpdate::HttpDate::from(UNIX_EPOCH + modified)
+            );
+            let item = Item {
+                mtime: &self.date,
+                name: self.listing.name(entry),
+                size: (entry.kind == Kind::File).then_some(entry.size),
+                kind: entry.kind.as_str(),
+            };
+            serde_json::to_writer(&mut out, &item)?;
+            self.next += 1;
+        }
+        Ok(Some(Bytes::from(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(names: &[&str]) -> (tempfile::TempDir, Dir) {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in names {
+            std::fs::write(tmp.path().join(name), name.as_bytes()).unwrap();
+        }
+        let dir = Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
+        (tmp, dir)
+    }
+
+    fn json(listing: Listing) -> Vec<u8> {
+        let mut pieces = JsonPieces::new(listing);
+        let mut out = Vec::new();
+        while let Some(piece) = pieces.next_piece().unwrap() {
+            out.extend_from_slice(&piece);
+        }
+        out
+    }
+
+    #[test]
+    fn more_than_max_is_too_large_and_hidden_names_do_not_count() {
+        let (_tmp, dir) = dir_with(&["a", "b", "c", ".framegate-upload-x"]);
+        std::fs::create_dir(_tmp.path().join(".framegate")).unwrap();
+        assert!(matches!(
+            scan(&dir, Path::new("."), 2, true).unwrap(),
+            Scan::TooLarge
+        ));
+        assert!(matches!(
+            scan(&dir, Path::new("."), 2, false).unwrap(),
+            Scan::TooLarge
+        ));
+        let Scan::Listed(listing) = scan(&dir, Path::new("."), 3, true).unwrap() else {
+            panic!("three entries fit")
+        };
+        let names: Vec<&str> = listing.entries.iter().map(|e| listing.name(e)).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn counting_keeps_nothing() {
+        let (_tmp, dir) = dir_with(&["a", "b"]);
+        let Scan::Listed(listing) = scan(&dir, Path::new("."), 10, false).unwrap() else {
+            panic!("listed")
+        };
+        assert!(listing.entries.is_empty() && listing.names.is_empty());
+    }
+
+    #[test]
+    fn empty_directory_is_an_empty_array() {
+        let (_tmp, dir) = dir_with(&[]);
+        let Scan::Listed(listing) = scan(&dir, Path::new("."), 10, true).unwrap() else {
+            panic!("listed")
+        };
+        assert_eq!(json(listing), b"[]");
+    }
+
+    #[test]
+    fn pieces_are_bounded_and_join_to_one_array() {
+        let names: Vec<String> = (0..3000).map(|i| format!("{i:0>40}\"\\é")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (_tmp, dir) = dir_with(&refs);
+        let Scan::Listed(listing) = scan(&dir, Path::new("."), 10_000, true).unwrap() else {
+            panic!("listed")
+        };
+        let mut pieces = JsonPieces::new(listing);
+        let mut out = Vec::new();
+        let mut count = 0;
+        while let Some(piece) = pieces.next_piece().unwrap() {
+            assert!(piece.len() < LISTING_PIECE + 1024, "{}", piece.len());
+            out.extend_from_slice(&piece);
+            count += 1;
+        }
+        assert!(count > 2, "{count} pieces");
+        let parsed: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+        let mut sorted = names.clone();
+        sorted.sort();
+        let got: Vec<&str> = parsed.iter().map(|v| v["name"].as_str().unwrap()).collect();
+        assert_eq!(got, sorted);
+    }
+
+    #[test]
+    fn far_future_mtime_is_clamped_not_a_panic() {
+        let listing = Listing {
+            names: "x".into(),
+            entries: vec![Entry {
+                mtime: 1e15,
+                size: 1,
+                name_at: 0,
+                name_len: 1,
+                kind: Kind::File,
+            }],
+        };
+        let out = String::from_utf8(json(listing)).unwrap();
+        assert!(out.contains("Fri, 31 Dec 9999 23:59:59 GMT"), "{out}");
+    }
+}
