@@ -106,6 +106,16 @@ pub(crate) struct ServeArgs {
     /// each up to 8 MiB of decoder window [default: 2].
     #[arg(long, value_name = "N")]
     pub(crate) max_encoded_streams: Option<usize>,
+    /// Per server: zstd-encoded client streams being decoded at once, over
+    /// all messages and connections (each up to 8 MiB of decoder window);
+    /// one more ends its message with `too-many-requests` [default: 16].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_decoding_streams: Option<usize>,
+    /// Per server: bytes of arguments held by requests not yet answered,
+    /// over all messages and connections; more is `too-large`
+    /// [default: 67108864 = 64 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_held_argument_bytes: Option<usize>,
     /// Send a keepalive frame after this long without output [default: 15s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -239,6 +249,10 @@ impl ServeArgs {
             max_running_commands: self.max_running_commands.or(file.max_running_commands),
             max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
             max_encoded_streams: self.max_encoded_streams.or(file.max_encoded_streams),
+            max_decoding_streams: self.max_decoding_streams.or(file.max_decoding_streams),
+            max_held_argument_bytes: self
+                .max_held_argument_bytes
+                .or(file.max_held_argument_bytes),
             keepalive_interval: self.keepalive_interval.or(file.keepalive_interval),
             body_read_timeout: self.body_read_timeout.or(file.body_read_timeout),
             header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
@@ -347,7 +361,9 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
         open_answers,
         max_connections,
         max_messages,
-        http2_max_streams
+        http2_max_streams,
+        max_decoding_streams,
+        max_held_argument_bytes
     );
     if let Some(n) = args.max_compressing_messages {
         config.max_compressing_messages = n;

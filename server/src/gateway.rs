@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cap_std::fs::Dir;
-use framegate_wire::ServerConfig;
+use framegate_wire::{ServerConfig, SharedBudget};
 use tokio::sync::Semaphore;
 
 use crate::command::{HelloInfo, Registry};
@@ -83,6 +83,18 @@ pub struct GatewayConfig {
     /// with a compressor of about 2.5 MiB; the others are answered
     /// unencoded, which every client decodes (default 32).
     pub max_compressing_messages: usize,
+    /// Per server: zstd-encoded client streams being decoded at once, over
+    /// all messages and connections, each with a decoder window of up to
+    /// 8 MiB (default 16: at most 128 MiB of windows). One more is the
+    /// protocol error `too-many-requests` for its message. Shared by the
+    /// reactors as [`ServerConfig::decoder_budget`].
+    pub max_decoding_streams: usize,
+    /// Per server: bytes of arguments held by requests not yet answered,
+    /// over all messages and connections (default 64 MiB); per message,
+    /// [`ServerConfig::max_unanswered_argument_bytes`] applies too. More is
+    /// the protocol error `too-large` for the request that asked. Shared by
+    /// the reactors as [`ServerConfig::held_argument_budget`].
+    pub max_held_argument_bytes: usize,
 }
 
 impl GatewayConfig {
@@ -110,6 +122,8 @@ impl GatewayConfig {
             max_messages: fds.messages,
             http2_max_streams: 8,
             max_compressing_messages: 32,
+            max_decoding_streams: 16,
+            max_held_argument_bytes: 64 << 20,
         }
     }
 }
@@ -133,6 +147,10 @@ pub struct Gateway {
     pub(crate) compressor_slots: Arc<Semaphore>,
     /// Server-wide slots for messages in flight.
     pub(crate) message_slots: Arc<Semaphore>,
+    /// Server-wide budget of zstd decoders (every reactor's config holds it).
+    pub(crate) decoder_budget: SharedBudget,
+    /// Server-wide budget of argument bytes held by unanswered requests.
+    pub(crate) argument_budget: SharedBudget,
     /// Metrics (rendered on the metrics listener).
     pub metrics: Metrics,
 }
@@ -160,8 +178,12 @@ impl Gateway {
         let connection_slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let compressor_slots = Arc::new(Semaphore::new(config.max_compressing_messages));
         let message_slots = Arc::new(Semaphore::new(config.max_messages.max(1)));
+        let decoder_budget = SharedBudget::new(config.max_decoding_streams);
+        let argument_budget = SharedBudget::new(config.max_held_argument_bytes);
         Ok(Arc::new(Gateway {
             message_slots,
+            decoder_budget,
+            argument_budget,
             compressor_slots,
             answer_slots,
             connection_slots,
@@ -193,5 +215,17 @@ impl Gateway {
     /// Connection slots free now (of [`GatewayConfig::max_connections`]).
     pub fn connection_slots_free(&self) -> usize {
         self.connection_slots.available_permits()
+    }
+
+    /// zstd decoders open now, over all messages (of
+    /// [`GatewayConfig::max_decoding_streams`]).
+    pub fn decoding_streams(&self) -> usize {
+        self.decoder_budget.in_use()
+    }
+
+    /// Argument bytes held now by unanswered requests, over all messages
+    /// (of [`GatewayConfig::max_held_argument_bytes`]).
+    pub fn held_argument_bytes(&self) -> usize {
+        self.argument_budget.in_use()
     }
 }

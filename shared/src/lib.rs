@@ -7,6 +7,7 @@
 //! and carry frames out.
 //!
 //! * [`frame`]: the 8-byte header and one typed value per frame type.
+//! * [`budget`]: server-wide budgets shared by reactors.
 //! * [`codec`]: the resumable [`FrameDecoder`] (and, with the `codec`
 //!   feature, a tokio-util adapter).
 //! * [`stream`]: stream rules and the `zstd-8mb` encoding.
@@ -55,6 +56,7 @@
     )
 )]
 
+pub mod budget;
 pub mod client;
 pub mod codec;
 pub mod error;
@@ -69,6 +71,7 @@ pub mod request;
 pub mod server;
 pub mod stream;
 
+pub use budget::SharedBudget;
 pub use client::{ClientConfig, ClientEvent, ClientReactor, ClientUsageError, PeerMisbehaved};
 pub use codec::FrameDecoder;
 pub use error::{ErrorCode, FrameError, PayloadError, ProtocolError};

@@ -57,66 +57,21 @@ use bytes::{Bytes, BytesMut};
 use crate::error::{ErrorCode, FrameError, PayloadError, ProtocolError};
 use crate::frame::{
     BytesResponse, BytesResponseFlags, CommandArgument, CommandArgumentFlags, CommandData,
-    CommandName, CommandNameFlags, DEFAULT_MAX_FRAME_SIZE, ErrorKind, ErrorResponse, Frame,
-    FrameBody, PREFERRED_PAYLOAD_SIZE, Progress, RequestId, Side, StreamId, TextOutput,
+    CommandName, CommandNameFlags, ErrorKind, ErrorResponse, Frame, FrameBody, Progress, RequestId,
+    Side, StreamId, TextOutput,
 };
 use crate::payload::{ErrorPayload, ProgressPayload, TextAtom, encode_atoms};
 use crate::request::Arguments;
 use crate::stream::{Encoding, InboundStreams, OutboundStream};
 
+mod config;
+mod held;
+
+pub use config::ServerConfig;
+use held::HeldArguments;
+
 /// The stream id a server sends on.
 pub const SERVER_STREAM: StreamId = StreamId(2);
-
-/// Limits and sizes of a server reactor (§6). Defaults are the protocol's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Largest frame payload accepted, also after decoding (default 65,535).
-    pub max_frame_size: usize,
-    /// Requests that may be receiving (incomplete) at once (default 64).
-    pub max_receiving_requests: usize,
-    /// Requests per HTTP message (default 4,096; deferred mode only).
-    pub max_requests_per_message: usize,
-    /// Arguments per request (default 64).
-    pub max_arguments: usize,
-    /// Bytes of argument names and values per request (default 1 MiB).
-    pub max_argument_bytes: usize,
-    /// Bytes of argument names and (declared) values held by the requests
-    /// of a message or connection that are not answered yet (default
-    /// 8 MiB): waiting requests keep their arguments, so this bounds them.
-    /// More is the protocol error `too-large`.
-    pub max_unanswered_argument_bytes: usize,
-    /// Commands running at once per message (default 16). Applied by the
-    /// driver, which runs the commands; carried here so all limits live in
-    /// one place.
-    pub max_running_commands: usize,
-    /// Bytes of frames per HTTP message (default 16 GiB; deferred mode only).
-    pub max_message_bytes: u64,
-    /// Payload size of answer frames (default 32,768).
-    pub answer_chunk_size: usize,
-    /// Encoded (`zstd-8mb`) client streams open at once (default 2): each
-    /// holds a decoder with a window of up to 8 MiB, so this bounds decoder
-    /// memory per message or connection to 16 MiB. The contract advises one
-    /// stream per sender; one more lets a client close and reopen.
-    pub max_encoded_streams: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            max_receiving_requests: 64,
-            max_requests_per_message: 4096,
-            max_arguments: 64,
-            max_argument_bytes: 1 << 20,
-            max_unanswered_argument_bytes: 8 << 20,
-            max_running_commands: 16,
-            max_message_bytes: 16 << 30,
-            answer_chunk_size: PREFERRED_PAYLOAD_SIZE,
-            max_encoded_streams: 2,
-        }
-    }
-}
 
 /// When the reactor lets frames out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,7 +247,7 @@ pub struct ServerReactor {
     /// and the driver did not forgo it).
     compress: bool,
     /// Argument bytes held by requests not yet answered.
-    unanswered_arg_bytes: usize,
+    held_args: HeldArguments,
 }
 
 impl ServerReactor {
@@ -301,7 +256,13 @@ impl ServerReactor {
     pub fn new(config: ServerConfig, mode: OutputMode, encoding: Encoding) -> Self {
         ServerReactor {
             inbound: InboundStreams::new(Side::Client, config.max_frame_size)
-                .with_max_encoded(config.max_encoded_streams),
+                .with_max_encoded(config.max_encoded_streams)
+                .with_decoder_budget(config.decoder_budget.clone())
+                .with_decode_ratio_bound(),
+            held_args: HeldArguments::new(
+                config.max_unanswered_argument_bytes,
+                config.held_argument_budget.as_ref(),
+            ),
             outbound: OutboundStream::new(SERVER_STREAM, encoding),
             config,
             mode,
@@ -317,7 +278,6 @@ impl ServerReactor {
             input_ended: false,
             errored: false,
             compress: true,
-            unanswered_arg_bytes: 0,
         }
     }
 
@@ -359,6 +319,12 @@ impl ServerReactor {
     /// Payload bytes queued and not yet transmitted (for backpressure).
     pub fn pending_output_bytes(&self) -> usize {
         self.pending_bytes
+    }
+
+    /// Bytes the client's encoded frames decoded to so far (a driver can
+    /// pace itself by the work decoding took, not by the bytes received).
+    pub fn decoded_bytes(&self) -> u64 {
+        self.inbound.decoded_bytes()
     }
 
     /// Requests whose frames are still arriving (begun, not complete).
@@ -447,6 +413,9 @@ impl ServerReactor {
             return;
         }
         self.input_ended = true;
+        // No more input: the decoders (and their budget units) go now, not
+        // when the last answer went out.
+        self.inbound.close_all();
         if !self.errored {
             self.abort_receiving(
                 ErrorCode::INCOMPLETE_REQUEST,
@@ -799,18 +768,8 @@ impl ServerReactor {
                         format!("arguments exceed {} bytes", config.max_argument_bytes),
                     )));
                 }
-                if self.unanswered_arg_bytes + size > config.max_unanswered_argument_bytes {
-                    return Err(tie(proto(
-                        ErrorCode::TOO_LARGE,
-                        format!(
-                            "requests not yet answered hold more than {} bytes of arguments \
-                             (send fewer requests per message)",
-                            config.max_unanswered_argument_bytes
-                        ),
-                    )));
-                }
+                self.held_args.hold(size).map_err(tie)?;
                 *arg_bytes += size;
-                self.unanswered_arg_bytes += size;
                 let partial = PartialArgument {
                     name: start.name,
                     value: BytesMut::with_capacity(start.value_len),
@@ -955,6 +914,7 @@ impl ServerReactor {
             self.push(RequestId::CONNECTION, protocol_body(&err), true, false);
         }
         self.errored = true;
+        self.inbound.close_all();
         self.abort_receiving(
             ErrorCode::SERVER_ERRORED,
             "request cut off: the server stopped reading after a protocol error",
@@ -1016,7 +976,8 @@ impl ServerReactor {
     fn push(&mut self, request_id: RequestId, body: FrameBody, encode: bool, last: bool) {
         if last && let Some(request) = self.requests.get_mut(&request_id) {
             // Answered: its arguments are no longer held for it.
-            self.unanswered_arg_bytes -= std::mem::take(&mut request.arg_bytes);
+            self.held_args
+                .release(std::mem::take(&mut request.arg_bytes));
         }
         self.pending_bytes += body.payload().len();
         self.pending.push_back(Pending {

@@ -5,6 +5,11 @@
 //! size bounded by the receiver's maximum frame size. [`OutboundStream`]
 //! stamps stream ids and flags on outgoing frames and encodes payloads with
 //! ONE compressor for the whole stream, flushed after every frame.
+//!
+//! A receiver that serves strangers also bounds what decoding costs it: the
+//! decoders open at once (per message, and server-wide through a
+//! [`SharedBudget`]) and how far encoded input may inflate
+//! ([`MAX_DECODE_RATIO`] past [`DECODE_ALLOWANCE`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,6 +17,7 @@ use std::fmt;
 use bytes::Bytes;
 use zstd::stream::raw::{CParameter, DParameter, Decoder, Encoder, InBuffer, Operation, OutBuffer};
 
+use crate::budget::{Permit, SharedBudget};
 use crate::error::{ErrorCode, ProtocolError};
 use crate::frame::{Frame, FrameBody, RequestId, Side, StreamFlags, StreamId, StreamSettings};
 
@@ -74,9 +80,33 @@ pub const ZSTD_WINDOW_LOG: u32 = 21;
 /// Compression level of outgoing `zstd-8mb` streams.
 pub const ZSTD_LEVEL: i32 = 3;
 
+/// Decoded bytes a bounded receiver (a server) produces from encoded
+/// frames of one message or connection before [`MAX_DECODE_RATIO`]
+/// applies: 16 MiB.
+pub const DECODE_ALLOWANCE: u64 = 16 << 20;
+
+/// With the bound on ([`InboundStreams::with_decode_ratio_bound`]), the
+/// decoded bytes of a message's or connection's encoded frames may be at
+/// most `max(DECODE_ALLOWANCE, MAX_DECODE_RATIO × encoded payload bytes)`;
+/// more is the protocol error `bad-encoding`.
+///
+/// Decoding costs the receiver time per *decoded* byte, the sender pays per
+/// *encoded* byte: a zstd RLE block of 4 bytes decodes to a whole frame, so
+/// without a bound a client makes the server copy thousands of bytes for
+/// each one it sends (one client made a server decode 107 GiB). Through the
+/// framegate encoder (32 KiB frames, each flushed) real content inflates far
+/// less: Rust source 4 times, a binary 3, a server log 31. Content that
+/// compresses better still (a zero-filled or highly repetitive file: 1,000
+/// to 16,000 times) passes up to the allowance; past it, such data must go
+/// unencoded, which §5 allows on any stream. Apache's `mod_deflate` bounds
+/// request bodies the same way (`DeflateInflateRatioLimit`, 200).
+pub const MAX_DECODE_RATIO: u64 = 64;
+
 struct InboundStream {
     /// `None`: no `stream-settings` (identity).
     decoder: Option<Decoder<'static>>,
+    /// The decoder's unit of the server-wide decoder budget, if any.
+    _slot: Option<Permit>,
 }
 
 /// The receiving side of the peer's streams.
@@ -84,6 +114,11 @@ pub struct InboundStreams {
     peer: Side,
     max_frame_size: usize,
     max_encoded: usize,
+    decoder_budget: Option<SharedBudget>,
+    bound_ratio: bool,
+    /// Payload bytes of `encoded` frames received, and what they decoded to.
+    encoded_bytes: u64,
+    decoded_bytes: u64,
     streams: HashMap<StreamId, InboundStream>,
     scratch: Vec<u8>,
 }
@@ -113,6 +148,10 @@ impl InboundStreams {
             peer,
             max_frame_size,
             max_encoded: usize::MAX,
+            decoder_budget: None,
+            bound_ratio: false,
+            encoded_bytes: 0,
+            decoded_bytes: 0,
             streams: HashMap::new(),
             scratch: Vec::new(),
         }
@@ -127,9 +166,46 @@ impl InboundStreams {
         self
     }
 
+    /// Each decoder also takes one unit of `budget`, shared with other
+    /// receivers (server-wide), and gives it back when its stream ends or
+    /// these streams are dropped or [closed](Self::close_all). With none
+    /// left, opening an encoded stream is the protocol error
+    /// `too-many-requests`: the peer did nothing wrong, the server is busy,
+    /// and the same message may succeed later or on an identity stream.
+    #[must_use]
+    pub fn with_decoder_budget(mut self, budget: Option<SharedBudget>) -> Self {
+        self.decoder_budget = budget;
+        self
+    }
+
+    /// Bounds how far encoded frames may inflate, over everything these
+    /// streams receive: see [`MAX_DECODE_RATIO`].
+    #[must_use]
+    pub fn with_decode_ratio_bound(mut self) -> Self {
+        self.bound_ratio = true;
+        self
+    }
+
     /// Number of open streams.
     pub fn open_streams(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Payload bytes of `encoded` frames received so far (as on the wire).
+    pub fn encoded_bytes(&self) -> u64 {
+        self.encoded_bytes
+    }
+
+    /// Bytes the `encoded` frames received so far decoded to.
+    pub fn decoded_bytes(&self) -> u64 {
+        self.decoded_bytes
+    }
+
+    /// Closes every stream and drops its decoder (giving back its budget
+    /// unit): for a receiver that will take no more input.
+    pub fn close_all(&mut self) {
+        self.streams.clear();
+        self.scratch = Vec::new();
     }
 
     /// Applies the stream rules to a frame from the peer. Returns the frame
@@ -155,6 +231,7 @@ impl InboundStreams {
                     id.0
                 )));
             }
+            let mut slot = None;
             let decoder = match settings {
                 None => None,
                 Some(settings) => {
@@ -179,6 +256,7 @@ impl InboundStreams {
                                     self.max_encoded
                                 )));
                             }
+                            slot = self.take_decoder_slot()?;
                             Some(new_decoder()?)
                         }
                         None => {
@@ -193,7 +271,13 @@ impl InboundStreams {
                     }
                 }
             };
-            self.streams.insert(id, InboundStream { decoder });
+            self.streams.insert(
+                id,
+                InboundStream {
+                    decoder,
+                    _slot: slot,
+                },
+            );
         } else if !self.streams.contains_key(&id) {
             return Err(bad_stream(format!(
                 "frame on closed stream {} without begin",
@@ -217,7 +301,11 @@ impl InboundStreams {
                         id.0
                     )));
                 };
-                let decoded = decompress(decoder, &mut self.scratch, frame.body.payload(), max)?;
+                let input = frame.body.payload();
+                let decoded = decompress(decoder, &mut self.scratch, input, max)?;
+                self.encoded_bytes += input.len() as u64;
+                self.decoded_bytes += decoded.len() as u64;
+                self.check_ratio()?;
                 *frame.body.payload_mut() = decoded;
                 frame.stream_flags = flags.difference(StreamFlags::ENCODED);
             }
@@ -227,6 +315,45 @@ impl InboundStreams {
             self.streams.remove(&id);
         }
         Ok(result)
+    }
+}
+
+impl InboundStreams {
+    fn take_decoder_slot(&self) -> Result<Option<Permit>, ProtocolError> {
+        let Some(budget) = &self.decoder_budget else {
+            return Ok(None);
+        };
+        match budget.try_take(1) {
+            Some(permit) => Ok(Some(permit)),
+            None => Err(ProtocolError::new(
+                ErrorCode::TOO_MANY_REQUESTS,
+                format!(
+                    "the server is decoding too many compressed streams ({} over all its \
+                     clients): retry later, or send identity (no stream-settings, or \
+                     `identity`)",
+                    budget.limit()
+                ),
+            )),
+        }
+    }
+
+    fn check_ratio(&self) -> Result<(), ProtocolError> {
+        if !self.bound_ratio {
+            return Ok(());
+        }
+        let allowed = DECODE_ALLOWANCE.max(self.encoded_bytes.saturating_mul(MAX_DECODE_RATIO));
+        if self.decoded_bytes <= allowed {
+            return Ok(());
+        }
+        Err(bad_encoding(format!(
+            "encoded frames decoded to {} bytes from {} bytes: past {} MiB, at most {} \
+             times their encoded size is decoded (send data that compresses this well \
+             unencoded)",
+            self.decoded_bytes,
+            self.encoded_bytes,
+            DECODE_ALLOWANCE >> 20,
+            MAX_DECODE_RATIO
+        )))
     }
 }
 

@@ -51,6 +51,14 @@ pub const DATA_CHANNEL_CHUNKS: usize = 16;
 /// Output bytes queued in the reactor before lazy answers pause.
 pub const OUTPUT_WATERMARK: usize = 256 * 1024;
 
+/// Input bytes handled — frames as received plus what encoded ones
+/// decoded to — between two yields to the runtime. Decoding runs inline in
+/// the message's task and, with the input already buffered, nothing else
+/// would make it wait: a client whose frames inflate (zstd RLE blocks)
+/// held a worker for seconds while other clients' requests stalled. At
+/// 256 KiB the task yields every few tens of microseconds of decoding.
+pub(crate) const INPUT_YIELD_BYTES: u64 = 256 * 1024;
+
 /// Where a message comes from and what it may do.
 pub(crate) struct MessageSpec {
     /// The base the message's paths are relative to.
@@ -109,11 +117,19 @@ pub(crate) struct Driver {
     commands: u64,
     bytes_in: u64,
     bytes_out: u64,
+    /// Input work since the last yield ([`INPUT_YIELD_BYTES`]).
+    unyielded: u64,
+    /// The reactor's decoded-bytes count when last looked at.
+    decoded_seen: u64,
 }
 
 impl Driver {
     pub(crate) fn new(gw: Arc<Gateway>, spec: MessageSpec, mode: OutputMode) -> Self {
-        let mut reactor = ServerReactor::new(gw.config.limits.clone(), mode, spec.encoding);
+        // Every message's reactor counts against the server-wide budgets.
+        let mut limits = gw.config.limits.clone();
+        limits.decoder_budget = Some(gw.decoder_budget.clone());
+        limits.held_argument_budget = Some(gw.argument_budget.clone());
+        let mut reactor = ServerReactor::new(limits, mode, spec.encoding);
         // A compressor costs a few MiB: past the server's budget of them,
         // this message is answered unencoded.
         let compressor = if spec.encoding == Encoding::Identity {
@@ -151,6 +167,8 @@ impl Driver {
             commands: 0,
             bytes_in: 0,
             bytes_out: 0,
+            unyielded: 0,
+            decoded_seen: 0,
         }
     }
 
@@ -195,11 +213,21 @@ impl Driver {
     // ---- inputs ----------------------------------------------------------
 
     /// A frame arrived. Returns false if the reactor refused it (it is now
-    /// errored and takes no more input).
+    /// errored and takes no more input). Yields to the runtime after every
+    /// [`INPUT_YIELD_BYTES`] of input work, so a message that keeps the
+    /// input busy shares its worker with other messages.
     pub(crate) async fn handle_frame(&mut self, frame: Frame) -> bool {
-        self.bytes_in += frame.wire_len() as u64;
+        let wire = frame.wire_len() as u64;
+        self.bytes_in += wire;
         let accepted = self.reactor.handle_frame(frame).is_ok();
+        let decoded = self.reactor.decoded_bytes();
+        self.unyielded += wire + decoded.saturating_sub(self.decoded_seen);
+        self.decoded_seen = decoded;
         self.process_events().await;
+        if self.unyielded >= INPUT_YIELD_BYTES {
+            self.unyielded = 0;
+            tokio::task::yield_now().await;
+        }
         accepted
     }
 
