@@ -180,11 +180,21 @@ pub(crate) struct ServeArgs {
     /// wait [default: 2097152].
     #[arg(long, value_name = "BYTES")]
     pub(crate) message_held_bytes: Option<usize>,
+    /// Per server: answer bytes on their way to clients beyond one chunk
+    /// per message; past it, messages send one chunk at a time [default:
+    /// 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) output_buffer: Option<usize>,
     /// Per server: commands running plus answers held open, over all
     /// messages (each may hold a file open) [default: a quarter of the
     /// descriptor limit left after 64, at most 4096].
     #[arg(long, value_name = "N")]
     pub(crate) open_answers: Option<usize>,
+    /// Per server: uploads staging at once (a staging file each); more wait
+    /// [default: a sixteenth of the descriptor limit left after 64, at
+    /// least 8, at most 1024].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_staging_files: Option<usize>,
     /// Per server: connections served at once, HTTP and byte streams; more
     /// wait in the listen backlog [default: a third of the descriptor limit left
     /// after 64, at most 4096].
@@ -270,7 +280,9 @@ impl ServeArgs {
                 .or(file.connection_idle_timeout),
             message_open_answers: self.message_open_answers.or(file.message_open_answers),
             message_held_bytes: self.message_held_bytes.or(file.message_held_bytes),
+            output_buffer: self.output_buffer.or(file.output_buffer),
             open_answers: self.open_answers.or(file.open_answers),
+            max_staging_files: self.max_staging_files.or(file.max_staging_files),
             max_connections: self.max_connections.or(file.max_connections),
             max_messages: self.max_messages.or(file.max_messages),
             http2_max_streams: self.http2_max_streams.or(file.http2_max_streams),
@@ -358,7 +370,9 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
     budget!(
         message_open_answers,
         message_held_bytes,
+        output_buffer,
         open_answers,
+        max_staging_files,
         max_connections,
         max_messages,
         http2_max_streams,

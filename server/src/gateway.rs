@@ -68,6 +68,10 @@ pub struct GatewayConfig {
     /// messages, and plain GETs — the answer descriptor budget (default: a
     /// quarter of the descriptor limit, see [`crate::budgets_for`]).
     pub open_answers: usize,
+    /// Per server: uploads staging at once (a staging file each); one more
+    /// waits, and fails after `header_read_timeout` (default: a sixteenth
+    /// of the descriptor limit, see [`crate::budgets_for`]).
+    pub max_staging_files: usize,
     /// Per server: connections (HTTP and byte-stream) served at once; more
     /// wait in the listen backlog (default: a third of the descriptor
     /// limit, see [`crate::budgets_for`]).
@@ -83,6 +87,10 @@ pub struct GatewayConfig {
     /// with a compressor of about 2.5 MiB; the others are answered
     /// unencoded, which every client decodes (default 32).
     pub max_compressing_messages: usize,
+    /// Per server: answer bytes on their way to clients beyond one chunk
+    /// per message (default 64 MiB); past it, messages send one chunk at a
+    /// time.
+    pub output_buffer: usize,
     /// Per server: zstd-encoded client streams being decoded at once, over
     /// all messages and connections, each with a decoder window of up to
     /// 8 MiB (default 16: at most 128 MiB of windows). One more is the
@@ -118,10 +126,12 @@ impl GatewayConfig {
             message_open_answers: 16,
             message_held_bytes: 2 << 20,
             open_answers: fds.open_answers,
+            max_staging_files: fds.staging_files,
             max_connections: fds.connections,
             max_messages: fds.messages,
             http2_max_streams: 8,
             max_compressing_messages: 32,
+            output_buffer: 64 << 20,
             max_decoding_streams: 16,
             max_held_argument_bytes: 64 << 20,
         }
@@ -141,10 +151,14 @@ pub struct Gateway {
     pub(crate) swept: SweepReport,
     /// Server-wide slots for running commands and open answers.
     pub(crate) answer_slots: Arc<Semaphore>,
+    /// The part of `answer_slots` messages still receiving may hold.
+    pub(crate) receiving_answer_slots: Arc<Semaphore>,
     /// Server-wide slots for connections.
     pub(crate) connection_slots: Arc<Semaphore>,
     /// Server-wide slots for compressing messages.
     pub(crate) compressor_slots: Arc<Semaphore>,
+    /// The output buffer budget (`output_buffer`).
+    pub(crate) output_budget: crate::outflow::OutputBudget,
     /// Server-wide slots for messages in flight.
     pub(crate) message_slots: Arc<Semaphore>,
     /// Server-wide budget of zstd decoders (every reactor's config holds it).
@@ -170,6 +184,8 @@ impl Gateway {
     /// (e.g. [`Registry::files`]).
     pub fn new(config: GatewayConfig, registry: Registry) -> std::io::Result<Arc<Gateway>> {
         let (local, swept) = LocalStorage::open(&config.root, config.allow_writes)?;
+        let local =
+            local.with_staging_limit(config.max_staging_files.max(1), config.header_read_timeout);
         let hello = HelloInfo {
             commands: registry.names(),
             max_frame_size: config.limits.max_frame_size as u64,
@@ -177,6 +193,7 @@ impl Gateway {
         let answer_slots = Arc::new(Semaphore::new(config.open_answers.max(1)));
         let connection_slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let compressor_slots = Arc::new(Semaphore::new(config.max_compressing_messages));
+        let output_budget = crate::outflow::OutputBudget::new(config.output_buffer);
         let message_slots = Arc::new(Semaphore::new(config.max_messages.max(1)));
         let decoder_budget = SharedBudget::new(config.max_decoding_streams);
         let argument_budget = SharedBudget::new(config.max_held_argument_bytes);
@@ -185,7 +202,11 @@ impl Gateway {
             decoder_budget,
             argument_budget,
             compressor_slots,
+            output_budget,
             answer_slots,
+            receiving_answer_slots: Arc::new(Semaphore::new(crate::limits::receiving_slots(
+                config.open_answers.max(1),
+            ))),
             connection_slots,
             config,
             root: local.root_dir().clone(),
@@ -210,6 +231,11 @@ impl Gateway {
     /// Server-wide answer slots free now (of [`GatewayConfig::open_answers`]).
     pub fn answer_slots_free(&self) -> usize {
         self.answer_slots.available_permits()
+    }
+
+    /// Output buffer bytes free now (of [`GatewayConfig::output_buffer`]).
+    pub fn output_buffer_free(&self) -> usize {
+        self.output_budget.free()
     }
 
     /// Connection slots free now (of [`GatewayConfig::max_connections`]).

@@ -27,6 +27,8 @@ mod gateway;
 mod http;
 mod limits;
 pub mod metrics;
+mod outflow;
+mod pace;
 mod pool;
 mod serve;
 mod stop;
@@ -48,10 +50,10 @@ pub use http::BODY_CHANNEL_CHUNKS;
 pub use http::router;
 pub use limits::{
     FD_RESERVE, FdBudgets, MAX_CONNECTIONS_CAP, MAX_MESSAGES_CAP, MAX_OPEN_ANSWERS_CAP,
-    budgets_for, fd_limit, raise_fd_limit,
+    MAX_STAGING_FILES_CAP, UNSENT_LOWAT, budgets_for, fd_limit, raise_fd_limit,
 };
 pub use pool::{FILE_IO_THREADS, MAX_SHARE_THREADS};
-pub use serve::{LISTEN_BACKLOG, ServeHandle, listen, serve};
+pub use serve::{HTTP1_MAX_BUF, LISTEN_BACKLOG, ServeHandle, listen, serve};
 pub use stop::GraceExpired;
 pub use storage::{
     EntryKind, EntryMeta, LocalStorage, MAX_INLINE_ANSWER, ReadRanges, StagedUpload, Storage,

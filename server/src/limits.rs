@@ -44,6 +44,31 @@ pub fn raise_fd_limit() -> u64 {
     fd_limit()
 }
 
+/// Unsent bytes a connection's socket may queue before a write waits
+/// (`TCP_NOTSENT_LOWAT`): with the kernel's autotuned send buffer (up to
+/// 4 MiB) a client that stopped reading would otherwise park megabytes in
+/// the kernel, and writes would make progress only in megabyte steps — a
+/// slow but steady reader would look stalled to the send timeout. The
+/// kernel wakes a waiting writer when half of it was sent: a client must
+/// take 64 KiB per `--send-timeout` (about 1.1 KiB/s at the default 60 s).
+pub const UNSENT_LOWAT: u32 = 128 * 1024;
+
+/// Sets up an accepted connection: `TCP_NODELAY` (answers go out without
+/// Nagle delays) and [`UNSENT_LOWAT`].
+pub(crate) fn tune_socket(tcp: &tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let sock = socket2::SockRef::from(tcp);
+    if let Err(e) = sock.set_tcp_notsent_lowat(UNSENT_LOWAT) {
+        tracing::debug!(error = %e, "could not set TCP_NOTSENT_LOWAT");
+    }
+}
+
+/// The receiving tier of `open_answers` server-wide answer slots: what
+/// messages whose body is still arriving may hold together (half).
+pub(crate) fn receiving_slots(open_answers: usize) -> usize {
+    (open_answers / 2).max(1)
+}
+
 /// Default server-wide budgets for `fd_limit` descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -57,7 +82,13 @@ pub struct FdBudgets {
     /// Open answers (running commands, answers held open, plain GETs): a
     /// quarter, at most [`MAX_OPEN_ANSWERS_CAP`]. The rest is slack.
     pub open_answers: usize,
+    /// Uploads staging at once (a staging file each): a sixteenth, at
+    /// least 8, at most [`MAX_STAGING_FILES_CAP`].
+    pub staging_files: usize,
 }
+
+/// Cap of the default [`FdBudgets::staging_files`].
+pub const MAX_STAGING_FILES_CAP: usize = 1024;
 
 /// The default budgets for `fd_limit` descriptors (see [`FdBudgets`]).
 pub fn budgets_for(fd_limit: u64) -> FdBudgets {
@@ -67,6 +98,7 @@ pub fn budgets_for(fd_limit: u64) -> FdBudgets {
         connections: (usable / 3).min(MAX_CONNECTIONS_CAP),
         messages: (usable / 3).min(MAX_MESSAGES_CAP),
         open_answers: (usable / 4).clamp(16, MAX_OPEN_ANSWERS_CAP),
+        staging_files: (usable / 16).clamp(8, MAX_STAGING_FILES_CAP),
     }
 }
 
@@ -77,8 +109,12 @@ mod tests {
     #[test]
     fn budgets_fit_the_common_soft_limit() {
         let b = budgets_for(1024);
-        assert_eq!((b.connections, b.messages, b.open_answers), (320, 320, 240));
-        assert!((b.connections + b.messages + b.open_answers) as u64 + FD_RESERVE <= 1024);
+        assert_eq!(
+            (b.connections, b.messages, b.open_answers, b.staging_files),
+            (320, 320, 240, 60)
+        );
+        let all = b.connections + b.messages + b.open_answers + b.staging_files;
+        assert!(all as u64 + FD_RESERVE <= 1024);
         let big = budgets_for(1 << 20);
         assert_eq!(
             (big.connections, big.messages, big.open_answers),

@@ -64,7 +64,10 @@ async fn run(args: ServeArgs) -> Result<(), Failure> {
         open_answers = config.open_answers,
         "budgets"
     );
-    let wanted = (config.max_connections + config.max_messages + config.open_answers) as u64
+    let wanted = (config.max_connections
+        + config.max_messages
+        + config.open_answers
+        + config.max_staging_files) as u64
         + framegate_server::FD_RESERVE;
     if wanted > fd_limit {
         tracing::warn!(

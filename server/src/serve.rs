@@ -5,13 +5,10 @@
 //! the gateway's `shutdown_grace`. What is still open then is cut, and
 //! [`ServeHandle::wait`] returns an error carrying [`GraceExpired`].
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,18 +17,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tower::ServiceExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
+use crate::http::connection::{ConnectionService, CountingListener};
 use crate::stop::GraceExpired;
 
 /// How long cut connections get to notice the cut and close, once the
 /// grace period is over.
 const CUT_WAIT: Duration = Duration::from_secs(1);
+
+/// hyper's HTTP/1 buffer limit per connection (its default is ~400 KiB).
+pub const HTTP1_MAX_BUF: usize = 128 * 1024;
 
 /// Connections the kernel may queue before they are accepted (capped by
 /// `net.core.somaxconn`): past `max_connections`, clients wait here rather
@@ -108,17 +107,16 @@ pub async fn serve(
         });
     }
     let app = crate::http::router(&gateway);
-    let listener = CountingListener {
-        inner: listener,
-        open: Arc::new(AtomicUsize::new(0)),
-        cut: CancellationToken::new(),
-        idle: gateway.config().connection_idle_timeout,
-    };
+    let header_timeout = gateway.config().header_read_timeout;
+    let listener = CountingListener::new(
+        listener,
+        gateway.config().connection_idle_timeout,
+        header_timeout,
+    );
     let slots = gateway.connection_slots.clone();
     let open = listener.open.clone();
     let cut = listener.cut.clone();
     let task_stop = stop.clone();
-    let header_timeout = gateway.config().header_read_timeout;
     let task = tokio::spawn(async move {
         // hyper with a timer (axum's `serve` runs it without one, so no
         // header timeout could apply): HTTP/1 connections whose headers do
@@ -127,7 +125,10 @@ pub async fn serve(
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout);
+            .header_read_timeout(header_timeout)
+            // What hyper buffers per connection (reads and queued writes;
+            // default ~400 KiB): a client that stops reading costs less.
+            .max_buf_size(HTTP1_MAX_BUF);
         // Each HTTP/2 stream is a message with its own budgets: bound them
         // per connection (hyper's default is 200).
         builder
@@ -148,15 +149,13 @@ pub async fn serve(
             let Ok(slot) = slot else { break };
             tokio::select! {
                 (io, _peer) = axum::serve::Listener::accept(&mut listener) => {
-                    // Its messages can close it (a client that stopped
-                    // reading: the body cannot end while hyper waits on a
-                    // full socket).
-                    let cut = ConnectionCut(io.cut_token.clone());
-                    let service = TowerToHyperService::new(app.clone().map_request(
-                        move |mut request: http::Request<hyper::body::Incoming>| {
-                            request.extensions_mut().insert(cut.clone());
-                            request
-                        },
+                    // Its requests know it: a message can cut it (a client
+                    // that stopped reading: the body cannot end while hyper
+                    // waits on a full socket), and it is idle only when no
+                    // request is in flight.
+                    let service = TowerToHyperService::new(ConnectionService::new(
+                        app.clone(),
+                        io.handle(),
                     ));
                     let connection = builder
                         .serve_connection(TokioIo::new(io), service)
@@ -200,179 +199,4 @@ pub async fn serve(
         stop,
         task,
     })
-}
-
-/// Closes the connection a request came on (in the request's extensions).
-#[derive(Clone, Debug)]
-pub(crate) struct ConnectionCut(CancellationToken);
-
-impl ConnectionCut {
-    /// Every read and write of the connection fails from now on.
-    pub(crate) fn cut(&self) {
-        self.0.cancel();
-    }
-}
-
-/// A listener that counts its open connections and can cut them all.
-struct CountingListener {
-    inner: TcpListener,
-    open: Arc<AtomicUsize>,
-    cut: CancellationToken,
-    /// Connections idle this long are closed.
-    idle: Duration,
-}
-
-impl axum::serve::Listener for CountingListener {
-    type Io = CountedConnection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (CountedConnection, SocketAddr) {
-        let (tcp, peer) = axum::serve::Listener::accept(&mut self.inner).await;
-        let _ = tcp.set_nodelay(true);
-        self.open.fetch_add(1, Ordering::SeqCst);
-        // Cut with all the others at the end of a stop's grace, or alone.
-        let cut = self.cut.child_token();
-        let connection = CountedConnection {
-            tcp,
-            open: self.open.clone(),
-            cut_token: cut.clone(),
-            cut: Box::pin(cut.cancelled_owned()),
-            idle_for: self.idle,
-            last_io: tokio::time::Instant::now(),
-            idle: Box::pin(tokio::time::sleep(self.idle)),
-        };
-        (connection, peer)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// One connection of a [`CountingListener`]: counted while it lives; once
-/// cut, every read and write fails (and a pending one is woken to fail).
-/// With no byte read or written for `idle_for`, a pending read or write
-/// fails too (HTTP/2 keeps idle connections forever otherwise; for HTTP/1
-/// the header-read timeout usually comes first).
-struct CountedConnection {
-    tcp: TcpStream,
-    open: Arc<AtomicUsize>,
-    cut_token: CancellationToken,
-    cut: Pin<Box<WaitForCancellationFutureOwned>>,
-    idle_for: Duration,
-    last_io: tokio::time::Instant,
-    idle: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl CountedConnection {
-    /// Runs one I/O operation unless the connection was cut; while the
-    /// operation is pending, a cut wakes the task.
-    fn io<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        op: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        let cut_error = || {
-            io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "shutdown grace period over",
-            )
-        };
-        if self.cut_token.is_cancelled() {
-            return Poll::Ready(Err(cut_error()));
-        }
-        match op(Pin::new(&mut self.tcp), cx) {
-            Poll::Pending if self.cut.as_mut().poll(cx).is_ready() => Poll::Ready(Err(cut_error())),
-            Poll::Pending if self.idle_expired(cx) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connection idle",
-            ))),
-            other => other,
-        }
-    }
-
-    /// Bytes moved: the connection is not idle.
-    fn moved(&mut self, bytes: usize) {
-        if bytes > 0 {
-            self.last_io = tokio::time::Instant::now();
-        }
-    }
-
-    /// Whether the connection has been idle for `idle_for`; else makes sure
-    /// the task is woken when it will have been. The timer is re-armed
-    /// lazily (only when it fires early), not at every read and write.
-    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        loop {
-            let deadline = self.last_io + self.idle_for;
-            if self.idle.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return true;
-            }
-            self.idle.as_mut().reset(deadline);
-        }
-    }
-}
-
-impl Drop for CountedConnection {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl AsyncRead for CountedConnection {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = this.io(cx, |tcp, cx| tcp.poll_read(cx, buf));
-        if let Poll::Ready(Ok(())) = result {
-            this.moved(buf.filled().len() - before);
-        }
-        result
-    }
-}
-
-impl AsyncWrite for CountedConnection {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = this.io(cx, |tcp, cx| tcp.poll_write(cx, buf));
-        if let Poll::Ready(Ok(n)) = result {
-            this.moved(n);
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = this.io(cx, |tcp, cx| tcp.poll_write_vectored(cx, bufs));
-        if let Poll::Ready(Ok(n)) = result {
-            this.moved(n);
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().io(cx, |tcp, cx| tcp.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().io(cx, |tcp, cx| tcp.poll_shutdown(cx))
-    }
 }

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::driver::{Driver, MessageSpec};
 use crate::gateway::Gateway;
+use crate::pace::Pace;
 
 pub use framegate_wire::preamble::DEFAULT_TCP_PORT;
 
@@ -91,13 +92,18 @@ where
         .inc();
     let driver = Driver::new(gateway.clone(), spec, OutputMode::Immediate);
     let max_frame = config.limits.max_frame_size;
-    run_session(driver, reader, writer, idle, max_frame, stop).await
+    let min_rate = config.min_body_rate;
+    run_session(driver, reader, writer, idle, min_rate, max_frame, stop).await
 }
 
 /// Runs a full-duplex session after the preamble: frames are read,
 /// commands run and answers written all at once. Ends when the peer closed
 /// its side and every answer went out; on a protocol error once complete
 /// requests are answered; after `idle` without input while nothing runs;
+/// when a request is sent slower than `min_rate` bytes/s on average (from
+/// its first frame, with `idle` of grace: a request dripped a frame at a
+/// time cannot hold the connection); when a write makes no progress for
+/// `idle` (a peer that stops reading; one reading slowly is waited for);
 /// or (finishing what is in flight, reading nothing new) when `stop` fires.
 /// Our side is shut down (half-close) at the end.
 async fn run_session<R, W>(
@@ -105,6 +111,7 @@ async fn run_session<R, W>(
     reader: R,
     mut writer: W,
     idle: Duration,
+    min_rate: u64,
     max_frame: usize,
     stop: CancellationToken,
 ) -> io::Result<()>
@@ -118,28 +125,27 @@ where
     let mut reading = true;
     let mut stopping = false;
     let mut last_input = Instant::now();
+    // The pace of the requests being received, while any is.
+    let mut pace: Option<Pace> = None;
     loop {
         driver.feed_output().await;
         driver.transmit(&mut out, &mut chunks);
         if !chunks.is_empty() {
             // A peer that stops reading: a write making no progress for
             // the idle timeout ends the session.
-            let written = tokio::time::timeout(idle, async {
-                for chunk in chunks.drain(..) {
-                    writer.write_all(&chunk).await?;
+            let mut stalled = false;
+            for chunk in chunks.drain(..) {
+                if !write_with_progress(&mut writer, &chunk, idle).await? {
+                    stalled = true;
+                    break;
                 }
-                writer.flush().await
-            })
-            .await;
-            match written {
-                Ok(result) => result?,
-                Err(_) => {
-                    tracing::info!(
-                        idle_secs = idle.as_secs_f64(),
-                        "closing connection: the peer stopped reading"
-                    );
-                    return Ok(());
-                }
+            }
+            if stalled || tokio::time::timeout(idle, writer.flush()).await.is_err() {
+                tracing::info!(
+                    idle_secs = idle.as_secs_f64(),
+                    "closing connection: the peer stopped reading"
+                );
+                return Ok(());
             }
         }
         if !reading && driver.is_done() {
@@ -158,8 +164,14 @@ where
                 }
                 Some(Ok(frame)) => {
                     last_input = Instant::now();
+                    let len = frame.wire_len();
                     if !driver.handle_frame(frame).await {
                         reading = false;
+                    }
+                    if driver.receiving_requests() == 0 {
+                        pace = None;
+                    } else {
+                        pace.get_or_insert_with(|| Pace::new(idle, min_rate)).received(len);
                     }
                     if stopping && reading && driver.receiving_requests() == 0 {
                         driver.handle_input_ended().await;
@@ -176,6 +188,10 @@ where
                 }
             },
             () = driver.progress(), if driver.is_busy() => {}
+            () = pace_deadline(pace.as_ref()), if reading && pace.is_some() => {
+                tracing::info!(min_rate, "closing connection: a request is sent too slowly");
+                break;
+            }
             () = tokio::time::sleep_until((last_input + idle).into()), if idle_armed => {
                 tracing::info!(idle_secs = idle.as_secs_f64(), "closing idle connection");
                 break;
@@ -198,6 +214,31 @@ where
     }
     driver.finish_metrics();
     writer.shutdown().await
+}
+
+/// Writes `chunk`; false if a write took no byte for `idle`.
+async fn write_with_progress<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut chunk: &[u8],
+    idle: Duration,
+) -> io::Result<bool> {
+    while !chunk.is_empty() {
+        match tokio::time::timeout(idle, writer.write(chunk)).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => chunk = chunk.get(n..).unwrap_or_default(),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Waits until `pace`'s deadline (forever without one).
+async fn pace_deadline(pace: Option<&Pace>) {
+    match pace {
+        Some(pace) => tokio::time::sleep_until(pace.deadline()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Accepts TCP connections until `stop`, then lets each finish what is in
@@ -248,7 +289,7 @@ pub async fn serve_tcp(
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
+                crate::limits::tune_socket(&stream);
                 let gw = gateway.clone();
                 let stop = stop.clone();
                 let cut = cut.clone();

@@ -582,6 +582,11 @@ impl ServerReactor {
         self.events.pop_front()
     }
 
+    /// Whether [`ServerReactor::poll_transmit`] has a frame to give now.
+    pub fn has_transmit(&self) -> bool {
+        self.can_send() && !(self.outbox.is_empty() && self.pending.is_empty())
+    }
+
     /// The next frame to write, if output is allowed.
     pub fn poll_transmit(&mut self) -> Option<Frame> {
         if !self.can_send() {

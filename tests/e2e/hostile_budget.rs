@@ -185,15 +185,16 @@ async fn zstd_bombs(variant: &str, fill: usize, how: Fill) {
         let frames = framegate_wire::codec::decode_all(&answer, 1 << 24).unwrap();
         let errors = protocol_errors(&frames);
         // Refused by one of its documented bounds: the third encoded
-        // stream (bad-stream), or the arguments held by unanswered
-        // requests (too-large), whichever the message reaches first.
+        // stream (bad-stream), the arguments held by unanswered requests
+        // (too-large), or what the encoded bytes may decode to
+        // (bad-encoding), whichever the message reaches first.
         let refusal = errors
             .iter()
-            .find(|c| *c == "bad-stream" || *c == "too-large")
+            .find(|c| ["bad-stream", "too-large", "bad-encoding"].contains(&c.as_str()))
             .cloned();
         assert!(
             refusal.is_some(),
-            "refused with bad-stream or too-large: {errors:?}"
+            "refused with bad-stream, too-large or bad-encoding: {errors:?}"
         );
         refusals.extend(refusal);
         // Every request complete before the error is still answered.

@@ -11,6 +11,13 @@
 //! that may run together are ever released together), and each answer
 //! still reflects the state when its command ran.
 //!
+//! While its body is still arriving, a message's counted commands also
+//! take a slot of the server's *receiving tier* (half the `open_answers`
+//! slots, [`crate::limits::receiving_slots`]), given back when its input ends: messages
+//! whose body never ends (trickled just above the minimum rate) can hold
+//! at most half of the server's slots, and messages that finished sending
+//! always find the other half.
+//!
 //! Commands with data are not counted here: they start as their frames
 //! arrive (to stage the data) and the input must never wait for a budget
 //! that only sending — after the input ended — can free. They are bounded
@@ -22,6 +29,10 @@ use std::sync::Arc;
 use framegate_wire::RequestId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// A server-wide slot, with its receiving-tier slot while the message's
+/// body is still arriving.
+pub(super) type Slot = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
+
 pub(super) struct Budget {
     /// Released commands not started yet, in release order.
     waiting: VecDeque<RequestId>,
@@ -30,16 +41,42 @@ pub(super) struct Budget {
     max_open: usize,
     max_held: usize,
     slots: Arc<Semaphore>,
+    /// The receiving tier, while the input has not ended.
+    receiving: Option<Arc<Semaphore>>,
+    /// Receiving-tier slots held: one per counted command or open answer.
+    tier: Vec<OwnedSemaphorePermit>,
 }
 
 impl Budget {
-    pub(super) fn new(max_open: usize, max_held: usize, slots: Arc<Semaphore>) -> Budget {
+    pub(super) fn new(
+        max_open: usize,
+        max_held: usize,
+        slots: Arc<Semaphore>,
+        receiving: Arc<Semaphore>,
+    ) -> Budget {
         Budget {
             waiting: VecDeque::new(),
             running: HashMap::new(),
             max_open: max_open.max(1),
             max_held: max_held.max(1),
             slots,
+            receiving: Some(receiving),
+            tier: Vec::new(),
+        }
+    }
+
+    /// The input ended: the receiving-tier slots are given back.
+    pub(super) fn input_ended(&mut self) {
+        self.receiving = None;
+        self.tier.clear();
+    }
+
+    /// Gives back receiving-tier slots beyond one per counted command or
+    /// open answer (`open`).
+    pub(super) fn sync(&mut self, open: usize) {
+        let counted = self.running.len() + open;
+        if self.tier.len() > counted {
+            self.tier.truncate(counted);
         }
     }
 
@@ -71,22 +108,33 @@ impl Budget {
         &mut self,
         open: usize,
         held: usize,
-        slot: &mut Option<OwnedSemaphorePermit>,
-    ) -> Option<(RequestId, OwnedSemaphorePermit)> {
+        slot: &mut Option<Slot>,
+    ) -> Option<(RequestId, Slot)> {
         if self.waiting.is_empty() || !self.has_room(open, held) {
             return None;
         }
-        let permit = match slot.take() {
-            Some(permit) => permit,
-            None => self.slots.clone().try_acquire_owned().ok()?,
+        let (main, tier) = match slot.take() {
+            Some(slot) => slot,
+            None => {
+                let tier = match &self.receiving {
+                    Some(tier) => Some(tier.clone().try_acquire_owned().ok()?),
+                    None => None,
+                };
+                (self.slots.clone().try_acquire_owned().ok()?, tier)
+            }
         };
+        // A tier slot taken before the input ended and given after is
+        // not needed any more (dropped here).
+        let tier = tier.filter(|_| self.receiving.is_some());
         let id = self.waiting.pop_front()?;
-        Some((id, permit))
+        Some((id, (main, tier)))
     }
 
     /// A command started as `task` holding `slot`.
-    pub(super) fn started(&mut self, task: tokio::task::Id, slot: OwnedSemaphorePermit) {
-        self.running.insert(task, slot);
+    pub(super) fn started(&mut self, task: tokio::task::Id, slot: Slot) {
+        let (main, tier) = slot;
+        self.running.insert(task, main);
+        self.tier.extend(tier);
     }
 
     /// `task` ended: its slot, if it was counted (kept by a lazy answer, or
@@ -95,10 +143,18 @@ impl Budget {
         self.running.remove(&task)
     }
 
-    /// Waits for a server-wide slot (the semaphore is never closed).
-    pub(super) async fn slot(&self) -> OwnedSemaphorePermit {
+    /// Waits for a server-wide slot, and before it a receiving-tier slot
+    /// while the input has not ended (the semaphores are never closed).
+    pub(super) async fn slot(&self) -> Slot {
+        let tier = match &self.receiving {
+            Some(tier) => match tier.clone().acquire_owned().await {
+                Ok(permit) => Some(permit),
+                Err(_) => std::future::pending().await,
+            },
+            None => None,
+        };
         match self.slots.clone().acquire_owned().await {
-            Ok(permit) => permit,
+            Ok(permit) => (permit, tier),
             Err(_) => std::future::pending().await,
         }
     }
@@ -111,7 +167,7 @@ mod tests {
     #[test]
     fn room_counts_running_open_and_held() {
         let slots = Arc::new(Semaphore::new(10));
-        let mut b = Budget::new(2, 100, slots.clone());
+        let mut b = Budget::new(2, 100, slots.clone(), Arc::new(Semaphore::new(5)));
         b.wait(RequestId(1));
         b.wait(RequestId(3));
         b.wait(RequestId(5));
@@ -119,24 +175,59 @@ mod tests {
         // Held bytes at the budget: nothing starts.
         assert!(b.next(0, 100, &mut none).is_none());
         // One open lazy answer: one more may run.
-        let (id, permit) = b.next(1, 0, &mut none).unwrap();
+        let (id, slot) = b.next(1, 0, &mut none).unwrap();
         assert_eq!(id, RequestId(1));
         assert_eq!(slots.available_permits(), 9);
-        drop(permit);
+        drop(slot);
         assert_eq!(slots.available_permits(), 10);
     }
 
     #[test]
     fn no_server_slot_no_start_until_one_is_given() {
         let slots = Arc::new(Semaphore::new(0));
-        let mut b = Budget::new(8, 100, slots.clone());
+        let mut b = Budget::new(8, 100, slots.clone(), Arc::new(Semaphore::new(5)));
         b.wait(RequestId(1));
         let mut none = None;
         assert!(b.next(0, 0, &mut none).is_none());
         assert!(b.wants_slot(0, 0));
         slots.add_permits(1);
-        let mut given = slots.clone().try_acquire_owned().ok();
+        let mut given = slots.clone().try_acquire_owned().ok().map(|p| (p, None));
         assert_eq!(b.next(0, 0, &mut given).unwrap().0, RequestId(1));
         assert!(!b.wants_slot(0, 0));
+    }
+
+    #[tokio::test]
+    async fn receiving_messages_hold_at_most_the_tier() {
+        let slots = Arc::new(Semaphore::new(4));
+        let tier = Arc::new(Semaphore::new(crate::limits::receiving_slots(4)));
+        let mut hog = Budget::new(16, 100, slots.clone(), tier.clone());
+        for i in 0..4 {
+            hog.wait(RequestId(2 * i + 1));
+        }
+        let mut none = None;
+        let mut started = Vec::new();
+        while let Some((_, slot)) = hog.next(0, 0, &mut none) {
+            started.push(slot);
+        }
+        // Still receiving: only the tier's 2 of the 4 slots.
+        assert_eq!(started.len(), 2);
+        assert_eq!(slots.available_permits(), 2);
+        // A message whose input ended finds the rest.
+        let mut done = Budget::new(16, 100, slots.clone(), tier.clone());
+        done.input_ended();
+        done.wait(RequestId(1));
+        done.wait(RequestId(3));
+        let first = done.next(0, 0, &mut none);
+        let second = done.next(0, 0, &mut none);
+        assert!(first.is_some() && second.is_some());
+        // The hog's commands run; when its input ends, its tier slots
+        // come back (the server-wide ones stay with the commands).
+        for slot in started {
+            hog.started(tokio::spawn(async {}).id(), slot);
+        }
+        assert_eq!(tier.available_permits(), 0);
+        hog.input_ended();
+        assert_eq!(tier.available_permits(), 2);
+        assert_eq!(slots.available_permits(), 0);
     }
 }

@@ -147,6 +147,7 @@ impl Driver {
             gw.config.message_open_answers,
             gw.config.message_held_bytes,
             gw.answer_slots.clone(),
+            gw.receiving_answer_slots.clone(),
         );
         Driver {
             gw,
@@ -205,9 +206,10 @@ impl Driver {
             .wants_slot(self.lazy.len(), self.reactor.pending_output_bytes())
     }
 
-    /// Whether a lazy answer has bytes to feed ([`Driver::feed_output`]).
+    /// Whether a lazy answer has bytes to feed ([`Driver::feed_output`]) or
+    /// frames wait to be transmitted ([`Driver::transmit`]).
     pub(crate) fn has_output_to_feed(&self) -> bool {
-        self.lazy.is_pending()
+        self.lazy.is_pending() || self.reactor.has_transmit()
     }
 
     // ---- inputs ----------------------------------------------------------
@@ -240,7 +242,9 @@ impl Driver {
     /// The input ended (or will not be read any further).
     pub(crate) async fn handle_input_ended(&mut self) {
         self.reactor.handle_input_ended();
+        self.budget.input_ended();
         self.process_events().await;
+        self.start_waiting(None);
     }
 
     /// From now on, new requests are answered with an error and not run
@@ -277,6 +281,7 @@ impl Driver {
         }
         if self.reactor.pending_output_bytes() < OUTPUT_WATERMARK {
             in_share(self.share, self.lazy.feed(&mut self.reactor)).await;
+            self.budget.sync(self.lazy.len());
         }
         self.start_waiting(None);
     }
@@ -417,7 +422,7 @@ impl Driver {
 
     /// Starts waiting commands while the budgets have room (`slot`: a
     /// server-wide slot already acquired for the first).
-    fn start_waiting(&mut self, mut slot: Option<OwnedSemaphorePermit>) {
+    fn start_waiting(&mut self, mut slot: Option<budget::Slot>) {
         while let Some((id, permit)) = self.budget.next(
             self.lazy.len(),
             self.reactor.pending_output_bytes(),
@@ -567,6 +572,7 @@ impl Driver {
             Err(err) => {
                 self.task_ids.remove(&err.id());
                 self.budget.ended(err.id());
+                self.budget.sync(self.lazy.len());
                 return; // aborted: its request was cut off
             }
         };
@@ -593,6 +599,7 @@ impl Driver {
             self.count(&name, result.as_ref().err().map(|e| &e.code));
         }
         self.answer(id, result, slot);
+        self.budget.sync(self.lazy.len());
     }
 
     fn answer(

@@ -178,9 +178,12 @@ impl Lazy {
     }
 }
 
-/// Drains the reactor's frames as chunks: small frames are gathered in
-/// `out` into chunks of at least [`BODY_CHUNK`] (fewer, larger writes beat
-/// avoiding the copy, measured).
+/// Drains the reactor's frames into at most one chunk: small frames are
+/// gathered in `out` into a chunk of at least [`BODY_CHUNK`] (fewer, larger
+/// writes beat avoiding the copy, measured). Frames past that chunk stay in
+/// the reactor, counted in its pending output (and in the message's held
+/// bytes), until the chunk was taken: a client that does not read costs at
+/// most one chunk here.
 pub(crate) fn transmit_chunks(
     reactor: &mut ServerReactor,
     out: &mut BytesMut,
@@ -191,7 +194,7 @@ pub(crate) fn transmit_chunks(
         // Our frames never exceed the 24-bit length field.
         let _ = frame.encode(out);
         if out.len() >= BODY_CHUNK {
-            chunks.push(out.split().freeze());
+            break;
         }
     }
     if !out.is_empty() {

@@ -16,12 +16,18 @@ use tokio_util::io::StreamReader;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::driver::Driver;
+use super::connection::ConnectionHandle;
+use crate::driver::{BODY_CHUNK, Driver};
 use crate::gateway::Gateway;
-use crate::serve::ConnectionCut;
+use crate::pace::Pace;
+
+use crate::outflow::{Charge, Outflow, OutputBudget};
+
+/// A response-body chunk and its charge on the output budget.
+pub(super) type Item = (Bytes, Charge);
 
 /// Response-body chunks buffered between the answer loop and hyper.
-pub const BODY_CHANNEL_CHUNKS: usize = 4;
+pub const BODY_CHANNEL_CHUNKS: usize = 1;
 
 /// How a message ended when it cannot be answered with frames.
 #[derive(Debug)]
@@ -37,45 +43,6 @@ fn abandoned(err: io::Error) -> Abandoned {
         Abandoned::TimedOut
     } else {
         Abandoned::BodyError(err)
-    }
-}
-
-/// The deadline for a body's next bytes: `per_read` after the last ones,
-/// and no later than the average rate `min_rate` (bytes/s, 0: none) allows,
-/// counted from the start with `per_read` of grace — a body trickled a byte
-/// at a time is cut, however often its bytes come.
-struct Pace {
-    per_read: Duration,
-    min_rate: u64,
-    started: tokio::time::Instant,
-    last: tokio::time::Instant,
-    received: u64,
-}
-
-impl Pace {
-    fn new(per_read: Duration, min_rate: u64) -> Pace {
-        let now = tokio::time::Instant::now();
-        Pace {
-            per_read,
-            min_rate,
-            started: now,
-            last: now,
-            received: 0,
-        }
-    }
-
-    fn received(&mut self, n: usize) {
-        self.received += n as u64;
-        self.last = tokio::time::Instant::now();
-    }
-
-    fn deadline(&self) -> tokio::time::Instant {
-        let next_read = self.last + self.per_read;
-        if self.min_rate == 0 {
-            return next_read;
-        }
-        let earned = Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
-        next_read.min(self.started + self.per_read + earned)
     }
 }
 
@@ -151,46 +118,43 @@ pub(super) async fn read_body(
 /// client is gone (dropping the driver then aborts what still runs). Sets
 /// `finished` only when every answer went out: a body that ends otherwise
 /// ends with an error ([`body_from`]), never as if complete. A client that
-/// stops reading for `send_timeout` has its connection cut (`cut`).
+/// takes no byte of its connection for `send_timeout` (however slowly it
+/// reads, any byte counts) has its connection cut (`conn`).
 pub(super) async fn write_answers(
     mut driver: Driver,
-    tx: mpsc::Sender<Result<Bytes, io::Error>>,
+    tx: mpsc::Sender<Item>,
+    budget: OutputBudget,
     keepalive: Duration,
     send_timeout: Duration,
     finished: Arc<AtomicBool>,
-    cut: Option<ConnectionCut>,
+    conn: Option<ConnectionHandle>,
 ) {
     let mut out = BytesMut::new();
     let mut last_output = Instant::now();
     let mut chunks = Vec::new();
+    let flow = Arc::new(Outflow::default());
     loop {
+        // Room for the next chunk first, then its bytes: a client that
+        // does not read holds no piece read for it here.
+        let Some(room) = room(&tx, send_timeout, conn.as_ref()).await else {
+            return;
+        };
+        // And its charge, before its bytes are read or made (a chunk is
+        // charged as [`BODY_CHUNK`]: it is gathered up to at least that,
+        // and only a single larger frame makes it larger).
+        let charge = if driver.has_output_to_feed() {
+            Some(flow.charge(&budget, BODY_CHUNK).await)
+        } else {
+            None
+        };
         driver.feed_output().await;
         driver.transmit(&mut out, &mut chunks);
-        if !chunks.is_empty() {
-            for chunk in chunks.drain(..) {
-                match tokio::time::timeout(send_timeout, tx.send(Ok(chunk))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => {
-                        tracing::info!("client went away; cancelling the message's commands");
-                        return;
-                    }
-                    Err(_) => {
-                        // hyper waits on a full socket and would not look at
-                        // the body again: the connection itself is cut (its
-                        // other messages too, on HTTP/2), and the body ends
-                        // with an error, so the client sees a cut answer,
-                        // never a silently short one.
-                        tracing::info!(
-                            send_timeout_secs = send_timeout.as_secs_f64(),
-                            "client stopped reading; closing its connection"
-                        );
-                        if let Some(cut) = &cut {
-                            cut.cut();
-                        }
-                        return;
-                    }
-                }
-            }
+        if let Some(chunk) = chunks.pop() {
+            let charge = match charge {
+                Some(charge) => charge,
+                None => flow.charge(&budget, BODY_CHUNK).await,
+            };
+            room.send((chunk, charge));
             last_output = Instant::now();
         }
         if driver.is_done() {
@@ -215,19 +179,51 @@ pub(super) async fn write_answers(
     driver.finish_metrics();
 }
 
+/// Waits for room for one chunk in the response body; `None` if the body
+/// is gone or the client took no byte of its connection for `send_timeout`
+/// (then the connection is cut: hyper waits on a full socket and would not
+/// look at the body again; the body ends with an error, so the client sees
+/// a cut answer, never a silently short one).
+async fn room<'a>(
+    tx: &'a mpsc::Sender<Item>,
+    send_timeout: Duration,
+    conn: Option<&ConnectionHandle>,
+) -> Option<mpsc::Permit<'a, Item>> {
+    loop {
+        match tokio::time::timeout(send_timeout, tx.reserve()).await {
+            Ok(Ok(permit)) => return Some(permit),
+            Ok(Err(_)) => {
+                tracing::info!("client went away; cancelling the message's commands");
+                return None;
+            }
+            // A slow reader still takes bytes: it is waited for.
+            Err(_) if conn.is_some_and(|c| c.wrote_within(send_timeout)) => {}
+            Err(_) => {
+                tracing::info!(
+                    send_timeout_secs = send_timeout.as_secs_f64(),
+                    "client stopped reading; closing its connection"
+                );
+                if let Some(conn) = conn {
+                    conn.cut();
+                }
+                return None;
+            }
+        }
+    }
+}
+
 /// The body stream of a response fed by [`write_answers`]: it ends cleanly
 /// only if `finished` was set, else with an error (hyper then resets the
 /// stream or closes the connection instead of ending the body).
-pub(super) fn body_from(
-    rx: mpsc::Receiver<Result<Bytes, io::Error>>,
-    finished: Arc<AtomicBool>,
-) -> axum::body::Body {
-    let stream = futures_util::stream::unfold(Some(rx), move |rx| {
+pub(super) fn body_from(rx: mpsc::Receiver<Item>, finished: Arc<AtomicBool>) -> axum::body::Body {
+    // The last chunk's charge is kept until hyper asks for the next one.
+    let stream = futures_util::stream::unfold(Some((rx, None)), move |state| {
         let finished = finished.clone();
         async move {
-            let mut rx = rx?;
+            let (mut rx, last): (_, Option<Charge>) = state?;
+            drop(last);
             match rx.recv().await {
-                Some(item) => Some((item, Some(rx))),
+                Some((chunk, charge)) => Some((Ok(chunk), Some((rx, Some(charge))))),
                 None if finished.load(Ordering::SeqCst) => None,
                 None => Some((
                     Err(io::Error::new(

@@ -15,10 +15,10 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use subtle::ConstantTimeEq;
 
 use super::body::{self, Abandoned};
+use super::connection::ConnectionHandle;
 use super::{header_str, plain, tree_path};
 use crate::driver::{Driver, MessageSpec};
 use crate::gateway::Gateway;
-use crate::serve::ConnectionCut;
 use crate::storage::Storage;
 
 /// Splits `/a/b/.framegate/ro` into (`/a/b`, ro).
@@ -215,12 +215,13 @@ pub(super) async fn message(gw: Arc<Gateway>, request: Request) -> Response {
     }
     let (tx, rx) = tokio::sync::mpsc::channel(body::BODY_CHANNEL_CHUNKS);
     let keepalive = gw.config.keepalive_interval;
+    let budget = gw.output_budget.clone();
     let send_timeout = gw.config.send_timeout;
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let cut = parts.extensions.get::<ConnectionCut>().cloned();
+    let conn = parts.extensions.get::<ConnectionHandle>().cloned();
     let done = finished.clone();
     tokio::spawn(async move {
-        body::write_answers(driver, tx, keepalive, send_timeout, done, cut).await;
+        body::write_answers(driver, tx, budget, keepalive, send_timeout, done, conn).await;
         drop(in_flight);
         drop(message_slot);
     });

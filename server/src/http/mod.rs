@@ -9,6 +9,7 @@
 //!   readable, else 503.
 
 mod body;
+pub(crate) mod connection;
 mod endpoint;
 mod plain;
 

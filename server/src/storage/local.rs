@@ -39,12 +39,23 @@ pub struct SweepReport {
     pub appends_rolled_back: usize,
 }
 
+/// Staging files open at once unless [`LocalStorage::with_staging_limit`]
+/// says otherwise.
+pub(crate) const DEFAULT_STAGING_FILES: usize = 64;
+
+/// How long an upload waits for a staging file by default.
+pub(crate) const DEFAULT_STAGING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The private area shared by every view of one served root.
 #[derive(Debug)]
 struct Private {
     staging: Arc<Dir>,
     journal: Dir,
     locks: PathLocks,
+    /// Staging files open at once (a descriptor each), and how long an
+    /// upload waits for one.
+    staging_slots: Arc<tokio::sync::Semaphore>,
+    staging_wait: std::time::Duration,
     /// `(dev, ino)` of `.framegate` and its two directories: no write may
     /// land in them, even through a symlink in the tree.
     ids: [(u64, u64); 3],
@@ -106,6 +117,8 @@ impl LocalStorage {
                 staging: Arc::new(staging),
                 journal,
                 locks: PathLocks::default(),
+                staging_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_STAGING_FILES)),
+                staging_wait: DEFAULT_STAGING_WAIT,
                 ids,
             }))
         } else {
@@ -125,6 +138,20 @@ impl LocalStorage {
             },
             report,
         ))
+    }
+
+    /// At most `max` uploads staging at once (a staging file each, shared by
+    /// every view); one more waits up to `wait`, then fails with a
+    /// retryable `internal` error. Call right after [`LocalStorage::open`].
+    #[must_use]
+    pub fn with_staging_limit(mut self, max: usize, wait: std::time::Duration) -> Self {
+        if let Some(view) = Arc::get_mut(&mut self.view)
+            && let Some(private) = view.private.as_mut().and_then(Arc::get_mut)
+        {
+            private.staging_slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+            private.staging_wait = wait;
+        }
+        self
     }
 
     /// The served root as a cap-std directory (plain HTTP access).
@@ -496,8 +523,24 @@ impl Storage for LocalStorage {
     fn stage(&self) -> StorageFuture<'_, Box<dyn StagedUpload>> {
         let view = self.view.clone();
         Box::pin(async move {
-            let dir = view.private()?.staging.clone();
-            let staged = blocking(move || LocalStaged::create(dir)).await?;
+            let private = view.private()?;
+            let slot = tokio::time::timeout(
+                private.staging_wait,
+                private.staging_slots.clone().acquire_owned(),
+            )
+            .await;
+            let Ok(Ok(slot)) = slot else {
+                return Err(CommandError::new(
+                    framegate_wire::ErrorCode::INTERNAL,
+                    format!(
+                        "the server is busy: too many uploads in progress (waited {}); retry later",
+                        humantime::format_duration(private.staging_wait)
+                    ),
+                ));
+            };
+            let dir = private.staging.clone();
+            let mut staged = blocking(move || LocalStaged::create(dir)).await?;
+            staged.slot = Some(slot);
             Ok(Box::new(staged) as Box<dyn StagedUpload>)
         })
     }

@@ -34,6 +34,8 @@ pub(crate) struct LocalStaged {
     buf: BytesMut,
     pub(crate) len: u64,
     pub(crate) committed: bool,
+    /// Its place among the staging files open at once.
+    pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl LocalStaged {
@@ -58,6 +60,7 @@ impl LocalStaged {
                         buf: BytesMut::new(),
                         len: 0,
                         committed: false,
+                        slot: None,
                     };
                     // Locked while its writer lives: a start-up sweep of
                     // another instance leaves it alone (the guard removes it
