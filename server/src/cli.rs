@@ -192,7 +192,7 @@ pub(crate) struct ServeArgs {
     pub(crate) open_answers: Option<usize>,
     /// Per server: uploads staging at once (a staging file each); more wait
     /// [default: a sixteenth of the descriptor limit left after 64, at
-    /// least 8, at most 1024].
+    /// least 64, at most 1024].
     #[arg(long, value_name = "N")]
     pub(crate) max_staging_files: Option<usize>,
     /// Per server: connections served at once, HTTP and byte streams; more

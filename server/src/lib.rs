@@ -50,7 +50,7 @@ pub use http::BODY_CHANNEL_CHUNKS;
 pub use http::router;
 pub use limits::{
     FD_RESERVE, FdBudgets, MAX_CONNECTIONS_CAP, MAX_MESSAGES_CAP, MAX_OPEN_ANSWERS_CAP,
-    MAX_STAGING_FILES_CAP, UNSENT_LOWAT, budgets_for, fd_limit, raise_fd_limit,
+    MAX_STAGING_FILES_CAP, MIN_STAGING_FILES, UNSENT_LOWAT, budgets_for, fd_limit, raise_fd_limit,
 };
 pub use pool::{FILE_IO_THREADS, MAX_SHARE_THREADS};
 pub use serve::{HTTP1_MAX_BUF, LISTEN_BACKLOG, ServeHandle, listen, serve};

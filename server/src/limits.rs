@@ -83,9 +83,15 @@ pub struct FdBudgets {
     /// quarter, at most [`MAX_OPEN_ANSWERS_CAP`]. The rest is slack.
     pub open_answers: usize,
     /// Uploads staging at once (a staging file each): a sixteenth, at
-    /// least 8, at most [`MAX_STAGING_FILES_CAP`].
+    /// least [`MIN_STAGING_FILES`] (one message may stage that many at
+    /// once by default), at most [`MAX_STAGING_FILES_CAP`].
     pub staging_files: usize,
 }
+
+/// Floor of the default [`FdBudgets::staging_files`]: the default
+/// `--max-receiving-requests`, so one message alone never waits for a
+/// staging file.
+pub const MIN_STAGING_FILES: usize = 64;
 
 /// Cap of the default [`FdBudgets::staging_files`].
 pub const MAX_STAGING_FILES_CAP: usize = 1024;
@@ -98,7 +104,7 @@ pub fn budgets_for(fd_limit: u64) -> FdBudgets {
         connections: (usable / 3).min(MAX_CONNECTIONS_CAP),
         messages: (usable / 3).min(MAX_MESSAGES_CAP),
         open_answers: (usable / 4).clamp(16, MAX_OPEN_ANSWERS_CAP),
-        staging_files: (usable / 16).clamp(8, MAX_STAGING_FILES_CAP),
+        staging_files: (usable / 16).clamp(MIN_STAGING_FILES, MAX_STAGING_FILES_CAP),
     }
 }
 
@@ -111,7 +117,7 @@ mod tests {
         let b = budgets_for(1024);
         assert_eq!(
             (b.connections, b.messages, b.open_answers, b.staging_files),
-            (320, 320, 240, 60)
+            (320, 320, 240, 64)
         );
         let all = b.connections + b.messages + b.open_answers + b.staging_files;
         assert!(all as u64 + FD_RESERVE <= 1024);

@@ -108,6 +108,7 @@ pub async fn serve(
     }
     let app = crate::http::router(&gateway);
     let header_timeout = gateway.config().header_read_timeout;
+    let send_timeout = gateway.config().send_timeout;
     let listener = CountingListener::new(
         listener,
         gateway.config().connection_idle_timeout,
@@ -156,6 +157,7 @@ pub async fn serve(
                     let service = TowerToHyperService::new(ConnectionService::new(
                         app.clone(),
                         io.handle(),
+                        send_timeout,
                     ));
                     let connection = builder
                         .serve_connection(TokioIo::new(io), service)

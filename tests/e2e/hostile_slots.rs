@@ -452,3 +452,93 @@ fn a_request_dripped_over_a_byte_stream_is_cut_at_the_minimum_rate() {
         );
     });
 }
+
+/// A prior-knowledge h2c connection that asks `path` on streams 1 and 3,
+/// never grants flow-control window beyond the initial one, and sends a
+/// PING a second; when the server closed it (from the first request).
+async fn pinging_non_reader(port: u16, path: &str) -> Option<Duration> {
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    sock.write_all(H2_PREFACE).await.unwrap();
+    // HPACK (RFC 7541): :method GET, :scheme http (static indexed), :path
+    // and :authority as literals with an indexed name.
+    let mut block = vec![0x82, 0x86, 0x44, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x41, 1, b'x']);
+    for stream in [1u8, 3] {
+        let mut frame = vec![0, 0, block.len() as u8, 0x01, 0x05, 0, 0, 0, stream];
+        frame.extend_from_slice(&block);
+        sock.write_all(&frame).await.unwrap();
+    }
+    let started = Instant::now();
+    let mut buf = [0u8; 16 * 1024];
+    let mut next_ping = Instant::now() + Duration::from_secs(1);
+    loop {
+        let wait = next_ping.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, sock.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                if started.elapsed() > Duration::from_secs(20) {
+                    return None;
+                }
+                if sock.write_all(H2_PING).await.is_err() {
+                    return Some(started.elapsed());
+                }
+                next_ping += Duration::from_secs(1);
+            }
+        }
+    }
+}
+
+/// HTTP/2 clients that never read but keep their connection busy with
+/// PINGs are cut at the send timeout all the same (their PING
+/// acknowledgements are not progress of their answers), for plain files and
+/// framegate messages alike, and their answer slots come back.
+#[test]
+fn http2_non_readers_that_ping_are_cut_at_the_send_timeout() {
+    run(Duration::from_secs(90), async {
+        let site = Site::new();
+        site.write("big", &noise(4 << 20, 9));
+        let gw = site.gateway(&["--send-timeout", "3s", "--open-answers", "16"]);
+        let pid = gw.pid();
+        bystander(&gw).await;
+        let fds_before = quiet_fd_count(pid).await;
+        let k = size(8, 31);
+        let conns: Vec<_> = (0..k)
+            .map(|_| tokio::spawn(pinging_non_reader(gw.port, "/big")))
+            .collect();
+        let mut closed = Vec::new();
+        for c in conns {
+            closed.push(c.await.unwrap());
+        }
+        let during = bystander(&gw).await;
+        let settled = wait_until(Duration::from_secs(5), || {
+            fd_count(pid).abs_diff(fds_before) <= 5
+        })
+        .await;
+        report(
+            "slots",
+            &[
+                ("part", "h2-ping-non-readers".into()),
+                ("connections", k.to_string()),
+                (
+                    "closed_after_s",
+                    closed
+                        .iter()
+                        .map(|c| c.map_or("open".into(), secs))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                ("bystander_ms", millis(during)),
+                ("rss_peak_mib", format!("{:.1}", gw.peak_rss_mib())),
+            ],
+        );
+        for c in closed {
+            let c = c.expect("a pinging non-reader still open after 20 s");
+            let s = c.as_secs_f64();
+            assert!((2.5..=5.0).contains(&s), "closed after {s:.2} s, send timeout 3 s");
+        }
+        assert!(during <= Duration::from_secs(1), "bystander took {during:?}");
+        assert!(settled, "descriptors back to {fds_before}");
+    });
+}

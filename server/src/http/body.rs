@@ -118,8 +118,8 @@ pub(super) async fn read_body(
 /// client is gone (dropping the driver then aborts what still runs). Sets
 /// `finished` only when every answer went out: a body that ends otherwise
 /// ends with an error ([`body_from`]), never as if complete. A client that
-/// takes no byte of its connection for `send_timeout` (however slowly it
-/// reads, any byte counts) has its connection cut (`conn`).
+/// stops reading has its connection cut by the connection's watchdog
+/// (`conn`; see [`room`]).
 pub(super) async fn write_answers(
     mut driver: Driver,
     tx: mpsc::Sender<Item>,
@@ -180,34 +180,33 @@ pub(super) async fn write_answers(
 }
 
 /// Waits for room for one chunk in the response body; `None` if the body
-/// is gone or the client took no byte of its connection for `send_timeout`
-/// (then the connection is cut: hyper waits on a full socket and would not
-/// look at the body again; the body ends with an error, so the client sees
-/// a cut answer, never a silently short one).
+/// is gone. On a connection of ours (`conn`), a client that stops reading
+/// is the watchdog's to cut ([`super::connection`]): its connection closes,
+/// hyper drops the body, and this returns `None`. Without one (a router
+/// served some other way), a client that takes no chunk for
+/// `send_timeout` ends the message here.
 async fn room<'a>(
     tx: &'a mpsc::Sender<Item>,
     send_timeout: Duration,
     conn: Option<&ConnectionHandle>,
 ) -> Option<mpsc::Permit<'a, Item>> {
-    loop {
-        match tokio::time::timeout(send_timeout, tx.reserve()).await {
-            Ok(Ok(permit)) => return Some(permit),
-            Ok(Err(_)) => {
-                tracing::info!("client went away; cancelling the message's commands");
-                return None;
-            }
-            // A slow reader still takes bytes: it is waited for.
-            Err(_) if conn.is_some_and(|c| c.wrote_within(send_timeout)) => {}
-            Err(_) => {
-                tracing::info!(
-                    send_timeout_secs = send_timeout.as_secs_f64(),
-                    "client stopped reading; closing its connection"
-                );
-                if let Some(conn) = conn {
-                    conn.cut();
-                }
-                return None;
-            }
+    let reserved = if conn.is_some() {
+        Ok(tx.reserve().await)
+    } else {
+        tokio::time::timeout(send_timeout, tx.reserve()).await
+    };
+    match reserved {
+        Ok(Ok(permit)) => Some(permit),
+        Ok(Err(_)) => {
+            tracing::info!("client went away; cancelling the message's commands");
+            None
+        }
+        Err(_) => {
+            tracing::info!(
+                send_timeout_secs = send_timeout.as_secs_f64(),
+                "client stopped reading; ending its message"
+            );
+            None
         }
     }
 }

@@ -8,6 +8,14 @@
 //! slot no longer than that). While a request is in flight, the connection
 //! is idle only when no byte moved for `idle_for` (the body-rate and send
 //! timeouts of the message usually come first).
+//!
+//! *Send timeout*, for every response body (framegate answers, plain files,
+//! listings): a response whose body hyper has not taken a frame of for
+//! `send_timeout`, while the body had one ready (hyper was not waiting on
+//! us), cuts its connection — unless, on HTTP/1, the client took any byte
+//! of the connection meanwhile (a slow but steady reader). On HTTP/2 only
+//! the response's own frames count: PING acknowledgements and other
+//! streams' progress do not keep a stalled stream alive.
 
 use std::future::Future;
 use std::io;
@@ -80,6 +88,55 @@ impl ConnectionHandle {
 /// A request in flight, until its response body ended or was dropped.
 struct InFlight(Arc<State>);
 
+/// How one response body is being taken: shared between the body (polled
+/// by hyper) and its watchdog.
+#[derive(Debug)]
+struct Taking {
+    /// Milliseconds after the connection's birth of the last frame hyper
+    /// took, or of the last poll that found nothing ready.
+    last_ms: AtomicU64,
+    /// hyper's last poll found the body not ready: it waits on us.
+    waiting_on_us: AtomicBool,
+}
+
+/// Cuts the connection of a response that stalled (see the module). Ends
+/// when the body ends or is dropped (`done`).
+async fn watchdog(
+    conn: ConnectionHandle,
+    taking: Arc<Taking>,
+    http2: bool,
+    send_timeout: Duration,
+    done: CancellationToken,
+) {
+    let state = conn.0.clone();
+    let mut check = send_timeout;
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return,
+            () = tokio::time::sleep(check) => {}
+        }
+        let last = state.at(taking.last_ms.load(Ordering::SeqCst));
+        let since = last.elapsed();
+        if taking.waiting_on_us.load(Ordering::SeqCst) || since < send_timeout {
+            check = send_timeout
+                .saturating_sub(since)
+                .max(Duration::from_millis(100));
+            continue;
+        }
+        if !http2 && conn.wrote_within(send_timeout) {
+            check = send_timeout / 4;
+            continue;
+        }
+        tracing::info!(
+            send_timeout_secs = send_timeout.as_secs_f64(),
+            http2,
+            "client stopped reading; closing its connection"
+        );
+        conn.cut();
+        return;
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0
@@ -89,10 +146,15 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in flight.
+/// A response body that keeps its request counted as in flight and tells
+/// its watchdog how it is taken.
 struct Tracked {
     inner: axum::body::Body,
     _in_flight: InFlight,
+    taking: Arc<Taking>,
+    state: Arc<State>,
+    /// Stops the watchdog when the body is dropped.
+    _done: tokio_util::sync::DropGuard,
 }
 
 impl HttpBody for Tracked {
@@ -103,7 +165,13 @@ impl HttpBody for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let now = self.state.now_ms();
+        self.taking.last_ms.store(now, Ordering::SeqCst);
+        self.taking
+            .waiting_on_us
+            .store(polled.is_pending(), Ordering::SeqCst);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -121,11 +189,16 @@ impl HttpBody for Tracked {
 pub(crate) struct ConnectionService {
     app: Router,
     handle: ConnectionHandle,
+    send_timeout: Duration,
 }
 
 impl ConnectionService {
-    pub(crate) fn new(app: Router, handle: ConnectionHandle) -> Self {
-        ConnectionService { app, handle }
+    pub(crate) fn new(app: Router, handle: ConnectionHandle, send_timeout: Duration) -> Self {
+        ConnectionService {
+            app,
+            handle,
+            send_timeout,
+        }
     }
 }
 
@@ -140,14 +213,34 @@ impl Service<http::Request<hyper::body::Incoming>> for ConnectionService {
 
     fn call(&mut self, mut request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let in_flight = self.handle.begin_request();
+        let http2 = request.version() == http::Version::HTTP_2;
         request.extensions_mut().insert(self.handle.clone());
         let call = self.app.call(request);
+        let (handle, send_timeout) = (self.handle.clone(), self.send_timeout);
         Box::pin(async move {
             let response = call.await?;
+            let state = handle.0.clone();
+            let taking = Arc::new(Taking {
+                last_ms: AtomicU64::new(state.now_ms()),
+                waiting_on_us: AtomicBool::new(false),
+            });
+            let done = CancellationToken::new();
+            if !response.body().is_end_stream() {
+                tokio::spawn(watchdog(
+                    handle,
+                    taking.clone(),
+                    http2,
+                    send_timeout,
+                    done.clone(),
+                ));
+            }
             Ok(response.map(|inner| {
                 axum::body::Body::new(Tracked {
                     inner,
                     _in_flight: in_flight,
+                    taking,
+                    state,
+                    _done: done.drop_guard(),
                 })
             }))
         })

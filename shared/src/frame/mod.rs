@@ -3,7 +3,7 @@
 //! A [`Frame`] is what travels on the wire: a request id, a stream id, stream
 //! flags and a [`FrameBody`]. Bodies hold their payload as a zero-copy
 //! [`Bytes`] slice of the input. This module knows the layout; what the
-//! frames *mean* (streams, requests) is up to [`crate::stream`] and the
+//! frames *mean* (streams, requests) is up to [`stream`](super::stream) and the
 //! reactors.
 
 mod bytes_response;
