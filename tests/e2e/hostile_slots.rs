@@ -536,9 +536,15 @@ fn http2_non_readers_that_ping_are_cut_at_the_send_timeout() {
         for c in closed {
             let c = c.expect("a pinging non-reader still open after 20 s");
             let s = c.as_secs_f64();
-            assert!((2.5..=5.0).contains(&s), "closed after {s:.2} s, send timeout 3 s");
+            assert!(
+                (2.5..=5.0).contains(&s),
+                "closed after {s:.2} s, send timeout 3 s"
+            );
         }
-        assert!(during <= Duration::from_secs(1), "bystander took {during:?}");
+        assert!(
+            during <= Duration::from_secs(1),
+            "bystander took {during:?}"
+        );
         assert!(settled, "descriptors back to {fds_before}");
     });
 }
