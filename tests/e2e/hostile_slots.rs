@@ -15,6 +15,23 @@ use framegate_wire::MEDIA_TYPE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// When each connection closed (`open` if it did not), for the report.
+fn close_list(closed: &[Option<Duration>]) -> String {
+    closed
+        .iter()
+        .map(|c| c.map_or("open".into(), secs))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The server's pid and its descriptor count once a bystander was served
+/// and it settled: the baseline of a case.
+async fn warm(gw: &Gateway) -> (u32, usize) {
+    let pid = gw.pid();
+    bystander(gw).await;
+    (pid, quiet_fd_count(pid).await)
+}
+
 /// A POST of `batch`'s requests, then one more whose frame never
 /// completes: all but its last 30,000 bytes are sent at once, the rest
 /// trickled `rate` bytes a second for as long as the socket lives (the
@@ -126,9 +143,7 @@ fn uploads_that_never_end_hold_at_most_the_staging_budget() {
             "--min-body-rate",
             "16",
         ]);
-        let pid = gw.pid();
-        bystander(&gw).await;
-        let fds_before = quiet_fd_count(pid).await;
+        let (pid, fds_before) = warm(&gw).await;
         let (messages, puts) = (4, 4);
         let mut hogs = Vec::new();
         for m in 0..messages {
@@ -258,9 +273,7 @@ fn connections_without_requests_are_closed_at_the_header_timeout() {
             "--connection-idle-timeout",
             "20s",
         ]);
-        let pid = gw.pid();
-        bystander(&gw).await;
-        let fds_before = quiet_fd_count(pid).await;
+        let (pid, fds_before) = warm(&gw).await;
         let k = size(10, 50);
         let mut tasks = Vec::new();
         for how in [NoRequest::Silent, NoRequest::Pinging, NoRequest::HalfHead] {
@@ -431,14 +444,7 @@ fn a_request_dripped_over_a_byte_stream_is_cut_at_the_minimum_rate() {
             &[
                 ("part", "stream-drip".into()),
                 ("peers", k.to_string()),
-                (
-                    "closed_after_s",
-                    closed
-                        .iter()
-                        .map(|c| c.map_or("open".into(), secs))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
+                ("closed_after_s", close_list(&closed)),
                 ("bystander_ms", millis(during)),
             ],
         );
@@ -499,10 +505,13 @@ fn http2_non_readers_that_ping_are_cut_at_the_send_timeout() {
     run(Duration::from_secs(90), async {
         let site = Site::new();
         site.write("big", &noise(4 << 20, 9));
-        let gw = site.gateway(&["--send-timeout", "3s", "--open-answers", "16"]);
-        let pid = gw.pid();
-        bystander(&gw).await;
-        let fds_before = quiet_fd_count(pid).await;
+        // Enough answer slots for every stream to start at once: a plain
+        // GET waiting for a slot has no body yet, and its send timeout
+        // starts only when its first frame is ready (at full size with 16
+        // slots, the streams were cut 3, 6 and 9 s after connecting, in
+        // three waves).
+        let gw = site.gateway(&["--send-timeout", "3s", "--open-answers", "80"]);
+        let (pid, fds_before) = warm(&gw).await;
         let k = size(8, 31);
         let conns: Vec<_> = (0..k)
             .map(|_| tokio::spawn(pinging_non_reader(gw.port, "/big")))
@@ -521,14 +530,7 @@ fn http2_non_readers_that_ping_are_cut_at_the_send_timeout() {
             &[
                 ("part", "h2-ping-non-readers".into()),
                 ("connections", k.to_string()),
-                (
-                    "closed_after_s",
-                    closed
-                        .iter()
-                        .map(|c| c.map_or("open".into(), secs))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
+                ("closed_after_s", close_list(&closed)),
                 ("bystander_ms", millis(during)),
                 ("rss_peak_mib", format!("{:.1}", gw.peak_rss_mib())),
             ],
