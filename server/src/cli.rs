@@ -185,6 +185,10 @@ pub(crate) struct ServeArgs {
     /// 67108864].
     #[arg(long, value_name = "BYTES")]
     pub(crate) output_buffer: Option<usize>,
+    /// Per server: request data queued for uploads and not yet staged;
+    /// past it, messages sending more wait [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_queued_upload_bytes: Option<usize>,
     /// Per server: commands running plus answers held open, over all
     /// messages (each may hold a file open) [default: a quarter of the
     /// descriptor limit left after 64, at most 4096].
@@ -281,6 +285,9 @@ impl ServeArgs {
             message_open_answers: self.message_open_answers.or(file.message_open_answers),
             message_held_bytes: self.message_held_bytes.or(file.message_held_bytes),
             output_buffer: self.output_buffer.or(file.output_buffer),
+            max_queued_upload_bytes: self
+                .max_queued_upload_bytes
+                .or(file.max_queued_upload_bytes),
             open_answers: self.open_answers.or(file.open_answers),
             max_staging_files: self.max_staging_files.or(file.max_staging_files),
             max_connections: self.max_connections.or(file.max_connections),
@@ -371,6 +378,7 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
         message_open_answers,
         message_held_bytes,
         output_buffer,
+        max_queued_upload_bytes,
         open_answers,
         max_staging_files,
         max_connections,

@@ -48,7 +48,9 @@ pub enum Access {
 /// A piece of request data, or the end of it.
 #[derive(Debug)]
 pub(crate) enum Chunk {
-    Data(Bytes),
+    /// Data, with its charge on the server's queued-upload budget (given
+    /// back when the command takes it).
+    Data(Bytes, Option<tokio::sync::OwnedSemaphorePermit>),
     End,
 }
 
@@ -71,7 +73,7 @@ impl Upload {
             return Ok(None);
         }
         match self.rx.recv().await {
-            Some(Chunk::Data(bytes)) => Ok(Some(bytes)),
+            Some(Chunk::Data(bytes, _charge)) => Ok(Some(bytes)),
             Some(Chunk::End) => {
                 self.ended = true;
                 Ok(None)

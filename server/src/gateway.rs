@@ -91,6 +91,10 @@ pub struct GatewayConfig {
     /// per message (default 64 MiB); past it, messages send one chunk at a
     /// time.
     pub output_buffer: usize,
+    /// Per server: request data queued for commands staging it (uploads)
+    /// and not yet taken by them (default 64 MiB); past it, the input of
+    /// the messages that send more waits.
+    pub max_queued_upload_bytes: usize,
     /// Per server: zstd-encoded client streams being decoded at once, over
     /// all messages and connections, each with a decoder window of up to
     /// 8 MiB (default 16: at most 128 MiB of windows). One more is the
@@ -132,6 +136,7 @@ impl GatewayConfig {
             http2_max_streams: 8,
             max_compressing_messages: 32,
             output_buffer: 64 << 20,
+            max_queued_upload_bytes: 64 << 20,
             max_decoding_streams: 16,
             max_held_argument_bytes: 64 << 20,
         }
@@ -157,6 +162,10 @@ pub struct Gateway {
     pub(crate) connection_slots: Arc<Semaphore>,
     /// Server-wide slots for compressing messages.
     pub(crate) compressor_slots: Arc<Semaphore>,
+    /// Request data queued for uploads (`max_queued_upload_bytes`), in KiB.
+    pub(crate) upload_budget: Arc<Semaphore>,
+    /// Its size in KiB.
+    pub(crate) upload_budget_units: u32,
     /// The output buffer budget (`output_buffer`).
     pub(crate) output_budget: crate::outflow::OutputBudget,
     /// Server-wide slots for messages in flight.
@@ -194,6 +203,10 @@ impl Gateway {
         let connection_slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let compressor_slots = Arc::new(Semaphore::new(config.max_compressing_messages));
         let output_budget = crate::outflow::OutputBudget::new(config.output_buffer);
+        let upload_budget_units = u32::try_from(config.max_queued_upload_bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .clamp(64, 1 << 30);
+        let upload_budget = Arc::new(Semaphore::new(upload_budget_units as usize));
         let message_slots = Arc::new(Semaphore::new(config.max_messages.max(1)));
         let decoder_budget = SharedBudget::new(config.max_decoding_streams);
         let argument_budget = SharedBudget::new(config.max_held_argument_bytes);
@@ -203,6 +216,8 @@ impl Gateway {
             argument_budget,
             compressor_slots,
             output_budget,
+            upload_budget,
+            upload_budget_units,
             answer_slots,
             receiving_answer_slots: Arc::new(Semaphore::new(crate::limits::receiving_slots(
                 config.open_answers.max(1),

@@ -550,3 +550,65 @@ fn http2_non_readers_that_ping_are_cut_at_the_send_timeout() {
         assert!(settled, "descriptors back to {fds_before}");
     });
 }
+
+/// Upload data waiting for its command (here: uploads waiting for a staging
+/// file) is bounded over the whole server by `--max-queued-upload-bytes`:
+/// past it, the input of the messages that send more waits.
+#[test]
+fn upload_data_queued_over_the_server_is_bounded() {
+    run(Duration::from_secs(120), async {
+        let site = Site::new();
+        let gw = site.gateway(&[
+            "--max-staging-files",
+            "4",
+            "--max-queued-upload-bytes",
+            "8388608",
+            "--header-read-timeout",
+            "20s",
+            "--min-body-rate",
+            "16",
+        ]);
+        let (pid, _) = warm(&gw).await;
+        let base = rss_mib(pid);
+        gw.reset_peak_rss();
+        // 4 messages x 32 uploads x 8 frames of 60,000 bytes, frames
+        // interleaved across the uploads, never ended: about 60 MB of data
+        // waits for 4 staging files.
+        let mut hogs = Vec::new();
+        for m in 0..4 {
+            let mut head = Batch::new();
+            let slots: Vec<usize> = (0..32)
+                .map(|p| head.start("put", &[("path", format!("q-{m}-{p}").as_bytes())]))
+                .collect();
+            for _ in 0..8 {
+                for &slot in &slots {
+                    head.data(slot, Bytes::from(vec![b'q'; 60_000]), false);
+                }
+            }
+            hogs.push(endless_post(gw.port, "rw", head, 64));
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let peak = gw.peak_rss_mib();
+        let during = bystander(&gw).await;
+        report(
+            "slots",
+            &[
+                ("part", "queued-upload-data".into()),
+                ("rss_base_mib", format!("{base:.1}")),
+                ("rss_peak_mib", format!("{peak:.1}")),
+                ("bystander_ms", millis(during)),
+            ],
+        );
+        for h in hogs {
+            h.abort();
+        }
+        assert!(
+            peak <= base + 32.0,
+            "peak RSS {peak:.1} MiB (base {base:.1}) with 8 MiB of queued upload data allowed"
+        );
+        assert!(
+            during <= Duration::from_secs(1),
+            "bystander took {during:?}"
+        );
+    });
+}

@@ -329,11 +329,18 @@ impl Driver {
                         // Backpressure: input waits while the command stages
                         // its data — but not for ever on one that does not
                         // read it.
+                        // Queued data is charged on the server's budget for it
+                        // (KiB), waited for like the channel.
                         let limit = self.gw.config.body_read_timeout;
-                        if tokio::time::timeout(limit, tx.send(Chunk::Data(data)))
-                            .await
-                            .is_err()
-                        {
+                        let budget = self.gw.upload_budget.clone();
+                        let units = u32::try_from(data.len().div_ceil(1024).max(1))
+                            .unwrap_or(u32::MAX)
+                            .min(self.gw.upload_budget_units);
+                        let queued = async move {
+                            let charge = budget.acquire_many_owned(units).await.ok();
+                            tx.send(Chunk::Data(data, charge)).await
+                        };
+                        if tokio::time::timeout(limit, queued).await.is_err() {
                             self.stop_feeding(request_id, limit);
                         }
                     }
