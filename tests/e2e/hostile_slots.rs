@@ -240,7 +240,20 @@ async fn no_request(port: u16, how: NoRequest) -> Option<Duration> {
         NoRequest::Pinging => sock.write_all(H2_PREFACE).await.unwrap(),
         NoRequest::HalfHead => sock.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap(),
     }
-    let mut buf = [0u8; 4096];
+    let ping = matches!(how, NoRequest::Pinging);
+    read_until_closed(&mut sock, started, ping, Duration::from_secs(15)).await
+}
+
+/// Reads (and drops) what comes on `sock` until the server closes it,
+/// sending an HTTP/2 PING a second if `ping`; how long after `started` it
+/// closed, or `None` if still open after `limit`.
+async fn read_until_closed(
+    sock: &mut TcpStream,
+    started: Instant,
+    ping: bool,
+    limit: Duration,
+) -> Option<Duration> {
+    let mut buf = [0u8; 16 * 1024];
     let mut next_ping = Instant::now() + Duration::from_secs(1);
     loop {
         let wait = next_ping.saturating_duration_since(Instant::now());
@@ -248,10 +261,10 @@ async fn no_request(port: u16, how: NoRequest) -> Option<Duration> {
             Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
             Ok(Ok(_)) => {}
             Err(_) => {
-                if started.elapsed() > Duration::from_secs(15) {
+                if started.elapsed() > limit {
                     return None;
                 }
-                if matches!(how, NoRequest::Pinging) && sock.write_all(H2_PING).await.is_err() {
+                if ping && sock.write_all(H2_PING).await.is_err() {
                     return Some(started.elapsed());
                 }
                 next_ping += Duration::from_secs(1);
@@ -476,24 +489,7 @@ async fn pinging_non_reader(port: u16, path: &str) -> Option<Duration> {
         sock.write_all(&frame).await.unwrap();
     }
     let started = Instant::now();
-    let mut buf = [0u8; 16 * 1024];
-    let mut next_ping = Instant::now() + Duration::from_secs(1);
-    loop {
-        let wait = next_ping.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(wait, sock.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => {}
-            Err(_) => {
-                if started.elapsed() > Duration::from_secs(20) {
-                    return None;
-                }
-                if sock.write_all(H2_PING).await.is_err() {
-                    return Some(started.elapsed());
-                }
-                next_ping += Duration::from_secs(1);
-            }
-        }
-    }
+    read_until_closed(&mut sock, started, true, Duration::from_secs(20)).await
 }
 
 /// HTTP/2 clients that never read but keep their connection busy with
