@@ -3,13 +3,16 @@
 //!
 //! A chunk is charged from when it is made until hyper asks for the next
 //! one (by then it has written the chunk out, or — HTTP/2 — handed it to
-//! the connection's flow control). Each message may always have one chunk
-//! on its way without the budget, so every message makes progress however
-//! full the budget is; further chunks take budget, and wait for it (or for
-//! the message's own chunk to drain). A client that stops reading thus
-//! holds at most one free chunk and one charged chunk per message until
-//! the send timeout cuts it, and all of them together at most the budget
-//! beyond their free chunks.
+//! the connection's flow control). A chunk takes budget when there is
+//! some; when there is none, a message with no chunk on its way may still
+//! send a small one ([`FREE_CHUNK`]) without it, so every message makes
+//! progress however full the budget is; otherwise it waits for budget or
+//! for its own chunk to drain. A client that stops reading thus holds at
+//! most one charged and one free chunk per message until the send timeout
+//! cuts it, and all of them together at most the budget plus a free chunk
+//! per message. (HTTP/2 is why the free chunk is small: hyper hands a whole
+//! chunk to the stream, which holds it while the client grants no window;
+//! 512 such streams once held 256 KiB each.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +21,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Units of the output budget: KiB.
 const UNIT: usize = 1024;
+
+/// The most a chunk sent without budget holds (a single larger frame
+/// makes one larger): one frame of the preferred size.
+pub(crate) const FREE_CHUNK: usize = 32 * 1024;
 
 /// The server-wide output budget.
 #[derive(Debug, Clone)]
@@ -56,6 +63,15 @@ pub(crate) struct Outflow {
 pub(crate) struct Charge {
     _permit: Option<OwnedSemaphorePermit>,
     flow: Arc<Outflow>,
+    limit: usize,
+}
+
+impl Charge {
+    /// How large the chunk may be made: what was charged, or
+    /// [`FREE_CHUNK`] if it goes free.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
 }
 
 impl Drop for Charge {
@@ -66,8 +82,9 @@ impl Drop for Charge {
 }
 
 impl Outflow {
-    /// A charge for a chunk of `len` bytes: free if none of the message's
-    /// chunks is on its way, else `len` of `budget` — waiting for it, or
+    /// A charge for a chunk of `len` bytes: `len` of `budget` if it has
+    /// that free; else free (of at most [`FREE_CHUNK`]) if none of the
+    /// message's chunks is on its way; else waiting for the budget or
     /// until the message's chunks drained. Called by the message's one
     /// writer only.
     pub(crate) async fn charge(self: &Arc<Self>, budget: &OutputBudget, len: usize) -> Charge {
@@ -78,13 +95,16 @@ impl Outflow {
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
+            if let Ok(permit) = budget.slots.clone().try_acquire_many_owned(units) {
+                return self.charged(Some(permit), len);
+            }
             if self.in_flight.load(Ordering::SeqCst) == 0 {
-                return self.charged(None);
+                return self.charged(None, len.min(FREE_CHUNK));
             }
             tokio::select! {
                 permit = budget.slots.clone().acquire_many_owned(units) => {
                     if let Ok(permit) = permit {
-                        return self.charged(Some(permit));
+                        return self.charged(Some(permit), len);
                     }
                     // Never closed; wait for the drain instead.
                     drained.await;
@@ -94,11 +114,12 @@ impl Outflow {
         }
     }
 
-    fn charged(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>) -> Charge {
+    fn charged(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>, limit: usize) -> Charge {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         Charge {
             _permit: permit,
             flow: self.clone(),
+            limit,
         }
     }
 }

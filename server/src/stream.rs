@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use framegate_wire::codec::CodecError;
 use framegate_wire::preamble::{MAX_PREAMBLE_LEN, OK_LINE, parse_client_line};
 use framegate_wire::{FrameDecoder, OutputMode};
@@ -17,7 +16,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::driver::{Driver, MessageSpec};
+use crate::driver::{BODY_CHUNK, Driver, MessageSpec, OUTPUT_WATERMARK};
 use crate::gateway::Gateway;
 use crate::pace::Pace;
 
@@ -120,26 +119,17 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut frames = FramedRead::new(reader, FrameDecoder::new(max_frame));
-    let mut out = BytesMut::new();
-    let mut chunks = Vec::new();
     let mut reading = true;
     let mut stopping = false;
     let mut last_input = Instant::now();
     // The pace of the requests being received, while any is.
     let mut pace: Option<Pace> = None;
     loop {
-        driver.feed_output().await;
-        driver.transmit(&mut out, &mut chunks);
-        if !chunks.is_empty() {
+        driver.feed_output(OUTPUT_WATERMARK).await;
+        if let Some(chunk) = driver.transmit(BODY_CHUNK) {
             // A peer that stops reading: a write making no progress for
             // the idle timeout ends the session.
-            let mut stalled = false;
-            for chunk in chunks.drain(..) {
-                if !write_with_progress(&mut writer, &chunk, idle).await? {
-                    stalled = true;
-                    break;
-                }
-            }
+            let stalled = !write_with_progress(&mut writer, &chunk, idle).await?;
             if stalled || tokio::time::timeout(idle, writer.flush()).await.is_err() {
                 tracing::info!(
                     idle_secs = idle.as_secs_f64(),

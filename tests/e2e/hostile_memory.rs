@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use framegate_e2e::hostile::*;
 use framegate_e2e::*;
 use framegate_wire::{ClientEvent, ClientReactor, FrameDecoder, MEDIA_TYPE};
@@ -125,5 +125,129 @@ fn case5_many_busy_clients_stay_under_256_mib() {
         assert!(peak <= 256.0, "peak RSS {peak:.1} MiB > 256");
         assert!(worst <= Duration::from_secs(2), "bystander took {worst:?}");
         bystander(&gw).await;
+    });
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// An HTTP/2 frame (RFC 9113 §4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A prior-knowledge h2c connection posting `body` (a framegate message)
+/// on `streams` streams, that never grants flow-control window beyond the
+/// initial 64 KiB (per stream and for the whole connection) and reads
+/// what comes; how long until the server closed it, `None` if still open
+/// after `limit`.
+async fn h2_message_non_reader(
+    port: u16,
+    streams: u32,
+    body: Bytes,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let path = b"/.framegate/ro";
+    // HPACK (RFC 7541): :method POST, :scheme http (static, indexed),
+    // :path, :authority, content-type and accept as literals with indexed
+    // names.
+    let mut block = vec![0x83, 0x86, 0x44, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x41, 1, b'x']);
+    for name in [0x5f, 0x53] {
+        block.extend_from_slice(&[name, MEDIA_TYPE.len() as u8]);
+        block.extend_from_slice(MEDIA_TYPE.as_bytes());
+    }
+    let mut out = H2_PREFACE.to_vec();
+    for k in 0..streams {
+        let id = 1 + 2 * k;
+        out.extend(h2_frame(0x01, 0x04, id, &block));
+        out.extend(h2_frame(0x00, 0x01, id, &body));
+    }
+    sock.write_all(&out).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16 * 1024];
+    while started.elapsed() < limit {
+        let read = tokio::time::timeout(Duration::from_secs(1), sock.read(&mut buf));
+        if let Ok(Ok(0) | Err(_)) = read.await {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
+/// HTTP/2 clients whose messages ask a large file and that never grant
+/// flow-control window: each such message holds a small chunk beyond the
+/// output budget — not a whole chunk in hyper's stream buffer, not a chunk
+/// buffer grown to twice its size (512 streams once held 378 MiB) — and is
+/// cut at the send timeout. `FRAMEGATE_HOSTILE=full`: 64 connections × 8
+/// streams, with the default output budget; CI: 16 × 8 with an 8 MiB one.
+#[test]
+fn http2_message_non_readers_hold_a_small_chunk_each() {
+    run(Duration::from_secs(120), async {
+        let site = Site::new();
+        site.write("big", &noise(16 << 20, 5));
+        let (conns, budget_mib) = (size(16u32, 64), size(8usize, 64));
+        let budget = (budget_mib << 20).to_string();
+        let gw = site.gateway(&["--send-timeout", "5s", "--output-buffer", &budget]);
+        let pid = gw.pid();
+        bystander(&gw).await;
+        let base = rss_mib(pid);
+        gw.reset_peak_rss();
+        let mut batch = Batch::new();
+        batch.add("get", &[("path", b"big")], None);
+        let body = batch.take_body();
+        let streams = 8;
+        let held: Vec<_> = (0..conns)
+            .map(|_| {
+                tokio::spawn(h2_message_non_reader(
+                    gw.port,
+                    streams,
+                    body.clone(),
+                    Duration::from_secs(20),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let during = bystander(&gw).await;
+        let mut closed = Vec::new();
+        for h in held {
+            closed.push(h.await.unwrap());
+        }
+        let peak = gw.peak_rss_mib();
+        let messages = conns * streams;
+        report(
+            "5-h2-non-readers",
+            &[
+                ("messages", messages.to_string()),
+                ("output_buffer_mib", budget_mib.to_string()),
+                ("rss_base_mib", format!("{base:.1}")),
+                ("rss_peak_mib", format!("{peak:.1}")),
+                ("bystander_ms", millis(during)),
+            ],
+        );
+        // Measured (release, 2 cores): 2 × the budget (allocator slack)
+        // plus 80–250 KiB a message; before, ~0.5 MiB a message beyond it.
+        let bound = base + 2.0 * budget_mib as f64 + f64::from(messages) * 0.25;
+        assert!(peak <= bound, "peak RSS {peak:.1} MiB > {bound:.1}");
+        assert!(peak <= 256.0, "peak RSS {peak:.1} MiB > 256");
+        for c in closed {
+            let s = c.expect("a non-reader still open after 20 s").as_secs_f64();
+            assert!(
+                (4.0..=8.0).contains(&s),
+                "closed after {s:.2} s, send timeout 5 s"
+            );
+        }
+        assert!(
+            during <= Duration::from_secs(1),
+            "bystander took {during:?}"
+        );
     });
 }

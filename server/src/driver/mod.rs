@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use framegate_wire::{
     Encoding, ErrorCode, Frame, FrameError, IncomingCommand, OutputMode, RequestId, ServerEvent,
     ServerReactor,
@@ -273,26 +273,38 @@ impl Driver {
 
     // ---- outputs ---------------------------------------------------------
 
-    /// Applies pending notes and feeds the next piece of a lazy answer,
-    /// unless the reactor already holds a watermark of output.
-    pub(crate) async fn feed_output(&mut self) {
+    /// Applies pending notes and feeds the next piece of a lazy answer
+    /// (of a file: no more than brings the reactor's output to `want`
+    /// bytes), unless the reactor already holds that much output. `want`
+    /// is at most [`OUTPUT_WATERMARK`]; a message sending small chunks (no
+    /// output budget left) reads small pieces, so what waits in the reactor
+    /// for a client that does not read stays small too.
+    pub(crate) async fn feed_output(&mut self, want: usize) {
         while let Ok(note) = self.notes_rx.try_recv() {
             self.apply_note(note);
         }
-        if self.reactor.pending_output_bytes() < OUTPUT_WATERMARK {
-            in_share(self.share, self.lazy.feed(&mut self.reactor)).await;
+        let want = want.min(OUTPUT_WATERMARK);
+        let pending = self.reactor.pending_output_bytes();
+        if pending < want {
+            in_share(
+                self.share,
+                self.lazy.feed(&mut self.reactor, want - pending),
+            )
+            .await;
             self.budget.sync(self.lazy.len());
         }
         self.start_waiting(None);
     }
 
-    /// Drains ready frames into `chunks` (gathered through `out`).
-    pub(crate) fn transmit(&mut self, out: &mut BytesMut, chunks: &mut Vec<Bytes>) {
-        output::transmit_chunks(&mut self.reactor, out, chunks);
-        let sent: usize = chunks.iter().map(Bytes::len).sum();
+    /// Drains ready frames into one chunk of about `limit` bytes (see
+    /// [`output::transmit_chunk`]), if any are ready.
+    pub(crate) fn transmit(&mut self, limit: usize) -> Option<Bytes> {
+        let chunk = output::transmit_chunk(&mut self.reactor, limit);
+        let sent = chunk.as_ref().map_or(0, Bytes::len);
         self.bytes_out += sent as u64;
         self.gw.metrics.bytes_out.inc_by(sent as u64);
         self.start_waiting(None);
+        chunk
     }
 
     /// Logs the message and records its metrics.

@@ -47,8 +47,9 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    /// The next piece; `None` when the answer is complete.
-    pub(crate) async fn next_piece(&mut self) -> Option<Result<Bytes, CommandError>> {
+    /// The next piece (of a file: at most `max` bytes, at least 1);
+    /// `None` when the answer is complete.
+    pub(crate) async fn next_piece(&mut self, max: usize) -> Option<Result<Bytes, CommandError>> {
         match self {
             Source::File { file, ranges } => {
                 let (offset, len) = ranges.front_mut()?;
@@ -56,7 +57,7 @@ impl Source {
                     ranges.pop_front();
                     return Some(Ok(Bytes::new()));
                 }
-                let piece = (*len).min(ANSWER_PIECE as u64);
+                let piece = (*len).min(max.clamp(1, ANSWER_PIECE) as u64);
                 let at = *offset;
                 *offset += piece;
                 *len -= piece;
@@ -138,10 +139,11 @@ impl Lazy {
         self.queue.len() + usize::from(self.current.is_some())
     }
 
-    /// Feeds the next piece of the current lazy answer to the reactor
-    /// (picking the next answer when one is done). The first piece of each
-    /// decides whether it is worth compressing.
-    pub(crate) async fn feed(&mut self, reactor: &mut ServerReactor) {
+    /// Feeds the next piece of the current lazy answer to the reactor (of
+    /// a file: at most `max` bytes), picking the next answer when one is
+    /// done. The first piece of each decides whether it is worth
+    /// compressing.
+    pub(crate) async fn feed(&mut self, reactor: &mut ServerReactor, max: usize) {
         if self.current.is_none() {
             self.current = self.queue.pop_front();
         }
@@ -154,7 +156,7 @@ impl Lazy {
         else {
             return;
         };
-        match source.next_piece().await {
+        match source.next_piece(max).await {
             Some(Ok(piece)) => {
                 if !*sampled {
                     *sampled = true;
@@ -179,25 +181,31 @@ impl Lazy {
 }
 
 /// Drains the reactor's frames into at most one chunk: small frames are
-/// gathered in `out` into a chunk of at least [`BODY_CHUNK`] (fewer, larger
-/// writes beat avoiding the copy, measured). Frames past that chunk stay in
-/// the reactor, counted in its pending output (and in the message's held
-/// bytes), until the chunk was taken: a client that does not read costs at
-/// most one chunk here.
-pub(crate) fn transmit_chunks(
-    reactor: &mut ServerReactor,
-    out: &mut BytesMut,
-    chunks: &mut Vec<Bytes>,
-) {
-    while let Some(frame) = reactor.poll_transmit() {
-        out.reserve(frame.wire_len());
-        // Our frames never exceed the 24-bit length field.
-        let _ = frame.encode(out);
-        if out.len() >= BODY_CHUNK {
+/// gathered into a chunk of at least `limit` bytes (fewer, larger writes
+/// beat avoiding the copy, measured; only a single frame larger than the
+/// rest of the room makes a chunk larger). The chunk's buffer is allocated
+/// once at its exact size: grown frame by frame it would double, and a
+/// chunk held by a client that does not read would pin twice its bytes.
+/// Frames past that chunk stay in the reactor, counted in its pending
+/// output (and in the message's held bytes), until the chunk was taken: a
+/// client that does not read costs at most one chunk here.
+pub(crate) fn transmit_chunk(reactor: &mut ServerReactor, limit: usize) -> Option<Bytes> {
+    let mut frames = Vec::new();
+    let mut len = 0;
+    while len < limit {
+        let Some(frame) = reactor.poll_transmit() else {
             break;
-        }
+        };
+        len += frame.wire_len();
+        frames.push(frame);
     }
-    if !out.is_empty() {
-        chunks.push(out.split().freeze());
+    if frames.is_empty() {
+        return None;
     }
+    let mut out = BytesMut::with_capacity(len);
+    for frame in frames {
+        // Our frames never exceed the 24-bit length field.
+        let _ = frame.encode(&mut out);
+    }
+    Some(out.freeze())
 }

@@ -5,7 +5,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use framegate_wire::FrameDecoder;
 use framegate_wire::codec::CodecError;
 use futures_util::{StreamExt, TryStreamExt};
@@ -129,9 +129,7 @@ pub(super) async fn write_answers(
     finished: Arc<AtomicBool>,
     conn: Option<ConnectionHandle>,
 ) {
-    let mut out = BytesMut::new();
     let mut last_output = Instant::now();
-    let mut chunks = Vec::new();
     let flow = Arc::new(Outflow::default());
     loop {
         // Room for the next chunk first, then its bytes: a client that
@@ -147,12 +145,12 @@ pub(super) async fn write_answers(
         } else {
             None
         };
-        driver.feed_output().await;
-        driver.transmit(&mut out, &mut chunks);
-        if let Some(chunk) = chunks.pop() {
+        let limit = charge.as_ref().map_or(BODY_CHUNK, Charge::limit);
+        driver.feed_output(limit).await;
+        if let Some(chunk) = driver.transmit(limit) {
             let charge = match charge {
                 Some(charge) => charge,
-                None => flow.charge(&budget, BODY_CHUNK).await,
+                None => flow.charge(&budget, chunk.len()).await,
             };
             room.send((chunk, charge));
             last_output = Instant::now();
