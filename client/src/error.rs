@@ -68,6 +68,15 @@ pub enum Error {
         /// What the probe saw.
         reason: String,
     },
+    /// The server answers any path with a page (a captive portal, a
+    /// catch-all site): nothing it says can be read as a file.
+    #[error(
+        "the server at {url} answers every path with a page (a captive portal or a catch-all site?): not reading it as files"
+    )]
+    CatchAll {
+        /// The base URL.
+        url: String,
+    },
     /// Could not connect (DNS, refused, TLS handshake).
     #[error("cannot connect to {url}: {source}")]
     Connect {
@@ -92,7 +101,7 @@ pub enum Error {
         /// What was attempted.
         operation: &'static str,
         /// The state it was in.
-        state: crate::session::RunState,
+        state: crate::runstate::RunState,
     },
     /// Connecting a session failed; `source` is the root cause.
     #[error("cannot connect to {target}: {source}")]
@@ -114,6 +123,16 @@ pub enum Error {
     /// A local I/O error (reading a source, writing a destination).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A local file or directory could not be used (the cause is the
+    /// error's source).
+    #[error("{}", path.display())]
+    Local {
+        /// The local path.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A URL the client cannot use.
     #[error("invalid URL {0}")]
     InvalidUrl(String),

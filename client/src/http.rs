@@ -62,6 +62,9 @@ pub struct HttpMedium {
     basic: Option<(String, Option<String>)>,
     accept_encoding: String,
     max_frame_size: usize,
+    /// The server's `max-frame-size` (from `hello`): request frames stay
+    /// within it.
+    peer_max_frame: usize,
 }
 
 impl HttpMedium {
@@ -96,12 +99,25 @@ impl HttpMedium {
                 accept_encoding_value(&[Encoding::Identity])
             },
             max_frame_size: framegate_wire::frame::DEFAULT_MAX_FRAME_SIZE,
+            peer_max_frame: framegate_wire::frame::DEFAULT_MAX_FRAME_SIZE,
         }
     }
 
     /// The base URL (without credentials).
     pub fn base(&self) -> &Url {
         &self.base
+    }
+
+    /// Keeps request frames within the server's `max-frame-size` (from
+    /// its `hello`).
+    pub fn set_peer_max_frame(&mut self, max: usize) {
+        self.peer_max_frame = max;
+    }
+
+    /// The server's `max-frame-size`, as far as known (else the
+    /// protocol's default).
+    pub fn peer_max_frame(&self) -> usize {
+        self.peer_max_frame
     }
 
     /// The endpoint URL of `ro` or `rw`.
@@ -247,7 +263,30 @@ pub(crate) async fn error_body(resp: reqwest::Response) -> String {
 /// What a framegate response head says.
 pub(crate) enum HeadVerdict {
     Framegate,
+    /// A framegate server refused the POST (its refusal header names why).
+    Refused(String),
     NotFramegate(String),
+}
+
+/// The error for a framegate server's refusal of a POST to `url`: a
+/// missing base is a remote `no-such-file` ("no such directory"), any
+/// other an HTTP error with the server's reason.
+pub(crate) async fn refusal_error(resp: reqwest::Response, url: &str, reason: &str) -> Error {
+    if reason == framegate_wire::http_binding::REFUSAL_NO_SUCH_DIRECTORY {
+        let dir = url
+            .strip_suffix(framegate_wire::http_binding::Endpoint::ReadOnly.path())
+            .or_else(|| url.strip_suffix(framegate_wire::http_binding::Endpoint::ReadWrite.path()))
+            .unwrap_or(url);
+        return Error::remote(
+            framegate_wire::ErrorCode::NO_SUCH_FILE,
+            format!("no such directory: {dir}"),
+        );
+    }
+    Error::Http {
+        status: resp.status().as_u16(),
+        url: url.to_string(),
+        body: format!("{reason}: {}", error_body(resp).await),
+    }
 }
 
 pub(crate) fn judge_head(resp: &reqwest::Response) -> HeadVerdict {
@@ -258,8 +297,14 @@ pub(crate) fn judge_head(resp: &reqwest::Response) -> HeadVerdict {
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
+    let refusal = resp
+        .headers()
+        .get(framegate_wire::http_binding::REFUSAL_HEADER)
+        .and_then(|v| v.to_str().ok());
     if resp.status() == StatusCode::OK && ctype == MEDIA_TYPE {
         HeadVerdict::Framegate
+    } else if let Some(reason) = refusal {
+        HeadVerdict::Refused(reason.to_string())
     } else {
         HeadVerdict::NotFramegate(format!(
             "HTTP {} with content type {:?}",
@@ -282,6 +327,9 @@ impl MessageReader {
                 status: status.as_u16(),
                 url,
             });
+        }
+        if let HeadVerdict::Refused(reason) = judge_head(&resp) {
+            return Err(refusal_error(resp, &url, &reason).await);
         }
         if let HeadVerdict::NotFramegate(_) = judge_head(&resp) {
             let body = error_body(resp).await;

@@ -12,8 +12,11 @@
 //! * [`Error`] covers §10's codes, HTTP statuses, probe results and I/O.
 
 pub mod error;
+mod hooks;
 pub mod http;
 pub mod plain;
+mod ranges;
+mod runstate;
 pub mod session;
 pub mod smart;
 pub mod transport;
@@ -22,4 +25,6 @@ pub use error::{Error, Result};
 pub use framegate_wire::{FileKind, StatAnswer};
 pub use session::{Connector, RunState, Session, SshTarget};
 pub use smart::Hooks;
-pub use transport::{Batch, BatchResults, Options, Slot, Transport};
+pub use transport::{
+    Batch, BatchResults, DownloadOptions, Options, Slot, Transport, partial_path, replace_file,
+};

@@ -13,6 +13,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::http::HttpMedium;
+use crate::ranges::RangeCollector;
 
 /// Ranges asked for in one GET (keeps the `Range` header within proxies'
 /// header limits).
@@ -129,6 +130,89 @@ pub(crate) async fn get_into(
     Ok(written)
 }
 
+/// A plain GET from some offset on, its head read.
+pub(crate) struct FromOffset {
+    /// Where the body starts in the file: the offset asked for (`206`), or
+    /// 0 when the whole file came (`200`: the `If-Range` validator no
+    /// longer held, or the server ignores ranges).
+    pub(crate) from: u64,
+    /// The file's size, when the server said.
+    pub(crate) total: Option<u64>,
+    /// The version's validator: a strong `ETag`, else `Last-Modified`.
+    pub(crate) validator: Option<String>,
+    /// The response, its body unread.
+    pub(crate) resp: reqwest::Response,
+}
+
+/// GETs `path` from byte `from` on (`Range: bytes=from-`), with
+/// `If-Range: if_range` when given: a server that no longer has that
+/// version answers the whole file instead.
+pub(crate) async fn open_from(
+    medium: &HttpMedium,
+    path: &str,
+    from: u64,
+    if_range: Option<&str>,
+) -> Result<FromOffset> {
+    let url = url_for(medium.base(), path)?;
+    let mut req = medium.client().get(url.clone());
+    if from > 0 {
+        req = req.header(header::RANGE, format!("bytes={from}-"));
+        if let Some(v) = if_range {
+            req = req.header(header::IF_RANGE, v);
+        }
+    }
+    let resp = send(medium, req, &url).await?;
+    if is_listing(&resp) {
+        return Err(Error::remote(
+            ErrorCode::IS_A_DIRECTORY,
+            format!("is a directory: {path}"),
+        ));
+    }
+    let head = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let validator = head(header::ETAG)
+        .filter(|e| e.starts_with('"'))
+        .or_else(|| head(header::LAST_MODIFIED));
+    let (start, total) = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+        let (start, total) = head(header::CONTENT_RANGE)
+            .as_deref()
+            .and_then(content_range_total)
+            .ok_or_else(|| Error::Http {
+                status: 206,
+                url: url.to_string(),
+                body: "206 without a usable Content-Range".into(),
+            })?;
+        (start, Some(total))
+    } else {
+        (0, resp.content_length())
+    };
+    if start != 0 && start != from {
+        return Err(Error::Http {
+            status: 206,
+            url: url.to_string(),
+            body: format!("asked bytes from {from}, got from {start}"),
+        });
+    }
+    Ok(FromOffset {
+        from: start,
+        total,
+        validator,
+        resp,
+    })
+}
+
+/// Parses `Content-Range: bytes a-b/total` into `(a, total)`.
+fn content_range_total(value: &str) -> Option<(u64, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (start, _) = span.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
+}
+
 /// A byte range as HTTP writes it.
 fn range_spec(ranges: &[(u64, u64)]) -> String {
     let parts: Vec<String> = ranges
@@ -217,14 +301,28 @@ pub(crate) async fn readv(
             .get(header::CONTENT_RANGE)
             .and_then(|v| v.to_str().ok())
             .and_then(content_range);
+        if status == StatusCode::OK {
+            // The server ignored Range: the whole file comes, and only the
+            // ranges asked for are kept as it streams past.
+            let mut collector = RangeCollector::new(group);
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| Error::Connection {
+                    url: url.to_string(),
+                    source: e,
+                })?;
+                collector.feed(&chunk);
+            }
+            if let Ok(parts) = collector.finish() {
+                pieces.extend(group.iter().map(|r| r.0).zip(parts));
+            }
+            continue;
+        }
         let body = resp.bytes().await.map_err(|e| Error::Connection {
             url: url.to_string(),
             source: e,
         })?;
-        if status == StatusCode::OK {
-            // The server ignored Range: the whole file came.
-            pieces.push((0, body));
-        } else if let Some(boundary) = ctype.strip_prefix("multipart/byteranges").and_then(|rest| {
+        if let Some(boundary) = ctype.strip_prefix("multipart/byteranges").and_then(|rest| {
             rest.split(';')
                 .find_map(|p| p.trim().strip_prefix("boundary="))
         }) {
@@ -273,6 +371,7 @@ pub(crate) async fn stat(medium: &HttpMedium, path: &str) -> Result<StatAnswer> 
         .map_or(0.0, |d| d.as_secs_f64());
     if is_listing(&resp) {
         return Ok(StatAnswer {
+            etag: None,
             kind: FileKind::Dir,
             mode: 0o755,
             size: 0,
@@ -285,7 +384,16 @@ pub(crate) async fn stat(medium: &HttpMedium, path: &str) -> Result<StatAnswer> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    // A strong entity tag names the version, as a framegate stat's etag
+    // does (without the quotes).
+    let etag = resp
+        .headers()
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
+        .map(str::to_string);
     Ok(StatAnswer {
+        etag,
         kind: FileKind::File,
         mode: 0o644,
         size,

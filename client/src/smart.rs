@@ -1,14 +1,12 @@
 //! Running one framegate message: many requests out, their answers in.
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
-use framegate_wire::{
-    Arguments, ClientEvent, ClientReactor, ErrorKind, HelloPayload, ProgressPayload, TextAtom,
-};
+use framegate_wire::{Arguments, ClientEvent, ClientReactor, ErrorKind, HelloPayload, TextAtom};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
+pub(crate) use crate::hooks::Validator;
+pub use crate::hooks::{Hooks, ProgressHook, TextHook};
 use crate::http::HttpMedium;
 
 /// Bytes of request frames gathered before they go to the body.
@@ -16,27 +14,6 @@ const WRITE_CHUNK: usize = 64 * 1024;
 
 /// Size of reads from a request data source.
 const SOURCE_READ: usize = 256 * 1024;
-
-/// A callback for rendered text-output.
-pub type TextHook = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// A callback for progress reports.
-pub type ProgressHook = Arc<dyn Fn(&ProgressPayload) + Send + Sync>;
-
-/// Called with text-output (rendered) and progress of a request.
-#[derive(Clone, Default)]
-pub struct Hooks {
-    /// Text-output messages (already rendered).
-    pub on_text: Option<TextHook>,
-    /// Progress reports.
-    pub on_progress: Option<ProgressHook>,
-}
-
-impl std::fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hooks").finish_non_exhaustive()
-    }
-}
 
 /// Where a request's data comes from.
 pub(crate) enum Source<'a> {
@@ -51,6 +28,11 @@ pub(crate) enum Sink<'a> {
     Writer {
         out: &'a mut (dyn AsyncWrite + Unpin + Send),
         written: u64,
+        /// The version of the file the answer comes from, if the server
+        /// announced it (a `progress` frame before a large file answer).
+        validator: Option<Validator>,
+        /// Called when it is announced, before any byte of the answer.
+        on_validator: Option<&'a (dyn Fn(&Validator) + Sync)>,
     },
 }
 
@@ -84,6 +66,7 @@ pub(crate) async fn run_message(
     hooks: &Hooks,
 ) -> Result<Answers> {
     let mut reactor = ClientReactor::default();
+    reactor.limit_payload(medium.peer_max_frame());
     if requests
         .iter()
         .all(|r| !matches!(r.source, Source::Reader(_)))
@@ -188,7 +171,7 @@ async fn read_answers(
                         continue;
                     };
                     match requests.get_mut(i).map(|r| &mut r.sink) {
-                        Some(Sink::Writer { out, written }) => {
+                        Some(Sink::Writer { out, written, .. }) => {
                             out.write_all(&data).await?;
                             *written += data.len() as u64;
                         }
@@ -248,7 +231,25 @@ async fn read_answers(
                         hook(&atoms.iter().map(TextAtom::render).collect::<String>());
                     }
                 }
-                ClientEvent::Progress { progress, .. } => {
+                ClientEvent::Progress {
+                    request_id,
+                    progress,
+                } => {
+                    if let Some(Sink::Writer {
+                        validator,
+                        on_validator,
+                        ..
+                    }) = index
+                        .get(&request_id)
+                        .and_then(|&i| requests.get_mut(i))
+                        .map(|r| &mut r.sink)
+                        && let Some(v) = Validator::from_progress(&progress)
+                    {
+                        if let Some(hook) = on_validator {
+                            hook(&v);
+                        }
+                        *validator = Some(v);
+                    }
                     if let Some(hook) = &hooks.on_progress {
                         hook(&progress);
                     }
@@ -272,6 +273,24 @@ async fn read_answers(
             })
         })
         .collect())
+}
+
+/// Whether the server behind `medium` answers a path that cannot exist
+/// with 200 (a captive portal, a catch-all site): asked when the probe's
+/// POST got a 200 that is not framegate. Its pages must not be read as
+/// files.
+async fn catch_all(medium: &HttpMedium) -> bool {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let Ok(url) = medium
+        .base()
+        .join(&format!(".framegate-probe-{nonce:x}-no-such-file"))
+    else {
+        return false;
+    };
+    let resp = medium.authorize(medium.client().get(url)).send().await;
+    resp.is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
 }
 
 /// The probe of §7.4: `hello` to `B/.framegate/ro`.
@@ -300,8 +319,19 @@ pub(crate) async fn probe(medium: &HttpMedium) -> Result<Probe> {
     if status == 401 || status == 407 {
         return Err(Error::NeedsCredentials { status, url });
     }
-    if let crate::http::HeadVerdict::NotFramegate(reason) = crate::http::judge_head(&resp) {
-        return Ok(Probe::NotSmart(reason));
+    match crate::http::judge_head(&resp) {
+        crate::http::HeadVerdict::Framegate => {}
+        crate::http::HeadVerdict::Refused(reason) => {
+            return Err(crate::http::refusal_error(resp, &url, &reason).await);
+        }
+        crate::http::HeadVerdict::NotFramegate(reason) => {
+            if resp.status() == reqwest::StatusCode::OK && catch_all(medium).await {
+                return Err(Error::CatchAll {
+                    url: medium.base().to_string(),
+                });
+            }
+            return Ok(Probe::NotSmart(reason));
+        }
     }
     // From here the server claims to be framegate: anything wrong is a hard error.
     let bytes = resp.bytes().await.map_err(|e| Error::Connection {

@@ -138,25 +138,95 @@ async fn serve_router(app: Router) -> SocketAddr {
     addr
 }
 
-#[tokio::test]
-async fn captive_portal_html_200_means_plain() {
-    // Answers every request with 200 text/html, ignoring Range, like a
-    // captive portal or a naive server.
+/// A captive portal (or a catch-all site) answers every path with the
+/// same 200 page: the probe finds that a path that cannot exist is
+/// "found" too and refuses with a clear error, instead of saving the page
+/// as the user's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captive_portal_is_an_error_not_file_content() {
     let app = Router::new().fallback(|| async {
         (
             [(header::CONTENT_TYPE, "text/html")],
-            "<html>0123456789</html>",
+            "<html>log in to the hotel wifi</html>",
         )
             .into_response()
     });
+    let addr = serve_router(app).await;
+    let err = Transport::open(&format!("http://{addr}/"), Options::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CatchAll { .. }), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("file.bin");
+    let out = assert_cmd::Command::cargo_bin("framegate")
+        .unwrap()
+        .args(["get", "-q", &format!("http://{addr}/file.bin")])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("captive portal"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dest.exists());
+}
+
+/// A naive server that answers the probe's POST with a 200 page but has
+/// real files (a missing path is a 404), and ignores `Range`: plain mode,
+/// ranges sliced from the whole body.
+#[tokio::test]
+async fn a_200_page_for_the_probe_with_real_files_means_plain() {
+    let app = Router::new()
+        .route(
+            "/f",
+            axum::routing::get(|| async { "<html>0123456789</html>" }),
+        )
+        .fallback(|method: axum::http::Method| async move {
+            if method == axum::http::Method::POST {
+                ([(header::CONTENT_TYPE, "text/html")], "<html>hi</html>").into_response()
+            } else {
+                axum::http::StatusCode::NOT_FOUND.into_response()
+            }
+        });
     let addr = serve_router(app).await;
     let t = Transport::open(&format!("http://{addr}/"), Options::default())
         .await
         .unwrap();
     assert!(!t.is_smart());
-    // A server that ignores Range: the whole body is sliced locally.
     let parts = t.readv("f", &[(6, 3), (0, 1)]).await.unwrap();
     assert_eq!(parts, vec![Bytes::from("012"), Bytes::from("<")]);
+}
+
+/// A missing directory on a framegate server is "no such directory" (the
+/// server's refusal says so), not "no framegate server": no fallback to
+/// plain HTTP, and writes under it are not told to find a framegate server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_directory_on_a_framegate_server_is_no_such_directory() {
+    let tree = tempfile::tempdir().unwrap();
+    let s = smart_server(tree.path(), |c| c.allow_writes = true).await;
+    let err = Transport::open(&format!("{}nodir/", s.url), Options::default())
+        .await
+        .unwrap_err();
+    assert!(err.is(&ErrorCode::NO_SUCH_FILE), "{err}");
+    assert!(err.to_string().contains("no such directory"), "{err}");
+    let out = assert_cmd::Command::cargo_bin("framegate")
+        .unwrap()
+        .args(["probe", &format!("{}nodir/", s.url)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such directory"));
+    // A directory that existed at open and went away: the message is the
+    // same, not "needs a framegate server".
+    std::fs::create_dir(tree.path().join("d")).unwrap();
+    let t = Transport::open(&format!("{}d/", s.url), Options::default())
+        .await
+        .unwrap();
+    std::fs::remove_dir(tree.path().join("d")).unwrap();
+    let err = t.put("x", "x", None).await.unwrap_err();
+    assert!(err.is(&ErrorCode::NO_SUCH_FILE), "{err}");
 }
 
 #[tokio::test]

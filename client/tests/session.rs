@@ -591,3 +591,28 @@ async fn transport_and_cli_accept_framegate_tcp_urls() {
     );
     assert_eq!(out.stdout, b"sub file");
 }
+
+/// A server that takes only 4 KiB frames (`hello`'s `max-frame-size`)
+/// gets request frames that fit: a 100 kB `put` and a 3 kB argument
+/// succeed over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_frame_size_is_respected_over_tcp() {
+    use framegate_client::{Options, Transport};
+    let server = tcp(|c| {
+        c.allow_writes = true;
+        c.limits.max_frame_size = 4096;
+    })
+    .await;
+    let t = Transport::open(&format!("framegate://{}/", server.addr), Options::default())
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    t.put("big.bin", data.clone(), None).await.unwrap();
+    assert_eq!(
+        std::fs::read(server.dir.path().join("big.bin")).unwrap(),
+        data
+    );
+    let long = format!("{}.txt", "n".repeat(200));
+    t.put(&long, "x", None).await.unwrap();
+    assert_eq!(t.get(&long).await.unwrap(), "x");
+}

@@ -320,3 +320,25 @@ async fn basic_auth_from_url_userinfo_is_sent() {
         "credentials are not kept in the URL"
     );
 }
+
+/// A server that takes only 4 KiB frames (`hello`'s `max-frame-size`)
+/// gets request frames that fit: a 100 kB `put` succeeds over HTTP.
+#[tokio::test]
+async fn the_servers_frame_size_is_respected_over_http() {
+    let tree = tempfile::tempdir().unwrap();
+    let s = smart_server(tree.path(), |c| {
+        c.allow_writes = true;
+        c.limits.max_frame_size = 4096;
+    })
+    .await;
+    let t = Transport::open(&s.url, Options::default()).await.unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    t.put("big.bin", data.clone(), None).await.unwrap();
+    assert_eq!(std::fs::read(tree.path().join("big.bin")).unwrap(), data);
+    let mut source: &[u8] = &data;
+    t.put_from("streamed.bin", &mut source, None).await.unwrap();
+    assert_eq!(
+        std::fs::read(tree.path().join("streamed.bin")).unwrap(),
+        data
+    );
+}

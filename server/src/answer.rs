@@ -4,7 +4,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use framegate_wire::{ErrorCode, ErrorPayload};
+use framegate_wire::{ErrorCode, ErrorPayload, ProgressPayload};
 use futures_util::stream::BoxStream;
 
 /// A command failed: an `application` error of §10.
@@ -81,6 +81,18 @@ pub enum Answer {
     },
     /// A stream of pieces, polled when the answer is sent.
     Stream(BoxStream<'static, Result<Bytes, CommandError>>),
+    /// An answer preceded by one `progress` frame (§4.2: progress comes
+    /// before the bytes), e.g. the version of the file its bytes come from
+    /// ([`Answer::announced`]). The driver queues the frame when the
+    /// command finishes, before it hands over any byte of `answer`, in
+    /// both bindings — unlike [`crate::Context::progress`], whose notes
+    /// travel beside the answer and may be taken in after it.
+    Announced {
+        /// The frame's payload.
+        progress: ProgressPayload,
+        /// The answer it precedes.
+        answer: Box<Answer>,
+    },
 }
 
 impl Answer {
@@ -89,12 +101,21 @@ impl Answer {
         Answer::Bytes(framegate_wire::payload::encode_cbor(value))
     }
 
+    /// This answer, preceded by a `progress` frame (see [`Answer::Announced`]).
+    pub fn announced(self, progress: ProgressPayload) -> Answer {
+        Answer::Announced {
+            progress,
+            answer: Box::new(self),
+        }
+    }
+
     /// Total length, when known.
     pub fn len_hint(&self) -> Option<u64> {
         match self {
             Answer::Bytes(b) => Some(b.len() as u64),
             Answer::File { ranges, .. } => Some(ranges.iter().map(|r| r.1).sum()),
             Answer::Stream(_) => None,
+            Answer::Announced { answer, .. } => answer.len_hint(),
         }
     }
 }
@@ -105,6 +126,11 @@ impl fmt::Debug for Answer {
             Answer::Bytes(b) => write!(f, "Answer::Bytes({} bytes)", b.len()),
             Answer::File { ranges, .. } => write!(f, "Answer::File({} ranges)", ranges.len()),
             Answer::Stream(_) => f.write_str("Answer::Stream"),
+            Answer::Announced { progress, answer } => f
+                .debug_struct("Answer::Announced")
+                .field("progress", progress)
+                .field("answer", answer)
+                .finish(),
         }
     }
 }

@@ -44,7 +44,9 @@ pub use driver::{
     ANSWER_PIECE, BODY_CHUNK, COMPRESSION_SAMPLE, DATA_CHANNEL_CHUNKS, MIN_COMPRESSION_GAIN,
     OUTPUT_WATERMARK,
 };
-pub use fs::{LISTING_SLOTS, MAX_ITER_FILES, MAX_LIST_ENTRIES, MAX_READV_RANGES};
+pub use fs::{
+    LISTING_SLOTS, MAX_ITER_FILES, MAX_LIST_ENTRIES, MAX_READV_RANGES, VALIDATED_ANSWER_MIN,
+};
 pub use gateway::{Gateway, GatewayConfig};
 pub use http::BODY_CHANNEL_CHUNKS;
 pub use http::router;
@@ -56,8 +58,8 @@ pub use pool::{FILE_IO_THREADS, MAX_SHARE_THREADS};
 pub use serve::{HTTP1_MAX_BUF, LISTEN_BACKLOG, ServeHandle, listen, serve};
 pub use stop::GraceExpired;
 pub use storage::{
-    EntryKind, EntryMeta, LocalStorage, MAX_INLINE_ANSWER, ReadRanges, StagedUpload, Storage,
-    StorageFuture, SweepReport, UPLOAD_BUFFER,
+    EntryKind, EntryMeta, Etag, FileRead, LocalStorage, MAX_INLINE_ANSWER, ReadRanges,
+    StagedUpload, Storage, StorageFuture, SweepReport, UPLOAD_BUFFER,
 };
 pub use stream::{DEFAULT_TCP_PORT, WritePolicy, serve_connection, serve_stdio, serve_tcp};
 pub use tree::{RESERVED_COMPONENT, TEMP_PREFIX, clean_path};

@@ -223,6 +223,17 @@ impl ClientReactor {
         }
     }
 
+    /// From now on, sends request frames of at most `max` payload bytes
+    /// (the server's `max-frame-size` from `hello`) if that is below the
+    /// configured [`ClientConfig::max_payload`]. Never below 260 bytes
+    /// (an argument header and a full name), the least a server may set
+    /// being 1,024.
+    pub fn limit_payload(&mut self, max: usize) {
+        if max < self.encoder.max_payload() {
+            self.encoder = RequestEncoder::new(max);
+        }
+    }
+
     // ---- getters ------------------------------------------------------------
 
     /// Requests still sending or awaiting their answer.

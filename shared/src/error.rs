@@ -21,7 +21,8 @@ macro_rules! codes {
         impl ErrorCode {
             $( $(#[$doc])* pub const $konst: ErrorCode = ErrorCode(Cow::Borrowed($text)); )*
 
-            /// Every code defined by PROTOCOL.md §10.
+            /// Every code defined by PROTOCOL.md §10, and `file-changed`
+            /// (our extension).
             pub const KNOWN: &'static [ErrorCode] = &[$(Self::$konst),*];
 
             /// Whether this code belongs to the `protocol` class (§10).
@@ -33,7 +34,7 @@ macro_rules! codes {
                 }
             }
 
-            /// Whether this is one of the codes of §10.
+            /// Whether this is one of the codes of [`ErrorCode::KNOWN`].
             pub fn is_known(&self) -> bool {
                 matches!(self.as_str(), $( $text )|*)
             }
@@ -98,6 +99,11 @@ codes! {
     INVALID_PATH = "invalid-path", false;
     /// A range reaches past the end of the file.
     SHORT_READ = "short-read", false;
+    /// The file is no longer the version the request named (`get` or
+    /// `readv` with `if-match`): its bytes would not continue what the client
+    /// already has. An extension of §10 (the project's `docs/protocol.md`):
+    /// an older client keeps it as an unknown code.
+    FILE_CHANGED = "file-changed", false;
     /// The server (or a plain HTTP fallback) cannot do this.
     NOT_SUPPORTED = "not-supported", false;
     /// The server failed in a way that is not the client's fault.
@@ -234,5 +240,20 @@ impl PayloadError {
             what,
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_changed_is_a_known_application_code() {
+        let code = ErrorCode::new("file-changed");
+        assert_eq!(code, ErrorCode::FILE_CHANGED);
+        assert!(code.is_known());
+        assert!(!code.is_protocol());
+        // An older peer's view of it: any code it does not know survives.
+        assert_eq!(ErrorCode::new("file-moved").as_str(), "file-moved");
     }
 }

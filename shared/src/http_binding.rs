@@ -9,6 +9,18 @@ use crate::stream::Encoding;
 /// lowercase as HTTP/2 sends it (HTTP/1 header names are case-insensitive).
 pub const ACCEPT_ENCODING_HEADER: &str = "framegate-accept-encoding";
 
+/// Response header naming why a framegate endpoint refused a POST (§7.3's
+/// short `text/plain` answers; our addition): its presence says the
+/// refusal comes from a framegate server — a plain server's 404 or 405 has
+/// none — and [`REFUSAL_NO_SUCH_DIRECTORY`] tells a missing base apart
+/// from any other 404. Values: `no-such-directory`, `not-an-endpoint`,
+/// `method`, `content-type`, `accept`, `read-only`, `unauthorized`,
+/// `too-large`, `unavailable`.
+pub const REFUSAL_HEADER: &str = "framegate-refusal";
+
+/// [`REFUSAL_HEADER`]'s value when the base directory does not exist.
+pub const REFUSAL_NO_SUCH_DIRECTORY: &str = "no-such-directory";
+
 /// The value of [`ACCEPT_ENCODING_HEADER`] for the encodings a client
 /// accepts, most preferred first.
 ///

@@ -59,6 +59,11 @@ impl Arguments {
         self.0.get(name)
     }
 
+    /// Removes `name`; its value if it was present.
+    pub fn remove(&mut self, name: &str) -> Option<Bytes> {
+        self.0.remove(name)
+    }
+
     /// The value of `name` as UTF-8.
     pub fn get_str(&self, name: &str) -> Option<Result<&str, std::str::Utf8Error>> {
         self.0.get(name).map(|v| std::str::from_utf8(v))

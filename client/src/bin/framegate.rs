@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
-use framegate_client::{Error, Hooks, Options, StatAnswer, Transport};
+use framegate_client::{
+    DownloadOptions, Error, Hooks, Options, StatAnswer, Transport, partial_path, replace_file,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -20,7 +22,8 @@ Exit codes:
   2  usage error
   3  connection, TLS or HTTP error
   4  credentials needed (HTTP 401/407)
-  5  no framegate server where one was required, or the server broke the protocol";
+  5  no framegate server where one was required, or the server broke the protocol
+  6  a local file could not be read or written";
 
 #[derive(Parser, Debug)]
 #[command(name = "framegate", version, about = "Read and write files through a framegate gateway, or any web server", after_help = EXIT_CODES)]
@@ -46,6 +49,9 @@ struct Cli {
     /// Longest silence while reading an answer.
     #[arg(long, global = true, default_value = "120s", value_parser = humantime::parse_duration)]
     read_timeout: Duration,
+    /// How long a download retries dropped connections (with backoff).
+    #[arg(long, global = true, default_value = "60s", value_parser = humantime::parse_duration)]
+    retry_deadline: Duration,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -58,8 +64,18 @@ enum Cmd {
     Ls { url: String },
     /// Write a file to stdout.
     Cat { url: String },
-    /// Download a file (resumes if the connection drops).
-    Get { url: String, dest: Option<PathBuf> },
+    /// Download a file: into `.NAME.framegate-partial` beside DEST, renamed
+    /// over DEST when complete (a failure leaves DEST as it was); a dropped
+    /// connection is retried until --retry-deadline, continuing while the
+    /// server has the same version of the file.
+    Get {
+        url: String,
+        dest: Option<PathBuf>,
+        /// Continue from the partial file an earlier run left, if the
+        /// server still has the same version (else start over).
+        #[arg(long, short = 'c')]
+        r#continue: bool,
+    },
     /// Upload a file (atomic replace).
     Put { src: PathBuf, url: String },
     /// Show a file's kind, size, mtime and mode.
@@ -140,6 +156,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     options.compress = !cli.no_compress;
     options.connect_timeout = cli.connect_timeout;
     options.read_timeout = cli.read_timeout;
+    options.retry_deadline = cli.retry_deadline;
     options.hooks = Hooks {
         on_text: Some(Arc::new(|text: &str| eprint!("{text}"))),
         on_progress: None,
@@ -199,7 +216,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
             t.get_into(&name, &mut stdout).await?;
             stdout.flush().await?;
         }
-        Cmd::Get { url, dest } => {
+        Cmd::Get {
+            url,
+            dest,
+            r#continue,
+        } => {
             let (dir, name) = split_url(&url)?;
             let dest =
                 dest.unwrap_or_else(|| PathBuf::from(name.rsplit('/').next().unwrap_or(&name)));
@@ -208,11 +229,22 @@ async fn run(cli: Cli) -> Result<(), Error> {
             } else {
                 dest
             };
-            let t = open(&ctx, &dir).await?;
-            let size = t.stat(&name).await.ok().map(|s| s.size);
-            let pb = bar(&ctx, size, &name);
-            let watcher = watch_file(pb.clone(), dest.clone());
-            let result = t.download(&name, &dest).await;
+            // No `stat` first (one message for the file): the server
+            // names a large file's size in a progress report before its
+            // bytes, and the bar takes its length from there.
+            let pb = bar(&ctx, None, &name);
+            let mut options = ctx.options.clone();
+            let sized = pb.clone();
+            options.hooks.on_progress =
+                Some(Arc::new(move |p: &framegate_wire::ProgressPayload| {
+                    if p.topic == "get" && p.pos == 0 {
+                        sized.set_length(p.total);
+                    }
+                }));
+            let t = Transport::open(&dir, options).await?;
+            let watcher = watch_file(pb.clone(), partial_path(&dest));
+            let how = DownloadOptions::default().resume(r#continue);
+            let result = t.download_with(&name, &dest, &how).await;
             watcher.abort();
             pb.finish_and_clear();
             let n = result?;
@@ -388,7 +420,7 @@ async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error> {
             if let Some(parent) = dest.parent() {
                 tokio::fs::create_dir_all(parent).await?;
             }
-            tokio::fs::write(&dest, &data).await?;
+            replace_file(&dest, &data).await?;
             set_mtime(&dest, s.mtime)?;
             downloaded += 1;
             bytes_done += data.len() as u64;
@@ -435,6 +467,7 @@ fn exit_code(err: &Error) -> u8 {
         Error::Usage(_) | Error::InvalidUrl(_) => 2,
         Error::NeedsCredentials { .. } => 4,
         Error::Misbehaved { .. } | Error::NotSmart { .. } => 5,
+        Error::Local { .. } | Error::Io(_) => 6,
         _ => 3,
     }
 }

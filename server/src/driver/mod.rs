@@ -17,6 +17,7 @@
 //! completion `seq`. Dropping the driver aborts every command of the
 //! message (staged uploads are removed by their guards).
 
+mod answering;
 mod budget;
 mod order;
 mod output;
@@ -583,6 +584,12 @@ impl Driver {
         &mut self,
         joined: Result<(tokio::task::Id, Result<Answer, CommandError>), tokio::task::JoinError>,
     ) {
+        // Notes a command sent before it finished go first: its text and
+        // progress precede its answer (§4.2), and none is dropped as sent
+        // after the answer ended.
+        while let Ok(note) = self.notes_rx.try_recv() {
+            self.apply_note(note);
+        }
         let (task, result) = match joined {
             Ok((task, result)) => (task, result),
             Err(err) if err.is_panic() => {
@@ -619,41 +626,5 @@ impl Driver {
         }
         self.answer(id, result, slot);
         self.budget.sync(self.lazy.len());
-    }
-
-    fn answer(
-        &mut self,
-        id: RequestId,
-        result: Result<Answer, CommandError>,
-        slot: Option<OwnedSemaphorePermit>,
-    ) {
-        match result {
-            Err(err) => {
-                let _ = self.reactor.fail_command(id, err.into());
-            }
-            Ok(Answer::Bytes(bytes)) => {
-                if self.reactor.send_answer_data(id, bytes).is_ok() {
-                    let _ = self.reactor.finish_answer(id);
-                }
-            }
-            Ok(Answer::File { file, ranges }) => self.lazy.push(
-                id,
-                output::Source::File {
-                    file: Arc::new(file),
-                    ranges: ranges.into(),
-                },
-                slot,
-            ),
-            Ok(Answer::Stream(stream)) => {
-                self.lazy.push(id, output::Source::Stream(stream), slot);
-            }
-        }
-    }
-
-    fn apply_note(&mut self, note: Note) {
-        let _ = match note {
-            Note::Text(id, atoms) => self.reactor.send_text(id, &atoms),
-            Note::Progress(id, progress) => self.reactor.send_progress(id, &progress),
-        };
     }
 }

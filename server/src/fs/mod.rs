@@ -24,8 +24,8 @@ pub const MAX_ITER_FILES: usize = 1_000_000;
 /// Most entries `list_dir` lists.
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;
 
-pub use read::LISTING_SLOTS;
 pub(crate) use read::listing_slot;
+pub use read::{LISTING_SLOTS, VALIDATED_ANSWER_MIN};
 
 impl Registry {
     /// The file commands of §9 (`get`, `readv`, `has`, `stat`, `list_dir`,

@@ -1,16 +1,33 @@
-//! The read commands (§9.2).
+//! The read commands (§9.2), with our validators: `get` and `readv` take
+//! an optional `if-match` (a version from `stat`) and announce the version
+//! their bytes come from (docs/protocol.md, "File versions").
+
+use framegate_wire::ProgressPayload;
 
 use crate::command::{Answer, Call, CommandError};
-use crate::storage::{EntryKind, ReadRanges};
+use crate::storage::{EntryKind, FileRead, ReadRanges};
 
 use super::{Fut, MAX_ITER_FILES, MAX_LIST_ENTRIES, MAX_READV_RANGES, optional_path, path_arg};
 use crate::pool::blocking;
 
+/// A `get` or `readv` answer at least this long is preceded by one
+/// `progress` frame that names the version of the file its bytes come from
+/// (`item`: the etag; `total`: the answer's length). Smaller answers go
+/// without: a frame per command would weigh on batches of small reads, and
+/// a small answer is cheap to fetch again whole.
+pub const VALIDATED_ANSWER_MIN: u64 = 64 * 1024;
+
 pub(super) fn get(mut call: Call) -> Fut {
     Box::pin(async move {
         let path = path_arg(&call, "path")?;
+        let if_match = if_match_arg(&call)?;
         call.turn.wait().await?;
-        call.ctx.storage.read(&path, ReadRanges::Whole).await
+        let read = call
+            .ctx
+            .storage
+            .read(&path, ReadRanges::Whole, if_match.as_deref())
+            .await?;
+        Ok(announce("get", read))
     })
 }
 
@@ -19,12 +36,43 @@ pub(super) fn readv(mut call: Call) -> Fut {
         let path = path_arg(&call, "path")?;
         let ranges = framegate_wire::ranges::parse_ranges(call.arg("ranges")?, MAX_READV_RANGES)
             .map_err(|e| CommandError::bad("ranges", e))?;
+        let if_match = if_match_arg(&call)?;
         call.turn.wait().await?;
-        call.ctx
+        let read = call
+            .ctx
             .storage
-            .read(&path, ReadRanges::Ranges(ranges))
-            .await
+            .read(&path, ReadRanges::Ranges(ranges), if_match.as_deref())
+            .await?;
+        Ok(announce("readv", read))
     })
+}
+
+/// The optional `if-match` argument: a version as `stat` gave it.
+fn if_match_arg(call: &Call) -> Result<Option<String>, CommandError> {
+    call.args
+        .get("if-match")
+        .map(|raw| {
+            std::str::from_utf8(raw)
+                .map(str::to_owned)
+                .map_err(|_| CommandError::bad("if-match", "not UTF-8"))
+        })
+        .transpose()
+}
+
+/// The answer of a read, preceded by the version of its file when it is at
+/// least [`VALIDATED_ANSWER_MIN`] long.
+fn announce(topic: &str, read: FileRead) -> Answer {
+    let FileRead { answer, etag } = read;
+    match answer.len_hint() {
+        Some(total) if total >= VALIDATED_ANSWER_MIN => answer.announced(ProgressPayload {
+            topic: topic.to_owned(),
+            pos: 0,
+            total,
+            label: Some("bytes".to_owned()),
+            item: Some(etag.as_str().to_owned()),
+        }),
+        _ => answer,
+    }
 }
 
 pub(super) fn has(mut call: Call) -> Fut {
@@ -49,6 +97,7 @@ pub(super) fn stat(mut call: Call) -> Fut {
         };
         Ok(Answer::Bytes(
             framegate_wire::StatAnswer {
+                etag: meta.etag.map(|etag| etag.as_str().to_owned()),
                 kind,
                 mode: meta.mode,
                 size: meta.size,

@@ -8,7 +8,9 @@ use std::sync::atomic::AtomicBool;
 
 use axum::extract::{FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
-use framegate_wire::http_binding::{ACCEPT_ENCODING_HEADER, Endpoint};
+use framegate_wire::http_binding::{
+    ACCEPT_ENCODING_HEADER, Endpoint, REFUSAL_HEADER, REFUSAL_NO_SUCH_DIRECTORY,
+};
 use framegate_wire::{Encoding, ErrorCode, MEDIA_TYPE, OutputMode};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -32,6 +34,23 @@ pub(super) struct Refusal {
     status: StatusCode,
     text: String,
     header: Option<(header::HeaderName, HeaderValue)>,
+    /// What [`REFUSAL_HEADER`] says, if more than the status does (see
+    /// there for the values).
+    reason: Option<&'static str>,
+}
+
+/// The refusal token a status stands for when no reason was given.
+fn reason_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not-an-endpoint",
+        StatusCode::METHOD_NOT_ALLOWED => "method",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "content-type",
+        StatusCode::NOT_ACCEPTABLE => "accept",
+        StatusCode::FORBIDDEN => "read-only",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        _ => "unavailable",
+    }
 }
 
 impl Refusal {
@@ -40,6 +59,15 @@ impl Refusal {
             status,
             text: text.into(),
             header: None,
+            reason: None,
+        }
+    }
+
+    /// A base directory that does not exist (or is no directory).
+    fn no_such_directory() -> Self {
+        Refusal {
+            reason: Some(REFUSAL_NO_SUCH_DIRECTORY),
+            ..Refusal::new(StatusCode::NOT_FOUND, "base not found")
         }
     }
 
@@ -55,6 +83,11 @@ impl IntoResponse for Refusal {
         if let Some((name, value)) = self.header {
             response.headers_mut().insert(name, value);
         }
+        let reason = self.reason.unwrap_or_else(|| reason_of(self.status));
+        response.headers_mut().insert(
+            header::HeaderName::from_static(REFUSAL_HEADER),
+            HeaderValue::from_static(reason),
+        );
         response
     }
 }
@@ -149,8 +182,7 @@ fn check(
             "message larger than this server accepts",
         ));
     }
-    let base_path =
-        tree_path(base).ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "base not found"))?;
+    let base_path = tree_path(base).ok_or_else(Refusal::no_such_directory)?;
     let encoding = header_str(
         headers,
         header::HeaderName::from_static(ACCEPT_ENCODING_HEADER),
@@ -179,7 +211,7 @@ pub(super) async fn message(gw: Arc<Gateway>, request: Request) -> Response {
     let storage: Arc<dyn Storage> = match gw.storage.base(&accepted.base_path).await {
         Ok(storage) => storage,
         Err(err) if base_missing(&err.code) => {
-            return Refusal::new(StatusCode::NOT_FOUND, "base not found").into_response();
+            return Refusal::no_such_directory().into_response();
         }
         Err(_) => {
             return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "base could not be opened")

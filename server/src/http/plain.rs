@@ -1,201 +1,93 @@
 //! Plain file access (§7.6 from the server's side): `GET`/`HEAD` of files
-//! through tower-http's `ServeDir` (ranges, conditional requests,
-//! `Last-Modified`) plus an `ETag`, `multipart/byteranges` for multi-range
-//! requests, and JSON directory listings in nginx's `autoindex_format json`
-//! shape ([`listing`]). Every path is checked through the cap-std sandbox
-//! first, so a symlink leading outside the tree is a 404.
+//! ([`file`]: served from the file the request opened, with the validators
+//! of that same open file — `ETag`, `Last-Modified`, conditional requests,
+//! single ranges and `multipart/byteranges`), and JSON directory listings
+//! in nginx's `autoindex_format json` shape ([`listing`]). Every path is
+//! checked through the cap-std sandbox first, so a symlink leading outside
+//! the tree is a 404.
 
+mod file;
 mod listing;
 
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode, header};
-use tower::ServiceExt;
-use tower_http::services::ServeDir;
+use axum::response::Response;
+use cap_std::fs::Dir;
+use http::{StatusCode, header};
+use percent_encoding::percent_decode_str;
 
-use super::{header_str, plain, tree_path};
-use crate::driver::ANSWER_PIECE;
+use super::{plain, tree_path};
 use crate::gateway::Gateway;
 
+/// The latest time an HTTP date can show (9999-12-31T23:59:59Z); later
+/// modification times are shown as this (`httpdate` would panic).
+const LATEST_HTTP_DATE: Duration = Duration::from_secs(253_402_300_799);
+
+/// `time` as an HTTP date shows it: whole seconds, between the epoch and
+/// [`LATEST_HTTP_DATE`] (`httpdate` panics outside).
+fn http_time(time: SystemTime) -> SystemTime {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    UNIX_EPOCH + Duration::from_secs(since.as_secs()).min(LATEST_HTTP_DATE)
+}
+
+/// What a plain request's path named, opened.
+enum Opened {
+    /// A regular file, with the metadata of the open descriptor.
+    File(std::fs::File, cap_std::fs::Metadata),
+    Dir,
+}
+
+/// Opens `rel` once: a file is then served from this descriptor alone.
+fn open(root: &Dir, rel: &Path) -> io::Result<Opened> {
+    let (file, meta) = crate::storage::open_to_read(root, rel)?;
+    if meta.is_dir() {
+        Ok(Opened::Dir)
+    } else if meta.is_file() {
+        Ok(Opened::File(file, meta))
+    } else {
+        // FIFOs, sockets, devices: not served.
+        Err(io::ErrorKind::NotFound.into())
+    }
+}
+
+/// Whether the URL path has a `..` segment, percent-encoded or not.
+fn has_dot_dot(url_path: &str) -> bool {
+    percent_decode_str(url_path)
+        .decode_utf8()
+        .map_or(true, |path| path.split('/').any(|part| part == ".."))
+}
+
 pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Request) -> Response {
-    let Some(rel) = tree_path(url_path) else {
+    // A `..` segment is refused, not resolved (as nginx and tower-http's
+    // `ServeDir`, which served files here before, do).
+    let rel = tree_path(url_path).filter(|_| !has_dot_dot(url_path));
+    let Some(rel) = rel else {
         return plain(StatusCode::NOT_FOUND, "not found");
     };
-    let root = gw.root.clone();
-    let probe = {
-        let rel = rel.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<Option<Probe>> {
-            let meta = root.metadata(&rel)?;
-            if meta.is_dir() {
-                return Ok(None);
-            }
-            let file = root.open(&rel)?.into_std();
-            Ok(Some(Probe { file, meta }))
-        })
-        .await
+    let opened = {
+        let (root, rel) = (gw.root.clone(), rel.clone());
+        crate::pool::blocking(move || Ok(open(&root, &rel))).await
     };
-    let probe = match probe {
-        Ok(Ok(Some(probe))) => probe,
+    match opened {
+        Ok(Ok(Opened::File(file, meta))) => file::answer(file, &meta, &rel, &request),
         // A directory: redirected to its slash form before anything is
         // listed (a cheap request must not cost a listing).
-        Ok(Ok(None)) if !url_path.ends_with('/') => {
+        Ok(Ok(Opened::Dir)) if !url_path.ends_with('/') => {
             let location = format!("{url_path}/");
-            return Response::builder()
+            Response::builder()
                 .status(StatusCode::MOVED_PERMANENTLY)
                 .header(header::LOCATION, location)
                 .body(Body::empty())
-                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "redirect"));
+                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "redirect"))
         }
         // Bounded in memory and time, sharing the server's listing slots
         // and entry bound with `list_dir`.
-        Ok(Ok(None)) => return listing::answer(&gw, rel, request).await,
-        _ => return plain(StatusCode::NOT_FOUND, "not found"),
-    };
-    let Probe { file, meta } = probe;
-    let etag = etag_of(&meta);
-    if header_str(request.headers(), header::IF_NONE_MATCH)
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    {
-        return Response::builder()
-            .status(StatusCode::NOT_MODIFIED)
-            .header(header::ETAG, &etag)
-            .body(Body::empty())
-            .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "304"));
+        Ok(Ok(Opened::Dir)) => listing::answer(&gw, rel, request).await,
+        _ => plain(StatusCode::NOT_FOUND, "not found"),
     }
-    let range = header_str(request.headers(), header::RANGE).map(str::to_string);
-    if let Some(range) = range.filter(|r| r.contains(','))
-        && let Some(response) = multi_range(
-            file,
-            meta.len(),
-            &range,
-            &etag,
-            request.method() == Method::HEAD,
-        )
-    {
-        return response;
-    }
-    let mut response = match ServeDir::new(&gw.config.root)
-        .append_index_html_on_directories(false)
-        .oneshot(request)
-        .await
-    {
-        Ok(r) => r.into_response(),
-        Err(never) => match never {},
-    };
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
-    response
-}
-
-/// A file opened to be served, with its metadata.
-struct Probe {
-    file: std::fs::File,
-    meta: cap_std::fs::Metadata,
-}
-
-fn etag_of(meta: &cap_std::fs::Metadata) -> String {
-    use cap_std::fs::MetadataExt;
-    format!(
-        "\"{:x}-{:x}-{:x}\"",
-        meta.ino(),
-        meta.len(),
-        meta.mtime() as u64 * 1_000_000_000 + meta.mtime_nsec() as u64
-    )
-}
-
-/// A piece of a `multipart/byteranges` body.
-enum Segment {
-    /// Part headers and the closing boundary.
-    Text(Bytes),
-    /// `(offset, length)` of the file, at most [`ANSWER_PIECE`] long.
-    File(u64, u64),
-}
-
-/// Longest a multipart boundary line adds per part, for Content-Length.
-const MULTIPART_BOUNDARY: &str = "framegate-byteranges-3d6b9f2a";
-
-/// A `multipart/byteranges` answer for a multi-range request, or `None`
-/// to let `ServeDir` answer (it ignores or refuses what it cannot do).
-fn multi_range(
-    file: std::fs::File,
-    size: u64,
-    range: &str,
-    etag: &str,
-    head: bool,
-) -> Option<Response> {
-    let parsed = http_range_header::parse_range_header(range).ok()?;
-    let ranges = match parsed.validate(size) {
-        Ok(ranges) => ranges,
-        Err(_) => {
-            return Response::builder()
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
-                .body(Body::empty())
-                .ok();
-        }
-    };
-    if ranges.len() < 2 {
-        return None;
-    }
-    let mut parts: Vec<(Bytes, u64, u64)> = Vec::with_capacity(ranges.len());
-    let mut total = 0u64;
-    for r in &ranges {
-        let (start, end) = (*r.start(), *r.end());
-        let head = format!(
-            "\r\n--{MULTIPART_BOUNDARY}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {start}-{end}/{size}\r\n\r\n"
-        );
-        total += head.len() as u64 + (end - start + 1);
-        parts.push((Bytes::from(head), start, end - start + 1));
-    }
-    let tail = Bytes::from(format!("\r\n--{MULTIPART_BOUNDARY}--\r\n"));
-    total += tail.len() as u64;
-    let file = Arc::new(file);
-    let body = if head {
-        Body::empty()
-    } else {
-        // Each part's bytes are read in pieces as the body is sent, so a
-        // request for huge ranges holds one piece, not a part.
-        let mut segments = Vec::new();
-        for (head, offset, len) in parts {
-            segments.push(Segment::Text(head));
-            let mut at = 0;
-            while at < len {
-                let piece = (len - at).min(ANSWER_PIECE as u64);
-                segments.push(Segment::File(offset + at, piece));
-                at += piece;
-            }
-        }
-        segments.push(Segment::Text(tail));
-        let stream =
-            futures_util::StreamExt::then(futures_util::stream::iter(segments), move |seg| {
-                let file = file.clone();
-                async move {
-                    match seg {
-                        Segment::Text(text) => Ok::<_, std::io::Error>(text),
-                        Segment::File(offset, len) => tokio::task::spawn_blocking(move || {
-                            crate::driver::read_piece(&file, offset, len as usize)
-                        })
-                        .await
-                        .map_err(std::io::Error::other)?,
-                    }
-                }
-            });
-        Body::from_stream(stream)
-    };
-    Response::builder()
-        .status(StatusCode::PARTIAL_CONTENT)
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/byteranges; boundary={MULTIPART_BOUNDARY}"),
-        )
-        .header(header::CONTENT_LENGTH, total)
-        .header(header::ETAG, etag)
-        .header(header::ACCEPT_RANGES, "bytes")
-        .body(body)
-        .ok()
 }

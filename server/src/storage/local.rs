@@ -18,13 +18,13 @@ use framegate_wire::ErrorCode;
 
 use super::journal;
 use super::local_read::{
-    answer_ranges, dir_entries, dir_names, is_a_directory, meta_of, not_regular, open_file, walk,
+    dir_entries, dir_names, is_a_directory, meta_of, not_regular, read_file, walk,
 };
 use super::lock::{LockedFile, Open, PathLocks, lock_file, sync_dir};
 use super::staging::STAGING_MODE;
 use super::staging::{LocalStaged, UPLOAD_BUFFER};
-use super::{EntryMeta, ReadRanges, StagedUpload, Storage, StorageFuture};
-use crate::answer::{Answer, CommandError};
+use super::{EntryMeta, FileRead, ReadRanges, StagedUpload, Storage, StorageFuture};
+use crate::answer::CommandError;
 use crate::pool::blocking;
 use crate::tree::{RESERVED_COMPONENT, io_error, split_parent};
 
@@ -455,27 +455,16 @@ impl Storage for LocalStorage {
         })
     }
 
-    fn read(&self, path: &Path, ranges: ReadRanges) -> StorageFuture<'_, Answer> {
+    fn read(
+        &self,
+        path: &Path,
+        ranges: ReadRanges,
+        if_match: Option<&str>,
+    ) -> StorageFuture<'_, FileRead> {
         let path = path.to_path_buf();
+        let if_match = if_match.map(str::to_owned);
         on_view(&self.view, move |view| {
-            let (file, size) = open_file(&view.base, &path)?;
-            let ranges = match ranges {
-                ReadRanges::Whole => vec![(0, size)],
-                ReadRanges::Ranges(ranges) => {
-                    if let Some(&(offset, length)) =
-                        ranges.iter().find(|(o, l)| o.saturating_add(*l) > size)
-                    {
-                        return Err(CommandError::new(
-                            ErrorCode::SHORT_READ,
-                            format!(
-                                "range {offset},{length} ends past the end of the file ({size} bytes)"
-                            ),
-                        ));
-                    }
-                    ranges
-                }
-            };
-            answer_ranges(file, ranges)
+            read_file(&view.base, &path, ranges, if_match.as_deref())
         })
     }
 

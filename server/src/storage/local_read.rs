@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptionsExt as _};
 use framegate_wire::ErrorCode;
 
-use super::{EntryKind, EntryMeta};
+use super::{EntryKind, EntryMeta, Etag, FileRead, ReadRanges};
 use crate::answer::{Answer, CommandError};
 use crate::tree::{RESERVED_COMPONENT, TEMP_PREFIX, io_error};
 
@@ -34,6 +34,7 @@ pub(super) fn meta_of(meta: &cap_std::fs::Metadata) -> EntryMeta {
         .and_then(|t| t.into_std().duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0.0, |d| d.as_secs_f64());
     EntryMeta {
+        etag: (kind == EntryKind::File).then(|| Etag::of(meta)),
         kind,
         size: meta.len(),
         mtime,
@@ -62,33 +63,75 @@ pub(super) fn not_regular(path: &Path) -> CommandError {
     )
 }
 
-/// Opens a file to read. `O_NONBLOCK`: opening a FIFO must not hold a pool
-/// thread until a writer comes (it is refused right after); regular files
-/// read as usual.
-pub(super) fn open_file(base: &Dir, path: &Path) -> Result<(std::fs::File, u64), CommandError> {
-    let file = base
-        .open_with(
-            path,
-            cap_std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK),
-        )
-        .map_err(|e| io_error(&e, path))?;
-    let meta = file.metadata().map_err(|e| io_error(&e, path))?;
+/// Opens `path` to read and takes its metadata from the open descriptor
+/// (`fstat`): what is described is what will be read, even if the path is
+/// replaced meanwhile. `O_NONBLOCK`: opening a FIFO must not hold a pool
+/// thread until a writer comes (callers refuse anything but regular files
+/// and directories); regular files read as usual. Also used by plain HTTP.
+pub(crate) fn open_to_read(
+    base: &Dir,
+    path: &Path,
+) -> io::Result<(std::fs::File, cap_std::fs::Metadata)> {
+    let file = base.open_with(
+        path,
+        cap_std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK),
+    )?;
+    let meta = file.metadata()?;
+    Ok((file.into_std(), meta))
+}
+
+/// Opens a regular file to read; returns it with its size and version,
+/// both from the open file.
+fn open_file(base: &Dir, path: &Path) -> Result<(std::fs::File, u64, Etag), CommandError> {
+    let (file, meta) = open_to_read(base, path).map_err(|e| io_error(&e, path))?;
     if meta.is_dir() {
         return Err(is_a_directory(path));
     }
     if !meta.is_file() {
         return Err(not_regular(path));
     }
-    Ok((file.into_std(), meta.len()))
+    Ok((file, meta.len(), Etag::of(&meta)))
+}
+
+/// Reads `ranges` of the file at `path` (see [`super::Storage::read`]).
+pub(super) fn read_file(
+    base: &Dir,
+    path: &Path,
+    ranges: ReadRanges,
+    if_match: Option<&str>,
+) -> Result<FileRead, CommandError> {
+    let (file, size, etag) = open_file(base, path)?;
+    if if_match.is_some_and(|wanted| wanted != etag.as_str()) {
+        // No path, no tag in the message: a fresh `stat` gives the new tag.
+        return Err(CommandError::new(
+            ErrorCode::FILE_CHANGED,
+            "the file changed: it is no longer the version named by if-match",
+        ));
+    }
+    let ranges = match ranges {
+        ReadRanges::Whole => vec![(0, size)],
+        ReadRanges::Ranges(ranges) => {
+            if let Some(&(offset, length)) =
+                ranges.iter().find(|(o, l)| o.saturating_add(*l) > size)
+            {
+                return Err(CommandError::new(
+                    ErrorCode::SHORT_READ,
+                    format!("range {offset},{length} ends past the end of the file ({size} bytes)"),
+                ));
+            }
+            ranges
+        }
+    };
+    Ok(FileRead {
+        answer: answer_ranges(file, ranges)?,
+        etag,
+    })
 }
 
 /// Reads ranges of `file` into memory if small, else keeps the file open.
-pub(super) fn answer_ranges(
-    file: std::fs::File,
-    ranges: Vec<(u64, u64)>,
-) -> Result<Answer, CommandError> {
+fn answer_ranges(file: std::fs::File, ranges: Vec<(u64, u64)>) -> Result<Answer, CommandError> {
     let total: u64 = ranges.iter().map(|r| r.1).sum();
     if total > MAX_INLINE_ANSWER {
         return Ok(Answer::File { file, ranges });

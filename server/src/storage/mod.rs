@@ -17,6 +17,7 @@
 //! What the trait is not for: ordering (the driver decides when a command
 //! may take effect) and path rules (the caller cleans paths first).
 
+mod etag;
 mod journal;
 mod local;
 mod local_read;
@@ -33,8 +34,10 @@ use bytes::Bytes;
 
 use crate::answer::{Answer, CommandError};
 
+pub use etag::Etag;
 pub use local::{LocalStorage, SweepReport};
 pub use local_read::MAX_INLINE_ANSWER;
+pub(crate) use local_read::open_to_read;
 pub use staging::UPLOAD_BUFFER;
 
 /// A future returned by a storage operation.
@@ -64,6 +67,19 @@ pub struct EntryMeta {
     pub mtime: f64,
     /// Permission bits (`0o7777` at most).
     pub mode: u32,
+    /// The version of a regular file ([`Etag`]); `None` for anything else.
+    pub etag: Option<Etag>,
+}
+
+/// The bytes of a file a read answers, and the version of the file they
+/// come from: taken from the file opened for this answer, never looked up
+/// again by path.
+#[derive(Debug)]
+pub struct FileRead {
+    /// The bytes.
+    pub answer: Answer,
+    /// The version they come from.
+    pub etag: Etag,
 }
 
 /// Which bytes of a file a read answers.
@@ -106,8 +122,16 @@ pub trait Storage: Send + Sync + 'static {
     /// Whether the tree is there and readable.
     fn health(&self) -> StorageFuture<'_, ()>;
     /// Bytes of a file: small answers in memory, large ones as a source read
-    /// when sent (a snapshot of the file as it was opened).
-    fn read(&self, path: &Path, ranges: ReadRanges) -> StorageFuture<'_, Answer>;
+    /// when sent (a snapshot of the file as it was opened), with the version
+    /// of the file opened. With `if_match`, a file whose version is another
+    /// is `file-changed` (checked before the ranges: a changed file that
+    /// shrank is not `short-read`).
+    fn read(
+        &self,
+        path: &Path,
+        ranges: ReadRanges,
+        if_match: Option<&str>,
+    ) -> StorageFuture<'_, FileRead>;
     /// What `path` is (a symbolic link is reported, not followed).
     fn stat(&self, path: &Path) -> StorageFuture<'_, EntryMeta>;
     /// Whether `path` exists (following symbolic links inside the tree).

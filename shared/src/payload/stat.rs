@@ -68,13 +68,22 @@ impl<'de> Deserialize<'de> for FileKind {
 }
 
 /// The answer of `stat` (§9.2): a CBOR map `{"kind", "mode", "size",
-/// "mtime"}`.
+/// "mtime"}`, plus `"etag"` for regular files (our extension, see the
+/// project's `docs/protocol.md`).
 ///
-/// Fields are declared in the order they are encoded (canonical: `kind`,
-/// `mode`, `size`, then the longer `mtime`); unknown keys are ignored when
-/// decoding, so a newer server may add some.
+/// Fields are declared in the order they are encoded (canonical: keys by
+/// length, then bytewise: `etag`, `kind`, `mode`, `size`, then the longer
+/// `mtime`); unknown keys are ignored when decoding, so a newer server may
+/// add some, and an answer without `etag` (an older server) decodes with
+/// `etag: None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatAnswer {
+    /// The file's version as a validator (a regular file's only): the same
+    /// text `get`/`readv` accept as `if-match`, and the plain HTTP `ETag`
+    /// without its quotes. Changes whenever the file is replaced or
+    /// rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     /// What the entry is.
     pub kind: FileKind,
     /// Permission bits (`st_mode & 0o7777`).
@@ -114,6 +123,7 @@ mod tests {
     #[test]
     fn encoding_is_pinned() {
         let stat = StatAnswer {
+            etag: None,
             kind: FileKind::File,
             mode: 0o644,
             size: 5,
@@ -152,6 +162,7 @@ mod tests {
                 mtime,
             });
             let ours = StatAnswer {
+                etag: None,
                 kind,
                 mode,
                 size,
@@ -163,9 +174,39 @@ mod tests {
     }
 
     #[test]
+    fn etag_is_the_first_key() {
+        let stat = StatAnswer {
+            etag: Some("1a-5-c8".into()),
+            kind: FileKind::File,
+            mode: 0o644,
+            size: 5,
+            mtime: 1.5,
+        };
+        let wire: &[u8] = &[
+            0xa5, // map(5)
+            0x64, b'e', b't', b'a', b'g', 0x67, b'1', b'a', b'-', b'5', b'-', b'c',
+            b'8', // "etag": "1a-5-c8"
+            0x64, b'k', b'i', b'n', b'd', 0x64, b'f', b'i', b'l', b'e', // "kind": "file"
+            0x64, b'm', b'o', b'd', b'e', 0x19, 0x01, 0xa4, // "mode": 420
+            0x64, b's', b'i', b'z', b'e', 0x05, // "size": 5
+            0x65, b'm', b't', b'i', b'm', b'e', 0xf9, 0x3e, 0x00, // "mtime": 1.5 (half)
+        ];
+        assert_eq!(&stat.encode()[..], wire);
+        assert_eq!(StatAnswer::decode(wire), Ok(stat));
+        // Without the key (an older server, a directory): no etag.
+        let mut old = wire.to_vec();
+        old.drain(1..14);
+        old[0] = 0xa4;
+        let decoded = StatAnswer::decode(&old).unwrap();
+        assert_eq!(decoded.etag, None);
+        assert_eq!(decoded.size, 5);
+    }
+
+    #[test]
     fn full_precision_mtime() {
         // 1700000000.25 needs a double: 0xfb, then its 8 bytes.
         let stat = StatAnswer {
+            etag: None,
             kind: FileKind::Dir,
             mode: 0o755,
             size: 0,

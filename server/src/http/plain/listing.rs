@@ -35,7 +35,7 @@ use cap_std::fs::Dir;
 use http::{Method, StatusCode, header};
 use tokio::sync::{SemaphorePermit, mpsc};
 
-use super::plain;
+use super::{LATEST_HTTP_DATE, plain};
 use crate::answer::CommandError;
 use crate::fs::MAX_LIST_ENTRIES;
 use crate::gateway::Gateway;
@@ -45,10 +45,6 @@ use crate::tree::{RESERVED_COMPONENT, TEMP_PREFIX, io_error};
 /// About this many bytes of JSON are encoded at a time, as the client
 /// takes them.
 const LISTING_PIECE: usize = 64 * 1024;
-
-/// The latest time an HTTP date can show (9999-12-31T23:59:59Z); later
-/// modification times are shown as this (`httpdate` would panic).
-const LATEST_HTTP_DATE: Duration = Duration::from_secs(253_402_300_799);
 
 /// Answers `GET`/`HEAD` of the directory `rel` (already known to be one,
 /// its URL ending in `/`).

@@ -1,0 +1,294 @@
+//! Batches: many commands, one round trip, typed slots for the answers.
+
+use std::marker::PhantomData;
+
+use bytes::Bytes;
+use framegate_wire::{Arguments, ErrorCode, StatAnswer};
+
+use super::ops::{Op, plain_op};
+use super::{MAX_REQUESTS_PER_MESSAGE, Transport, path_args};
+use crate::error::{Error, Result};
+use crate::ranges::RangeCollector;
+use crate::smart::{self, Request, Source};
+
+/// A typed handle on one result of a batch.
+#[derive(Debug)]
+pub struct Slot<T> {
+    index: usize,
+    decode: fn(&Op, Bytes) -> Result<T>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Slot<T> {}
+
+fn cbor<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    ciborium::from_reader(bytes).map_err(|e| Error::Usage(format!("malformed CBOR answer: {e}")))
+}
+
+fn decode_bytes(_: &Op, b: Bytes) -> Result<Bytes> {
+    Ok(b)
+}
+fn decode_unit(_: &Op, b: Bytes) -> Result<()> {
+    let _: Option<()> = cbor(&b)?;
+    Ok(())
+}
+fn decode_bool(_: &Op, b: Bytes) -> Result<bool> {
+    cbor(&b)
+}
+fn decode_u64(_: &Op, b: Bytes) -> Result<u64> {
+    cbor(&b)
+}
+fn decode_stat(_: &Op, b: Bytes) -> Result<StatAnswer> {
+    cbor(&b)
+}
+fn decode_names(_: &Op, b: Bytes) -> Result<Vec<String>> {
+    cbor(&b)
+}
+fn decode_ranges(op: &Op, b: Bytes) -> Result<Vec<Bytes>> {
+    let Op::Readv(_, ranges) = op else {
+        return Err(Error::Usage("not a readv".into()));
+    };
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(ranges.len());
+    for (_, len) in ranges {
+        let end = at + *len as usize;
+        let piece = (end <= b.len()).then(|| b.slice(at..end)).ok_or_else(|| {
+            Error::remote(
+                ErrorCode::SHORT_READ,
+                "the readv answer is shorter than the ranges asked for",
+            )
+        })?;
+        out.push(piece);
+        at = end;
+    }
+    Ok(out)
+}
+
+/// Commands collected for one message (or a few, past 4,096).
+#[derive(Debug)]
+pub struct Batch<'t> {
+    transport: &'t Transport,
+    ops: Vec<Op>,
+}
+
+impl<'t> Batch<'t> {
+    /// An empty batch on `transport`.
+    pub(super) fn new(transport: &'t Transport) -> Self {
+        Batch {
+            transport,
+            ops: Vec::new(),
+        }
+    }
+}
+
+macro_rules! batch_op {
+    ($(#[$doc:meta])* $fn:ident($($arg:ident: $ty:ty),*) -> $t:ty = $decode:ident, $op:expr) => {
+        $(#[$doc])*
+        pub fn $fn(&mut self, $($arg: $ty),*) -> Slot<$t> {
+            self.push($op, $decode)
+        }
+    };
+}
+
+impl<'t> Batch<'t> {
+    fn push<T>(&mut self, op: Op, decode: fn(&Op, Bytes) -> Result<T>) -> Slot<T> {
+        self.ops.push(op);
+        Slot {
+            index: self.ops.len() - 1,
+            decode,
+            _t: PhantomData,
+        }
+    }
+
+    /// Number of commands.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    batch_op!(/// `get`.
+        get(path: &str) -> Bytes = decode_bytes, Op::Get(path.into()));
+    batch_op!(/// `readv`.
+        readv(path: &str, ranges: &[(u64, u64)]) -> Vec<Bytes> = decode_ranges, Op::Readv(path.into(), ranges.to_vec()));
+    batch_op!(/// `has`.
+        has(path: &str) -> bool = decode_bool, Op::Has(path.into()));
+    batch_op!(/// `stat`.
+        stat(path: &str) -> StatAnswer = decode_stat, Op::Stat(path.into()));
+    batch_op!(/// `list_dir`.
+        list_dir(path: &str) -> Vec<String> = decode_names, Op::ListDir(path.into()));
+    batch_op!(/// `iter_files_recursive`.
+        iter_files_recursive(path: &str) -> Vec<String> = decode_names, Op::Iter(path.into()));
+    batch_op!(/// `put`.
+        put(path: &str, data: Bytes, mode: Option<u32>) -> () = decode_unit, Op::Put(path.into(), data, mode));
+    batch_op!(/// `append`: the size before.
+        append(path: &str, data: Bytes) -> u64 = decode_u64, Op::Append(path.into(), data));
+    batch_op!(/// `mkdir`.
+        mkdir(path: &str, mode: Option<u32>) -> () = decode_unit, Op::Mkdir(path.into(), mode));
+    batch_op!(/// `rename`.
+        rename(from: &str, to: &str) -> () = decode_unit, Op::Rename(from.into(), to.into()));
+    batch_op!(/// `delete`.
+        delete(path: &str) -> () = decode_unit, Op::Delete(path.into()));
+    batch_op!(/// `rmdir`.
+        rmdir(path: &str) -> () = decode_unit, Op::Rmdir(path.into()));
+    batch_op!(/// An application command; `write` picks the `rw` endpoint.
+        call(name: &str, args: Arguments, data: Option<Bytes>, write: bool) -> Bytes = decode_bytes,
+        Op::Call { name: name.into(), args, data, write });
+
+    /// Sends everything: one message per 4,096 commands against a framegate
+    /// server (reads retried once if the connection drops), or plain HTTP
+    /// requests otherwise.
+    pub async fn send(self) -> Result<BatchResults> {
+        let t = self.transport;
+        let mut results: Vec<Option<Result<Bytes>>> = self.ops.iter().map(|_| None).collect();
+        if t.smart.is_none() {
+            for (op, slot) in self.ops.iter().zip(results.iter_mut()) {
+                *slot = Some(plain_op(&t.medium, op).await);
+            }
+        } else {
+            // Commands the server does not run: emulate readv with get, refuse the rest.
+            let mut emulate = Vec::new();
+            let mut send_idx = Vec::new();
+            for (i, op) in self.ops.iter().enumerate() {
+                if t.supports(op.name()) {
+                    send_idx.push(i);
+                } else if matches!(op, Op::Readv(..)) && t.supports("get") {
+                    emulate.push(i);
+                } else if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(Err(Error::remote(
+                        ErrorCode::UNKNOWN_COMMAND,
+                        format!("the server does not offer {}", op.name()),
+                    )));
+                }
+            }
+            for chunk in send_idx.chunks(MAX_REQUESTS_PER_MESSAGE) {
+                let answers = t.send_ops(&self.ops, chunk).await?;
+                for (&i, answer) in chunk.iter().zip(answers) {
+                    if answer
+                        .as_ref()
+                        .err()
+                        .is_some_and(|e| e.is(&ErrorCode::UNKNOWN_COMMAND))
+                        && let (Some(op), Ok(mut u)) = (self.ops.get(i), t.unsupported.lock())
+                    {
+                        u.insert(op.name().to_string());
+                        if matches!(op, Op::Readv(..)) {
+                            emulate.push(i);
+                            continue;
+                        }
+                    }
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some(answer);
+                    }
+                }
+            }
+            // Each emulated readv streams its file through a collector of
+            // its ranges: only the ranges are held, never the file.
+            for &i in &emulate {
+                let Some(Op::Readv(path, ranges)) = self.ops.get(i) else {
+                    continue;
+                };
+                let mut collector = RangeCollector::new(ranges);
+                let mut written = 0;
+                let got = t
+                    .stream_request(
+                        "get",
+                        path_args(path),
+                        &mut collector,
+                        &mut written,
+                        &mut None,
+                        None,
+                    )
+                    .await;
+                let answer = got.and_then(|()| {
+                    collector
+                        .finish()
+                        .map(|parts| parts.concat().into())
+                        .map_err(|(o, l)| {
+                            Error::remote(
+                                ErrorCode::SHORT_READ,
+                                format!("range {o},{l} ends past the end of {path}"),
+                            )
+                        })
+                });
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(answer);
+                }
+            }
+        }
+        Ok(BatchResults {
+            ops: self.ops,
+            results,
+        })
+    }
+}
+
+impl Transport {
+    async fn send_ops(&self, ops: &[Op], idx: &[usize]) -> Result<Vec<Result<Bytes>>> {
+        if let Some(session) = &self.session {
+            // Pipelined on one connection: every call in flight at once.
+            let calls = idx.iter().filter_map(|&i| ops.get(i)).map(|op| {
+                let req = op.request(&self.prefix);
+                let data = match req.source {
+                    Source::Bytes(b) => Some(b),
+                    _ => None,
+                };
+                let (name, args) = (req.name, req.args);
+                async move { session.call(&name, &args, data).await }
+            });
+            return Ok(futures_util::future::join_all(calls).await);
+        }
+        let write = idx.iter().any(|&i| ops.get(i).is_some_and(Op::is_write));
+        let attempt = || async {
+            let mut requests: Vec<Request<'static>> = idx
+                .iter()
+                .filter_map(|&i| ops.get(i))
+                .map(|op| op.request(&self.prefix))
+                .collect();
+            smart::run_message(&self.medium, write, &mut requests, &self.hooks).await
+        };
+        match attempt().await {
+            Err(e) if e.is_dropped_connection() && !write => attempt().await,
+            Ok(answers)
+                if !write
+                    && answers
+                        .iter()
+                        .all(|a| a.as_ref().err().is_some_and(Error::is_dropped_connection))
+                    && !answers.is_empty() =>
+            {
+                attempt().await
+            }
+            other => other,
+        }
+    }
+}
+
+/// The results of a sent batch.
+#[derive(Debug)]
+pub struct BatchResults {
+    ops: Vec<Op>,
+    results: Vec<Option<Result<Bytes>>>,
+}
+
+impl BatchResults {
+    /// Takes one result (once; a second take is a usage error).
+    pub fn take<T>(&mut self, slot: Slot<T>) -> Result<T> {
+        let answer = self
+            .results
+            .get_mut(slot.index)
+            .and_then(Option::take)
+            .ok_or_else(|| Error::Usage("result already taken or not in this batch".into()))?;
+        let op = self
+            .ops
+            .get(slot.index)
+            .ok_or_else(|| Error::Usage("slot from another batch".into()))?;
+        (slot.decode)(op, answer?)
+    }
+}

@@ -1,0 +1,486 @@
+//! Downloads that never damage the user's files.
+//!
+//! The bytes go to a partial file beside the destination
+//! (`.NAME.framegate-partial`); beside it, once the server named the
+//! version of the file, what continuing it needs
+//! (`.NAME.framegate-partial.json`: the source, the version's validator
+//! and size). Only a complete download is synced and renamed over the
+//! destination, so a failed one leaves the destination as it was and a
+//! crash leaves at worst a partial file.
+//!
+//! A dropped connection is retried with exponential backoff and jitter
+//! until [`Options::retry_deadline`](super::Options::retry_deadline),
+//! continuing from the bytes already written only when the server still
+//! has the same version: `readv` with `if-match` on a framegate server
+//! (`file-changed` otherwise), `Range` with `If-Range` on a plain one (the
+//! whole new file otherwise). A changed file starts over from byte 0; two
+//! versions are never spliced. A failed download keeps its partial file
+//! (when it can be continued) for [`DownloadOptions::resume`]
+//! (`framegate get --continue`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use framegate_wire::ErrorCode;
+use framegate_wire::ranges::encode_ranges;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use super::{Transport, path_args};
+use crate::error::{Error, Result};
+use crate::plain;
+use crate::smart::Validator;
+
+/// Suffix of the partial file beside a destination (after `.NAME`).
+pub const PARTIAL_SUFFIX: &str = ".framegate-partial";
+
+/// First wait before a retry; doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Longest wait between two retries.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// How a download goes about it.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct DownloadOptions {
+    /// Continue from the partial file an earlier run left, if it is of the
+    /// same source and the server still has the same version (else start
+    /// over). Without it, a download always starts at byte 0.
+    pub resume: bool,
+}
+
+impl DownloadOptions {
+    /// Continue from an earlier run's partial file (`--continue`).
+    #[must_use]
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+}
+
+/// The partial file a download to `dest` writes: `.NAME.framegate-partial`
+/// in the same directory.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    beside(dest, PARTIAL_SUFFIX)
+}
+
+fn meta_path(dest: &Path) -> PathBuf {
+    beside(dest, &format!("{PARTIAL_SUFFIX}.json"))
+}
+
+fn beside(dest: &Path, suffix: &str) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}{suffix}"))
+}
+
+/// Writes `data` as the new content of `dest` the way downloads do:
+/// into the partial file beside it, synced, then renamed over it. A
+/// failure leaves `dest` as it was.
+pub async fn replace_file(dest: &Path, data: &[u8]) -> Result<()> {
+    let tmp = partial_path(dest);
+    let write = async {
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        file.write_all(data).await?;
+        file.sync_all().await
+    };
+    if let Err(e) = write.await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(local(&tmp)(e));
+    }
+    tokio::fs::rename(&tmp, dest).await.map_err(local(dest))
+}
+
+/// What continuing a partial file needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PartialMeta {
+    /// The file's URL.
+    source: String,
+    /// The version's validator (an etag, or an HTTP date for plain servers
+    /// without one).
+    validator: String,
+    /// The version's size.
+    size: u64,
+}
+
+/// The record of a partial file's version.
+fn record_json(source: &str, v: &Validator) -> Vec<u8> {
+    let meta = PartialMeta {
+        source: source.to_string(),
+        validator: v.etag.clone(),
+        size: v.total,
+    };
+    serde_json::to_vec(&meta).unwrap_or_default()
+}
+
+fn local(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Local {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The partial file of one download, locked against a second download
+/// to the same destination.
+struct Partial {
+    data: PathBuf,
+    meta: PathBuf,
+    file: tokio::fs::File,
+    /// Bytes in the file that belong to `validator`'s version.
+    written: u64,
+    validator: Option<Validator>,
+}
+
+impl Partial {
+    /// Opens (creates) the partial file of `dest`; continues it when
+    /// `resume` and its record names `source`.
+    async fn open(dest: &Path, source: &str, resume: bool) -> Result<Partial> {
+        let data = partial_path(dest);
+        let meta = meta_path(dest);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&data)
+            .map_err(local(&data))?;
+        if let Err(e) = file.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => Error::Usage(format!(
+                    "another download to {} is in progress",
+                    dest.display()
+                )),
+                std::fs::TryLockError::Error(e) => local(&data)(e),
+            });
+        }
+        let mut partial = Partial {
+            file: tokio::fs::File::from_std(file),
+            data,
+            meta,
+            written: 0,
+            validator: None,
+        };
+        let record = if resume {
+            partial.read_record(source).await
+        } else {
+            None
+        };
+        let len = partial
+            .file
+            .metadata()
+            .await
+            .map_err(local(&partial.data))?
+            .len();
+        match record {
+            Some(v) if len <= v.total => {
+                partial.written = len;
+                partial.validator = Some(v);
+                partial
+                    .file
+                    .seek(std::io::SeekFrom::Start(len))
+                    .await
+                    .map_err(local(&partial.data))?;
+            }
+            _ => partial.restart().await?,
+        }
+        Ok(partial)
+    }
+
+    async fn read_record(&self, source: &str) -> Option<Validator> {
+        let bytes = tokio::fs::read(&self.meta).await.ok()?;
+        let meta: PartialMeta = serde_json::from_slice(&bytes).ok()?;
+        (meta.source == source).then_some(Validator {
+            etag: meta.validator,
+            total: meta.size,
+        })
+    }
+
+    /// Forgets what was written: back to byte 0, no version.
+    async fn restart(&mut self) -> Result<()> {
+        self.file.flush().await.map_err(local(&self.data))?;
+        self.file.set_len(0).await.map_err(local(&self.data))?;
+        self.file
+            .seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(local(&self.data))?;
+        self.written = 0;
+        self.validator = None;
+        match tokio::fs::remove_file(&self.meta).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(local(&self.meta)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records the version the bytes belong to, for a later run.
+    async fn record(&mut self, source: &str, v: Validator) -> Result<()> {
+        tokio::fs::write(&self.meta, record_json(source, &v))
+            .await
+            .map_err(local(&self.meta))?;
+        self.validator = Some(v);
+        Ok(())
+    }
+
+    /// After an attempt that ended with `written` bytes in the file: the
+    /// file's own length is the truth (written bytes are flushed first).
+    async fn settle(&mut self) -> Result<()> {
+        self.file.flush().await.map_err(local(&self.data))?;
+        let len = self.file.metadata().await.map_err(local(&self.data))?.len();
+        self.written = len;
+        Ok(())
+    }
+
+    /// Syncs the complete file and renames it over `dest`.
+    async fn commit(mut self, dest: &Path) -> Result<u64> {
+        self.file.flush().await.map_err(local(&self.data))?;
+        self.file.sync_all().await.map_err(local(&self.data))?;
+        let len = self.written;
+        tokio::fs::rename(&self.data, dest)
+            .await
+            .map_err(local(dest))?;
+        if let Some(dir) = dest.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            // The rename is durable once the directory is.
+            if let Ok(d) = tokio::fs::File::open(dir).await {
+                let _ = d.sync_all().await;
+            }
+        }
+        let _ = tokio::fs::remove_file(&self.meta).await;
+        Ok(len)
+    }
+
+    /// A download that failed: keeps the partial file if it can be
+    /// continued, else removes it. Returns whether it was kept.
+    async fn abandon(mut self) -> bool {
+        if self.written > 0 && self.validator.is_some() {
+            let _ = self.file.flush().await;
+            let _ = self.file.sync_all().await;
+            return true;
+        }
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.data).await;
+        let _ = tokio::fs::remove_file(&self.meta).await;
+        false
+    }
+}
+
+/// The code of a `readv` whose `if-match` no longer holds.
+fn file_changed() -> ErrorCode {
+    ErrorCode::new("file-changed")
+}
+
+/// How an attempt ended.
+enum Attempt {
+    Done,
+    /// The server no longer has the version the partial file holds.
+    Changed,
+}
+
+/// Whether another attempt may succeed where this one failed.
+fn retryable(err: &Error) -> bool {
+    match err {
+        Error::Http { status, .. } => matches!(status, 408 | 429 | 502 | 503 | 504),
+        Error::Connect { .. } => true,
+        e => e.is_dropped_connection(),
+    }
+}
+
+/// Backoff before retry `n` (from 0): doubling from [`FIRST_BACKOFF`] up
+/// to [`MAX_BACKOFF`], with full jitter (a random wait up to that).
+fn backoff(n: u32) -> Duration {
+    let cap = FIRST_BACKOFF
+        .saturating_mul(1u32 << n.min(16))
+        .min(MAX_BACKOFF);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    // Half fixed, half random: never a busy loop, never in lockstep.
+    cap / 2 + cap.mul_f64(f64::from(nanos % 1000) / 2000.0)
+}
+
+impl Transport {
+    /// Downloads a file to `dest` (see [`Transport::download_with`]).
+    pub async fn download(&self, path: &str, dest: &Path) -> Result<u64> {
+        self.download_with(path, dest, &DownloadOptions::default())
+            .await
+    }
+
+    /// Downloads a file to `dest` through a partial file beside it, renamed
+    /// over `dest` only when complete: on any failure `dest` is untouched.
+    /// Dropped connections are retried (with backoff, until the options'
+    /// retry deadline), continuing from the bytes already written while
+    /// the server has the same version of the file, else from byte 0.
+    /// Returns the file's size.
+    pub async fn download_with(
+        &self,
+        path: &str,
+        dest: &Path,
+        options: &DownloadOptions,
+    ) -> Result<u64> {
+        let source = self.source_of(path);
+        let mut partial = Partial::open(dest, &source, options.resume).await?;
+        let deadline = Instant::now() + self.retry_deadline;
+        let mut retries = 0u32;
+        loop {
+            // Writing the partial file failed (disk full, ...): name it.
+            let result = self
+                .attempt(path, &source, &mut partial)
+                .await
+                .map_err(|e| match e {
+                    Error::Io(source) => local(&partial.data)(source),
+                    e => e,
+                });
+            let settled = partial.settle().await;
+            match result.and_then(|a| settled.map(|()| a)) {
+                Ok(Attempt::Done) => return partial.commit(dest).await,
+                Ok(Attempt::Changed) => {
+                    tracing::warn!(path, "the file changed on the server; starting over");
+                    partial.restart().await?;
+                    retries += 1;
+                    if Instant::now() >= deadline || retries > 64 {
+                        partial.abandon().await;
+                        return Err(Error::remote(
+                            file_changed(),
+                            format!("{path} kept changing while it was downloaded"),
+                        ));
+                    }
+                }
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
+                    let wait = backoff(retries).min(deadline - Instant::now());
+                    tracing::info!(path, written = partial.written, ?wait, "{e}; retrying");
+                    retries += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => {
+                    if !retryable(&e) {
+                        // An answer that ended in an error is discarded
+                        // (§4.2): its bytes are not the file's.
+                        let _ = partial.restart().await;
+                    }
+                    if partial.abandon().await {
+                        tracing::info!("partial download kept in {}", partial_path(dest).display());
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// What identifies the file in a partial file's record.
+    fn source_of(&self, path: &str) -> String {
+        format!("{}{}", self.base_url(), path.trim_start_matches('/'))
+    }
+
+    /// One try: from the partial file's end if it holds a version, else
+    /// the whole file.
+    async fn attempt(&self, path: &str, source: &str, partial: &mut Partial) -> Result<Attempt> {
+        if self.smart.is_none() {
+            return self.attempt_plain(path, source, partial).await;
+        }
+        match partial.validator.clone() {
+            Some(v) if partial.written > 0 && self.supports("readv") => {
+                if partial.written >= v.total {
+                    return Ok(Attempt::Done);
+                }
+                let mut args = path_args(path);
+                let _ = args.insert(
+                    "ranges",
+                    encode_ranges(&[(partial.written, v.total - partial.written)]),
+                );
+                let _ = args.insert("if-match", v.etag.clone());
+                let mut more = 0;
+                let result = self
+                    .stream_request("readv", args, &mut partial.file, &mut more, &mut None, None)
+                    .await;
+                match result {
+                    Err(e) if e.is(&file_changed()) => Ok(Attempt::Changed),
+                    Err(e) => Err(e),
+                    Ok(()) => Ok(Attempt::Done),
+                }
+            }
+            _ => {
+                partial.restart().await?;
+                let mut written = 0;
+                let mut validator = None;
+                // The version is recorded before its first byte is
+                // written: a run killed mid-way leaves a partial file that
+                // a later run can continue.
+                let meta = partial.meta.clone();
+                let record = move |v: &Validator| {
+                    let _ = std::fs::write(&meta, record_json(source, v));
+                };
+                let result = self
+                    .stream_request(
+                        "get",
+                        path_args(path),
+                        &mut partial.file,
+                        &mut written,
+                        &mut validator,
+                        Some(&record),
+                    )
+                    .await;
+                partial.validator = validator;
+                result.map(|()| Attempt::Done)
+            }
+        }
+    }
+
+    async fn attempt_plain(
+        &self,
+        path: &str,
+        source: &str,
+        partial: &mut Partial,
+    ) -> Result<Attempt> {
+        let from = match &partial.validator {
+            Some(v) if partial.written >= v.total => return Ok(Attempt::Done),
+            Some(_) => partial.written,
+            None => 0,
+        };
+        let if_range = partial.validator.as_ref().map(|v| v.etag.clone());
+        let answer = plain::open_from(&self.medium, path, from, if_range.as_deref()).await?;
+        if answer.from != from {
+            // The server sent the whole file: the version changed (or it
+            // ignores ranges).
+            partial.restart().await?;
+        } else if from > 0
+            && (answer.validator.as_ref() != partial.validator.as_ref().map(|v| &v.etag)
+                || answer.total != partial.validator.as_ref().map(|v| v.total))
+        {
+            return Ok(Attempt::Changed);
+        }
+        // The whole file comes: record its version before its bytes.
+        if answer.from == 0
+            && let (Some(etag), Some(total)) = (answer.validator.clone(), answer.total)
+        {
+            partial.record(source, Validator { etag, total }).await?;
+        }
+        let url = answer.resp.url().to_string();
+        let mut end = answer.from;
+        let mut body = answer.resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Error::Connection {
+                url: url.clone(),
+                source: e,
+            })?;
+            partial
+                .file
+                .write_all(&chunk)
+                .await
+                .map_err(local(&partial.data))?;
+            end += chunk.len() as u64;
+        }
+        match answer.total {
+            // A body that ended short without an error (a close where
+            // the length was not framed) is a dropped connection too.
+            Some(total) if end != total => Err(Error::Unanswered { url }),
+            _ => Ok(Attempt::Done),
+        }
+    }
+}

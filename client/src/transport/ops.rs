@@ -1,0 +1,148 @@
+//! The commands a batch holds, as framegate requests or plain HTTP calls.
+
+use bytes::Bytes;
+use framegate_wire::ranges::encode_ranges;
+use framegate_wire::{Arguments, ErrorCode};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::http::HttpMedium;
+use crate::plain;
+use crate::smart::Request;
+
+/// `path` below `prefix` (a byte-stream transport's URL path: the server
+/// serves its root).
+pub(super) fn prefixed(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path.trim_matches('/').is_empty()) {
+        (true, _) => path.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix}/{}", path.trim_start_matches('/')),
+    }
+}
+
+pub(super) fn path_args(path: &str) -> Arguments {
+    let mut args = Arguments::new();
+    let _ = args.insert("path", path.to_string());
+    args
+}
+
+/// A command waiting in a batch.
+#[derive(Debug, Clone)]
+pub(super) enum Op {
+    Get(String),
+    Readv(String, Vec<(u64, u64)>),
+    Has(String),
+    Stat(String),
+    ListDir(String),
+    Iter(String),
+    Put(String, Bytes, Option<u32>),
+    Append(String, Bytes),
+    Mkdir(String, Option<u32>),
+    Rename(String, String),
+    Delete(String),
+    Rmdir(String),
+    Call {
+        name: String,
+        args: Arguments,
+        data: Option<Bytes>,
+        write: bool,
+    },
+}
+
+impl Op {
+    pub(super) fn is_write(&self) -> bool {
+        match self {
+            Op::Put(..)
+            | Op::Append(..)
+            | Op::Mkdir(..)
+            | Op::Rename(..)
+            | Op::Delete(..)
+            | Op::Rmdir(..) => true,
+            Op::Call { write, .. } => *write,
+            _ => false,
+        }
+    }
+
+    pub(super) fn name(&self) -> &str {
+        match self {
+            Op::Get(_) => "get",
+            Op::Readv(..) => "readv",
+            Op::Has(_) => "has",
+            Op::Stat(_) => "stat",
+            Op::ListDir(_) => "list_dir",
+            Op::Iter(_) => "iter_files_recursive",
+            Op::Put(..) => "put",
+            Op::Append(..) => "append",
+            Op::Mkdir(..) => "mkdir",
+            Op::Rename(..) => "rename",
+            Op::Delete(_) => "delete",
+            Op::Rmdir(_) => "rmdir",
+            Op::Call { name, .. } => name,
+        }
+    }
+
+    pub(super) fn request(&self, prefix: &str) -> Request<'static> {
+        let full = |path: &str| prefixed(prefix, path);
+        let path_args = |path: &str| path_args(&full(path));
+        let with_mode = |path: &str, mode: &Option<u32>| {
+            let mut a = path_args(path);
+            if let Some(m) = mode {
+                let _ = a.insert("mode", format!("{m:o}"));
+            }
+            a
+        };
+        match self {
+            Op::Get(p)
+            | Op::Has(p)
+            | Op::Stat(p)
+            | Op::ListDir(p)
+            | Op::Iter(p)
+            | Op::Delete(p)
+            | Op::Rmdir(p) => Request::new(self.name(), path_args(p), None),
+            Op::Readv(p, ranges) => {
+                let mut a = path_args(p);
+                let _ = a.insert("ranges", encode_ranges(ranges));
+                Request::new("readv", a, None)
+            }
+            Op::Put(p, data, mode) => Request::new("put", with_mode(p, mode), Some(data.clone())),
+            Op::Append(p, data) => Request::new("append", path_args(p), Some(data.clone())),
+            Op::Mkdir(p, mode) => Request::new("mkdir", with_mode(p, mode), None),
+            Op::Rename(from, to) => {
+                let mut a = Arguments::new();
+                let _ = a.insert("from", full(from));
+                let _ = a.insert("to", full(to));
+                Request::new("rename", a, None)
+            }
+            Op::Call {
+                name, args, data, ..
+            } => Request::new(name, args.clone(), data.clone()),
+        }
+    }
+}
+
+pub(super) async fn plain_op(medium: &HttpMedium, op: &Op) -> Result<Bytes> {
+    fn cbor_bytes<T: Serialize>(value: &T) -> Bytes {
+        framegate_wire::payload::encode_cbor(value)
+    }
+    match op {
+        Op::Get(p) => plain::get(medium, p).await,
+        Op::Readv(p, ranges) => {
+            let parts = plain::readv(medium, p, ranges).await?;
+            Ok(parts.concat().into())
+        }
+        Op::Has(p) => Ok(cbor_bytes(&plain::has(medium, p).await?)),
+        Op::Stat(p) => Ok(cbor_bytes(&plain::stat(medium, p).await?)),
+        Op::ListDir(p) => Ok(cbor_bytes(&plain::list_dir(medium, p).await?)),
+        Op::Iter(p) => Ok(cbor_bytes(&plain::iter_files_recursive(medium, p).await?)),
+        Op::Call {
+            write: false, name, ..
+        } => Err(Error::remote(
+            ErrorCode::NOT_SUPPORTED,
+            format!(
+                "{name} needs a framegate server; {} serves plain files only",
+                medium.base()
+            ),
+        )),
+        other => Err(plain::write_refused(medium, other.name())),
+    }
+}
