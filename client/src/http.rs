@@ -64,7 +64,7 @@ pub struct HttpMedium {
     max_frame_size: usize,
     /// The server's `max-frame-size` (from `hello`): request frames stay
     /// within it.
-    peer_max_frame: usize,
+    peer_max_frame: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl HttpMedium {
@@ -99,7 +99,9 @@ impl HttpMedium {
                 accept_encoding_value(&[Encoding::Identity])
             },
             max_frame_size: framegate_wire::frame::DEFAULT_MAX_FRAME_SIZE,
-            peer_max_frame: framegate_wire::frame::DEFAULT_MAX_FRAME_SIZE,
+            peer_max_frame: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(
+                framegate_wire::frame::DEFAULT_MAX_FRAME_SIZE,
+            )),
         }
     }
 
@@ -110,14 +112,16 @@ impl HttpMedium {
 
     /// Keeps request frames within the server's `max-frame-size` (from
     /// its `hello`).
-    pub fn set_peer_max_frame(&mut self, max: usize) {
-        self.peer_max_frame = max;
+    pub fn set_peer_max_frame(&self, max: usize) {
+        self.peer_max_frame
+            .store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The server's `max-frame-size`, as far as known (else the
     /// protocol's default).
     pub fn peer_max_frame(&self) -> usize {
         self.peer_max_frame
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The endpoint URL of `ro` or `rw`.
@@ -154,6 +158,42 @@ impl HttpMedium {
             .await
             .map_err(|e| Error::from_reqwest(&url, e))?;
         MessageReader::new(url, resp, self.max_frame_size).await
+    }
+
+    /// Sends a read-only message that starts with `hello` to a server not
+    /// probed yet (§7.4 folded into the first message): the reader if a
+    /// framegate server answered, else `Err((status, reason))` of the
+    /// answer that is not framegate (the caller falls back to plain HTTP).
+    /// Credentials asked for and framegate refusals are errors.
+    pub(crate) async fn send_probing(
+        &self,
+        body: Bytes,
+    ) -> Result<std::result::Result<MessageReader, (u16, String)>> {
+        let url = self.endpoint(false);
+        let resp = self
+            .authorize(self.client.post(&url))
+            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
+            .header(reqwest::header::ACCEPT, MEDIA_TYPE)
+            .header(ACCEPT_ENCODING_HEADER, &self.accept_encoding)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::from_reqwest(&url, e))?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        {
+            return Err(Error::NeedsCredentials {
+                status: status.as_u16(),
+                url,
+            });
+        }
+        match judge_head(&resp) {
+            HeadVerdict::Framegate => {
+                Ok(Ok(MessageReader::new(url, resp, self.max_frame_size).await?))
+            }
+            HeadVerdict::Refused(reason) => Err(refusal_error(resp, &url, &reason).await),
+            HeadVerdict::NotFramegate(reason) => Ok(Err((status.as_u16(), reason))),
+        }
     }
 
     /// Starts a message: the POST is under way, its body fed by the writer.

@@ -86,7 +86,9 @@ pub(crate) async fn run_message(
             reactor.write_transmit(&mut body);
         }
         let reader = medium.send_message(writable, body.freeze()).await?;
-        return read_answers(reactor, reader, ids, requests, hooks).await;
+        return read_answers(reactor, reader, ids, requests, hooks, None)
+            .await
+            .map(|(answers, _)| answers);
     }
     let mut writer = medium.start_message(writable);
     let mut buf = BytesMut::new();
@@ -133,7 +135,9 @@ pub(crate) async fn run_message(
         let _ = writer.write(buf.split().freeze()).await;
     }
     let reader = writer.finish().await?;
-    read_answers(reactor, reader, ids, requests, hooks).await
+    read_answers(reactor, reader, ids, requests, hooks, None)
+        .await
+        .map(|(answers, _)| answers)
 }
 
 /// Reads a message's answers into the requests' sinks.
@@ -143,8 +147,11 @@ async fn read_answers(
     ids: Vec<framegate_wire::RequestId>,
     requests: &mut [Request<'_>],
     hooks: &Hooks,
-) -> Result<Answers> {
+    hello: Option<framegate_wire::RequestId>,
+) -> Result<(Answers, Option<Result<Bytes>>)> {
     let url = reader.url().to_string();
+    let mut hello_data = BytesMut::new();
+    let mut hello_answer = None;
     let index: std::collections::HashMap<_, _> =
         ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut memory: Vec<BytesMut> = requests.iter().map(|_| BytesMut::new()).collect();
@@ -165,6 +172,12 @@ async fn read_answers(
             }
         }
         while let Some(event) = reactor.poll_event() {
+            if let Some(id) = hello
+                && let Some(answer) = hello_event(&event, id, &mut hello_data)
+            {
+                hello_answer = answer;
+                continue;
+            }
             match event {
                 ClientEvent::Data { request_id, data } => {
                     let Some(&i) = index.get(&request_id) else {
@@ -259,7 +272,7 @@ async fn read_answers(
             }
         }
     }
-    Ok(answers
+    let answers = answers
         .into_iter()
         .map(|a| {
             a.unwrap_or_else(|| {
@@ -272,7 +285,93 @@ async fn read_answers(
                 })
             })
         })
-        .collect())
+        .collect();
+    Ok((answers, hello_answer))
+}
+
+/// An event of the `hello` folded into a first message: `None` if it is
+/// not one; `Some(answer)` (the answer once complete) if it is.
+fn hello_event(
+    event: &ClientEvent,
+    id: framegate_wire::RequestId,
+    data: &mut BytesMut,
+) -> Option<Option<Result<Bytes>>> {
+    match event {
+        ClientEvent::Data {
+            request_id,
+            data: d,
+        } if *request_id == id => {
+            data.extend_from_slice(d);
+            Some(None)
+        }
+        ClientEvent::End { request_id } if *request_id == id => {
+            Some(Some(Ok(data.split().freeze())))
+        }
+        ClientEvent::Failed {
+            request_id, error, ..
+        } if *request_id == id => Some(Some(Err(Error::Refused {
+            code: error.code.clone(),
+            message: error.message.clone(),
+        }))),
+        _ => None,
+    }
+}
+
+/// A first message to a base not probed yet: `hello` and the read
+/// `requests` in one POST to `ro` (§7.4's probe folded into it). `None` if
+/// no framegate server answered (the caller falls back to plain HTTP; a
+/// catch-all server is an error); else the server's `hello` and the
+/// requests' answers.
+pub(crate) async fn run_cold(
+    medium: &HttpMedium,
+    requests: &mut [Request<'_>],
+    hooks: &Hooks,
+) -> Result<Option<(HelloPayload, Answers)>> {
+    let mut reactor = ClientReactor::default();
+    let mut body = BytesMut::new();
+    let hello = reactor
+        .request("hello", &Arguments::new(), None)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let mut ids = Vec::with_capacity(requests.len());
+    for req in requests.iter() {
+        let data = match &req.source {
+            Source::Bytes(b) => Some(b.clone()),
+            Source::Reader(_) => {
+                return Err(Error::Usage("a first message carries reads only".into()));
+            }
+            Source::None => None,
+        };
+        ids.push(
+            reactor
+                .request(&req.name, &req.args, data)
+                .map_err(|e| Error::Usage(format!("cannot send {}: {e}", req.name)))?,
+        );
+    }
+    reactor.write_transmit(&mut body);
+    let reader = match medium.send_probing(body.freeze()).await? {
+        Ok(reader) => reader,
+        Err((status, reason)) => {
+            if status == 200 && catch_all(medium).await {
+                return Err(Error::CatchAll {
+                    url: medium.base().to_string(),
+                });
+            }
+            tracing::debug!(%reason, "no framegate server; using plain HTTP");
+            return Ok(None);
+        }
+    };
+    let url = reader.url().to_string();
+    let (answers, hello_answer) =
+        read_answers(reactor, reader, ids, requests, hooks, Some(hello)).await?;
+    let bytes = match hello_answer {
+        Some(answer) => answer?,
+        None => return Err(Error::Unanswered { url }),
+    };
+    let hello = HelloPayload::decode(&bytes).map_err(|e| Error::Misbehaved {
+        url,
+        source: e.into(),
+    })?;
+    Ok(Some((hello, answers)))
 }
 
 /// Whether the server behind `medium` answers a path that cannot exist

@@ -71,7 +71,12 @@ pub struct Transport {
     session: Option<Arc<Session>>,
     /// Prepended to every path (byte streams address the server's root).
     prefix: String,
-    smart: Option<HelloPayload>,
+    /// What the server is, decided once: its `hello` (framegate) or `None`
+    /// (plain HTTP). Unset until the first message of a transport opened
+    /// with [`Transport::open_lazy`].
+    verdict: OnceLock<Option<HelloPayload>>,
+    /// `framegate+http(s)://`: plain HTTP is an error.
+    require_smart: bool,
     unsupported: Mutex<HashSet<String>>,
     hooks: Hooks,
     /// [`Options::retry_deadline`].
@@ -105,54 +110,98 @@ impl Transport {
     /// server once per base URL and process, falling back to plain HTTP if
     /// none answers; `framegate+http(s)://` requires one.
     pub async fn open(url: &str, options: Options) -> Result<Transport> {
+        let t = Self::open_lazy(url, options).await?;
+        t.resolve().await?;
+        Ok(t)
+    }
+
+    /// Opens `url` like [`Transport::open`], but without a probe of its
+    /// own: the first message carries `hello` with its reads (one round
+    /// trip for a cold batch, §7.4 folded into it), and falls back to
+    /// plain HTTP if no framegate server answers; a first message with
+    /// writes probes first. Until then [`Transport::is_smart`] and
+    /// [`Transport::hello`] say no. A verdict already known in this
+    /// process (per base URL) is used at once.
+    pub async fn open_lazy(url: &str, options: Options) -> Result<Transport> {
         if url.starts_with("framegate://") || url.starts_with("framegate+ssh://") {
             return Self::open_stream(url, options).await;
         }
         let (base, require_smart) = parse_url(url)?;
         let client = options.http_client()?;
-        let mut medium = HttpMedium::new(client, base, options.token.clone(), options.compress);
-        let key = medium.base().to_string();
-        let cached = verdicts().lock().ok().and_then(|c| c.get(&key).cloned());
-        let verdict = match cached {
-            Some(v) => v,
-            None => {
-                let v = match smart::probe(&medium).await? {
-                    Probe::Smart(hello) => Verdict::Smart(hello),
-                    Probe::NotSmart(reason) if require_smart => {
-                        return Err(Error::NotSmart { url: key, reason });
-                    }
-                    Probe::NotSmart(reason) => {
-                        tracing::debug!(%reason, "no framegate server; using plain HTTP");
-                        Verdict::Plain
-                    }
-                };
-                if let Ok(mut c) = verdicts().lock() {
-                    c.insert(key.clone(), v.clone());
-                }
-                v
-            }
-        };
-        if require_smart && matches!(verdict, Verdict::Plain) {
-            return Err(Error::NotSmart {
-                url: key,
-                reason: "probed earlier: plain HTTP".into(),
-            });
-        }
-        if let Verdict::Smart(hello) = &verdict {
-            medium.set_peer_max_frame(usize::try_from(hello.max_frame_size).unwrap_or(usize::MAX));
-        }
-        Ok(Transport {
+        let medium = HttpMedium::new(client, base, options.token.clone(), options.compress);
+        let t = Transport {
             medium,
             session: None,
             prefix: String::new(),
-            smart: match verdict {
-                Verdict::Smart(h) => Some(h),
-                Verdict::Plain => None,
-            },
+            verdict: OnceLock::new(),
+            require_smart,
             unsupported: Mutex::new(HashSet::new()),
             hooks: options.hooks,
             retry_deadline: options.retry_deadline,
-        })
+        };
+        let key = t.medium.base().to_string();
+        if let Some(v) = verdicts().lock().ok().and_then(|c| c.get(&key).cloned()) {
+            t.settle(match v {
+                Verdict::Smart(hello) => Some(hello),
+                Verdict::Plain => None,
+            })?;
+        }
+        Ok(t)
+    }
+
+    /// Records what the server is (once), remembers it for this base URL
+    /// in this process, and sizes request frames to its limit.
+    fn settle(&self, hello: Option<HelloPayload>) -> Result<()> {
+        let key = self.medium.base().to_string();
+        if hello.is_none() && self.require_smart {
+            return Err(Error::NotSmart {
+                url: key,
+                reason: "plain HTTP".into(),
+            });
+        }
+        if let Some(h) = &hello {
+            self.medium
+                .set_peer_max_frame(usize::try_from(h.max_frame_size).unwrap_or(usize::MAX));
+        }
+        if let Ok(mut c) = verdicts().lock() {
+            c.insert(
+                key,
+                match &hello {
+                    Some(h) => Verdict::Smart(h.clone()),
+                    None => Verdict::Plain,
+                },
+            );
+        }
+        let _ = self.verdict.set(hello);
+        Ok(())
+    }
+
+    /// What the server is, probing (a `hello` of its own) if not known
+    /// yet: its `hello`, or `None` for plain HTTP.
+    async fn resolve(&self) -> Result<Option<&HelloPayload>> {
+        if self.verdict.get().is_none() {
+            let hello = match smart::probe(&self.medium).await? {
+                Probe::Smart(hello) => Some(hello),
+                Probe::NotSmart(reason) => {
+                    if self.require_smart {
+                        return Err(Error::NotSmart {
+                            url: self.medium.base().to_string(),
+                            reason,
+                        });
+                    }
+                    tracing::debug!(%reason, "no framegate server; using plain HTTP");
+                    None
+                }
+            };
+            self.settle(hello)?;
+        }
+        Ok(self.verdict.get().and_then(Option::as_ref))
+    }
+
+    /// Whether the verdict is still open (a lazy transport before its
+    /// first message).
+    fn unknown(&self) -> bool {
+        self.verdict.get().is_none()
     }
 
     /// Opens `framegate://host[:port]/path` (TCP) or
@@ -203,7 +252,8 @@ impl Transport {
             medium,
             session: Some(session),
             prefix,
-            smart: Some(hello),
+            verdict: OnceLock::from(Some(hello)),
+            require_smart: true,
             unsupported: Mutex::new(HashSet::new()),
             hooks: options.hooks,
             retry_deadline: options.retry_deadline,
@@ -218,14 +268,15 @@ impl Transport {
         }
     }
 
-    /// Whether a framegate server answers.
+    /// Whether a framegate server answers (as far as known: a lazy
+    /// transport says no before its first message).
     pub fn is_smart(&self) -> bool {
-        self.smart.is_some()
+        self.hello().is_some()
     }
 
-    /// The server's `hello`, if smart.
+    /// The server's `hello`, if smart (and known).
     pub fn hello(&self) -> Option<&HelloPayload> {
-        self.smart.as_ref()
+        self.verdict.get().and_then(Option::as_ref)
     }
 
     /// The base URL.
@@ -235,7 +286,7 @@ impl Transport {
 
     /// Whether the server runs `command` (as far as we know).
     pub fn supports(&self, command: &str) -> bool {
-        let listed = self.smart.as_ref().is_some_and(|h| h.has_command(command));
+        let listed = self.hello().is_some_and(|h| h.has_command(command));
         listed && !self.unsupported.lock().is_ok_and(|u| u.contains(command))
     }
 
@@ -332,9 +383,9 @@ impl Transport {
         path: &str,
         out: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<u64> {
-        let Some(_) = &self.smart else {
+        if !self.unknown() && !self.is_smart() {
             return plain::get_into(&self.medium, path, out).await;
-        };
+        }
         let mut written = 0u64;
         let result = self
             .stream_request(
@@ -347,19 +398,22 @@ impl Transport {
             )
             .await;
         match result {
+            Ok(false) => plain::get_into(&self.medium, path, out).await,
             Err(e) if e.is_dropped_connection() && written == 0 => {
                 self.stream_request("get", path_args(path), out, &mut written, &mut None, None)
                     .await?;
                 Ok(written)
             }
             Err(e) => Err(e),
-            Ok(()) => Ok(written),
+            Ok(true) => Ok(written),
         }
     }
 
     /// One request whose answer streams into `out`: the bytes written
     /// and the version the server announced (if any) are set whatever the
-    /// outcome.
+    /// outcome. On a transport whose server is not known yet, the request
+    /// goes with `hello` in one message; `Ok(false)` if no framegate
+    /// server answered (nothing was written: use plain HTTP).
     async fn stream_request(
         &self,
         name: &str,
@@ -368,7 +422,7 @@ impl Transport {
         written: &mut u64,
         validator: &mut Option<Validator>,
         on_validator: Option<&(dyn Fn(&Validator) + Sync)>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if let Some(session) = &self.session {
             let mut args = args;
             if let Some(Ok(path)) = args.get_str("path") {
@@ -379,7 +433,7 @@ impl Transport {
             *validator = session
                 .call_into(name, &args, out, written, on_validator)
                 .await?;
-            return Ok(());
+            return Ok(true);
         }
         let mut requests = [Request {
             name: name.into(),
@@ -392,7 +446,21 @@ impl Transport {
                 on_validator,
             },
         }];
-        let result = smart::run_message(&self.medium, false, &mut requests, &self.hooks).await;
+        let result = if self.unknown() {
+            match smart::run_cold(&self.medium, &mut requests, &self.hooks).await {
+                Ok(Some((hello, answers))) => {
+                    self.settle(Some(hello))?;
+                    Ok(answers)
+                }
+                Ok(None) => {
+                    self.settle(None)?;
+                    return Ok(false);
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            smart::run_message(&self.medium, false, &mut requests, &self.hooks).await
+        };
         if let Sink::Writer {
             written: w,
             validator: v,
@@ -405,7 +473,7 @@ impl Transport {
         result?
             .pop()
             .unwrap_or_else(|| Err(Error::Usage("no answer".into())))?;
-        Ok(())
+        Ok(true)
     }
 
     /// Replaces a file with the bytes of `source`, streamed.
@@ -415,7 +483,7 @@ impl Transport {
         source: &mut (dyn AsyncRead + Unpin + Send),
         mode: Option<u32>,
     ) -> Result<()> {
-        if self.smart.is_none() {
+        if self.resolve().await?.is_none() {
             return Err(plain::write_refused(&self.medium, "put"));
         }
         let mut args = path_args(path);

@@ -469,3 +469,72 @@ async fn cli_get_continue_after_kill_9() {
     assert_eq!(readv_count(&s, "ok"), 1, "continued from {kept} bytes");
     assert!(leftovers(&dest).is_empty());
 }
+
+/// `framegate get` of one file is one POST: the probe's `hello` goes in
+/// the same message as the `get` (and nothing else is asked). Against a
+/// plain server the same command falls back and gets the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_get_is_one_post() {
+    let tree = tempfile::tempdir().unwrap();
+    let data = content(300_000, 7);
+    std::fs::write(tree.path().join("f.bin"), &data).unwrap();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let out = tempfile::tempdir().unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("framegate");
+    let before = s.messages("ro");
+    let dest = out.path().join("f.bin");
+    let got = std::process::Command::new(&bin)
+        .args(["get", "-q", &format!("{}f.bin", s.url)])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(std::fs::read(&dest).unwrap() == data);
+    assert_eq!(s.messages("ro") - before, 1, "one POST for probe and get");
+    let nginx = nginx(tree.path());
+    let dest = out.path().join("plain.bin");
+    let got = std::process::Command::new(&bin)
+        .args(["get", "-q", &format!("{}f.bin", nginx.url("bare"))])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(std::fs::read(&dest).unwrap() == data);
+}
+
+/// A lazily opened transport's first batch of reads carries `hello`: one
+/// message, the answers right, and the verdict known after it.
+#[tokio::test]
+async fn a_cold_batch_is_one_message() {
+    let tree = sample_tree();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let before = s.messages("ro");
+    let t = Transport::open_lazy(&s.url, options(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(!t.is_smart(), "not known before the first message");
+    let mut b = t.batch();
+    let hello = b.get("hello.txt");
+    let st = b.stat("sub/a.bin");
+    let missing = b.get("nope");
+    let mut r = b.send().await.unwrap();
+    assert_eq!(r.take(hello).unwrap(), "hello, world\n");
+    assert_eq!(r.take(st).unwrap().size, 100_000);
+    assert!(r.take(missing).is_err());
+    assert_eq!(s.messages("ro") - before, 1);
+    assert!(t.is_smart());
+    let nginx = nginx(tree.path());
+    let t = Transport::open_lazy(&nginx.url("json"), options(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(t.get("hello.txt").await.unwrap(), "hello, world\n");
+    assert!(!t.is_smart());
+}

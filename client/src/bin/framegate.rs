@@ -145,8 +145,10 @@ fn stat_json(s: &StatAnswer) -> serde_json::Value {
     json!({ "kind": s.kind, "size": s.size, "mtime": s.mtime, "mode": format!("{:o}", s.mode) })
 }
 
+/// Opens `url` without a probe of its own: the first message carries
+/// `hello` with its reads (one round trip), writes probe first.
 async fn open(ctx: &Ctx, url: &str) -> Result<Transport, Error> {
-    Transport::open(url, ctx.options.clone()).await
+    Transport::open_lazy(url, ctx.options.clone()).await
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
@@ -168,7 +170,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     };
     match cli.command {
         Cmd::Probe { url } => {
-            let t = open(&ctx, &url).await?;
+            let t = Transport::open(&url, ctx.options.clone()).await?;
             let out = match t.hello() {
                 Some(h) => json!({
                     "url": t.base_url().as_str(), "smart": true, "server": h.server, "protocol": h.protocol,
@@ -241,7 +243,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                         sized.set_length(p.total);
                     }
                 }));
-            let t = Transport::open(&dir, options).await?;
+            let t = Transport::open_lazy(&dir, options).await?;
             let watcher = watch_file(pb.clone(), partial_path(&dest));
             let how = DownloadOptions::default().resume(r#continue);
             let result = t.download_with(&name, &dest, &how).await;

@@ -149,7 +149,38 @@ impl<'t> Batch<'t> {
     pub async fn send(self) -> Result<BatchResults> {
         let t = self.transport;
         let mut results: Vec<Option<Result<Bytes>>> = self.ops.iter().map(|_| None).collect();
-        if t.smart.is_none() {
+        // A server not known yet: reads go with `hello` in the first
+        // message (one round trip); writes wait for a probe.
+        let mut first = 0;
+        if t.unknown() && !self.ops.is_empty() && !self.ops.iter().any(Op::is_write) {
+            let n = self.ops.len().min(MAX_REQUESTS_PER_MESSAGE - 1);
+            let mut requests: Vec<Request<'static>> = self
+                .ops
+                .iter()
+                .take(n)
+                .map(|op| op.request(&t.prefix))
+                .collect();
+            if let Some((hello, answers)) =
+                smart::run_cold(&t.medium, &mut requests, &t.hooks).await?
+            {
+                t.settle(Some(hello))?;
+                // Answered where the server runs the command; the rest
+                // (unknown-command) go the usual way below.
+                for (i, answer) in answers.into_iter().enumerate() {
+                    let unknown = answer
+                        .as_ref()
+                        .err()
+                        .is_some_and(|e| e.is(&ErrorCode::UNKNOWN_COMMAND));
+                    if !unknown && let Some(slot) = results.get_mut(i) {
+                        *slot = Some(answer);
+                    }
+                }
+                first = n;
+            } else {
+                t.settle(None)?;
+            }
+        }
+        if t.resolve().await?.is_none() {
             for (op, slot) in self.ops.iter().zip(results.iter_mut()) {
                 *slot = Some(plain_op(&t.medium, op).await);
             }
@@ -158,6 +189,9 @@ impl<'t> Batch<'t> {
             let mut emulate = Vec::new();
             let mut send_idx = Vec::new();
             for (i, op) in self.ops.iter().enumerate() {
+                if i < first && results.get(i).is_some_and(Option::is_some) {
+                    continue;
+                }
                 if t.supports(op.name()) {
                     send_idx.push(i);
                 } else if matches!(op, Op::Readv(..)) && t.supports("get") {
@@ -207,7 +241,7 @@ impl<'t> Batch<'t> {
                         None,
                     )
                     .await;
-                let answer = got.and_then(|()| {
+                let answer = got.and_then(|_| {
                     collector
                         .finish()
                         .map(|parts| parts.concat().into())

@@ -381,7 +381,11 @@ impl Transport {
     /// One try: from the partial file's end if it holds a version, else
     /// the whole file.
     async fn attempt(&self, path: &str, source: &str, partial: &mut Partial) -> Result<Attempt> {
-        if self.smart.is_none() {
+        if self.unknown() && partial.written > 0 && partial.validator.is_some() {
+            // Continuing: what the server offers decides how (one probe).
+            self.resolve().await?;
+        }
+        if !self.unknown() && !self.is_smart() {
             return self.attempt_plain(path, source, partial).await;
         }
         match partial.validator.clone() {
@@ -402,7 +406,7 @@ impl Transport {
                 match result {
                     Err(e) if e.is(&file_changed()) => Ok(Attempt::Changed),
                     Err(e) => Err(e),
-                    Ok(()) => Ok(Attempt::Done),
+                    Ok(_) => Ok(Attempt::Done),
                 }
             }
             _ => {
@@ -427,7 +431,12 @@ impl Transport {
                     )
                     .await;
                 partial.validator = validator;
-                result.map(|()| Attempt::Done)
+                match result? {
+                    true => Ok(Attempt::Done),
+                    // No framegate server answered (a first message): the
+                    // file comes over plain HTTP.
+                    false => self.attempt_plain(path, source, partial).await,
+                }
             }
         }
     }
