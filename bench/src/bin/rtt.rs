@@ -155,14 +155,14 @@ async fn main() {
         median(&warm) / r
     );
     println!(
-        "  cold open (probe)   {}  = {:.2} RTT",
-        summary(open.clone()),
-        median(&open) / r
-    );
-    println!(
-        "  cold open + batch   {}  = {:.2} RTT",
+        "  cold, hello folded  {}  = {:.2} RTT",
         summary(cold.clone()),
         median(&cold) / r
+    );
+    println!(
+        "  cold, probe first   {}  = {:.2} RTT",
+        summary(open.clone()),
+        median(&open) / r
     );
     println!("  warm, no proxy      {}", summary(direct));
 }
