@@ -84,6 +84,45 @@ async fn send(
     }
 }
 
+/// Whether the server behind `medium` answers a path that cannot exist
+/// with 200 (a captive portal, a catch-all site): asked when the probe's
+/// POST got a 200 that is not framegate. Its pages must not be read as
+/// files.
+pub(crate) async fn catch_all(medium: &HttpMedium) -> bool {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let Ok(url) = medium
+        .base()
+        .join(&format!(".framegate-probe-{nonce:x}-no-such-file"))
+    else {
+        return false;
+    };
+    let resp = medium.authorize(medium.client().get(url)).send().await;
+    resp.is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+}
+
+/// An HTML page answered for a file that is not one (`path` does not end
+/// in `.html`/`.htm`) may be a catch-all site's stand-in (a single-page
+/// app's `index.html`, a portal): if a path that cannot exist gets a 200
+/// too, it is [`Error::CatchAll`], not the file.
+async fn check_stand_in(medium: &HttpMedium, path: &str, resp: &reqwest::Response) -> Result<()> {
+    let html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    let page = [".html", ".htm", ".xhtml"]
+        .iter()
+        .any(|ext| path.to_ascii_lowercase().ends_with(ext));
+    if html && !page && catch_all(medium).await {
+        return Err(Error::CatchAll {
+            url: medium.base().to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn is_listing(resp: &reqwest::Response) -> bool {
     resp.url().path().ends_with('/')
 }
@@ -97,6 +136,7 @@ pub(crate) async fn get(medium: &HttpMedium, path: &str) -> Result<Bytes> {
             format!("is a directory: {path}"),
         ));
     }
+    check_stand_in(medium, path, &resp).await?;
     resp.bytes().await.map_err(|e| Error::Connection {
         url: url.to_string(),
         source: e,
@@ -116,6 +156,7 @@ pub(crate) async fn get_into(
             format!("is a directory: {path}"),
         ));
     }
+    check_stand_in(medium, path, &resp).await?;
     let mut stream = resp.bytes_stream();
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -168,15 +209,28 @@ pub(crate) async fn open_from(
             format!("is a directory: {path}"),
         ));
     }
+    check_stand_in(medium, path, &resp).await?;
     let head = |name| {
         resp.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    // A file modified within the second before the answer has no
+    // trustworthy version (RFC 9110 §8.8.2.2: such a date is weak, and
+    // many servers' entity tags are made of it): nothing to resume on.
+    let date = |name| head(name).and_then(|v| httpdate::parse_http_date(&v).ok());
+    let fresh = match (date(header::LAST_MODIFIED), date(header::DATE)) {
+        (Some(modified), Some(now)) => now
+            .duration_since(modified)
+            .map_or(true, |age| age < std::time::Duration::from_secs(1)),
+        (Some(_), None) => true,
+        _ => false,
+    };
     let validator = head(header::ETAG)
         .filter(|e| e.starts_with('"'))
-        .or_else(|| head(header::LAST_MODIFIED));
+        .or_else(|| head(header::LAST_MODIFIED))
+        .filter(|_| !fresh);
     let (start, total) = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
         let (start, total) = head(header::CONTENT_RANGE)
             .as_deref()

@@ -351,7 +351,7 @@ pub(crate) async fn run_cold(
     let reader = match medium.send_probing(body.freeze()).await? {
         Ok(reader) => reader,
         Err((status, reason)) => {
-            if status == 200 && catch_all(medium).await {
+            if status == 200 && crate::plain::catch_all(medium).await {
                 return Err(Error::CatchAll {
                     url: medium.base().to_string(),
                 });
@@ -372,24 +372,6 @@ pub(crate) async fn run_cold(
         source: e.into(),
     })?;
     Ok(Some((hello, answers)))
-}
-
-/// Whether the server behind `medium` answers a path that cannot exist
-/// with 200 (a captive portal, a catch-all site): asked when the probe's
-/// POST got a 200 that is not framegate. Its pages must not be read as
-/// files.
-async fn catch_all(medium: &HttpMedium) -> bool {
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let Ok(url) = medium
-        .base()
-        .join(&format!(".framegate-probe-{nonce:x}-no-such-file"))
-    else {
-        return false;
-    };
-    let resp = medium.authorize(medium.client().get(url)).send().await;
-    resp.is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
 }
 
 /// The probe of §7.4: `hello` to `B/.framegate/ro`.
@@ -424,7 +406,7 @@ pub(crate) async fn probe(medium: &HttpMedium) -> Result<Probe> {
             return Err(crate::http::refusal_error(resp, &url, &reason).await);
         }
         crate::http::HeadVerdict::NotFramegate(reason) => {
-            if resp.status() == reqwest::StatusCode::OK && catch_all(medium).await {
+            if resp.status() == reqwest::StatusCode::OK && crate::plain::catch_all(medium).await {
                 return Err(Error::CatchAll {
                     url: medium.base().to_string(),
                 });

@@ -69,6 +69,9 @@ pub struct Transport {
     medium: HttpMedium,
     /// A full-duplex session (`framegate://`, `framegate+ssh://`) instead of HTTP.
     session: Option<Arc<Session>>,
+    /// A byte stream's URL (what [`Transport::base_url`] says) and token:
+    /// what connecting again needs.
+    stream: Option<(Url, Option<String>)>,
     /// Prepended to every path (byte streams address the server's root).
     prefix: String,
     /// What the server is, decided once: its `hello` (framegate) or `None`
@@ -132,6 +135,7 @@ impl Transport {
         let t = Transport {
             medium,
             session: None,
+            stream: None,
             prefix: String::new(),
             verdict: OnceLock::new(),
             require_smart,
@@ -209,48 +213,32 @@ impl Transport {
     /// `framegate-server serve --stdio /`). These media carry nothing but
     /// framegate, so there is no probe (`should_probe() == false`).
     async fn open_stream(url: &str, options: Options) -> Result<Transport> {
-        let parsed = Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{url}: {e}")))?;
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| Error::InvalidUrl(format!("{url}: no host")))?
-            .to_string();
-        let connector = if parsed.scheme() == "framegate" {
-            let port = parsed.port().unwrap_or(DEFAULT_TCP_PORT);
-            Connector::Tcp(format!("{host}:{port}"))
-        } else {
-            let user = parsed.username();
-            let dest = if user.is_empty() {
-                host.clone()
-            } else {
-                format!("{user}@{host}")
-            };
-            Connector::Ssh(SshTarget::new(&dest, parsed.port()))
-        };
+        let mut parsed = Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{url}: {e}")))?;
+        let connector = connector_for(&parsed)?;
         let session = Arc::new(
             Session::new()
                 .connect_timeout(options.connect_timeout)
+                .read_timeout(options.read_timeout)
                 .compress(options.compress)
                 .hooks(options.hooks.clone()),
         );
-        session.connect(connector).await?;
-        let mut args = Arguments::new();
-        if let Some(token) = &options.token {
-            let _ = args.insert("token", token.clone());
-        }
-        let hello = session.call("hello", &args, None).await?;
-        let hello = HelloPayload::decode(&hello)
-            .map_err(|e| Error::Usage(format!("{url}: malformed hello answer: {e}")))?;
-        session.limit_payload(usize::try_from(hello.max_frame_size).unwrap_or(usize::MAX));
+        let hello = start_session(&session, connector, options.token.as_deref()).await?;
         // The server serves its root; the URL path is a prefix (without the leading `/`).
         let prefix = percent_encoding::percent_decode_str(parsed.path().trim_matches('/'))
             .decode_utf8_lossy()
             .into_owned();
+        if !parsed.path().ends_with('/') {
+            let path = format!("{}/", parsed.path());
+            parsed.set_path(&path);
+        }
+        let _ = parsed.set_password(None);
         let placeholder =
             Url::parse("http://stream.invalid/").map_err(|e| Error::InvalidUrl(e.to_string()))?;
         let medium = HttpMedium::new(options.http_client()?, placeholder, None, false);
         Ok(Transport {
             medium,
             session: Some(session),
+            stream: Some((parsed, options.token.clone())),
             prefix,
             verdict: OnceLock::from(Some(hello)),
             require_smart: true,
@@ -258,6 +246,21 @@ impl Transport {
             hooks: options.hooks,
             retry_deadline: options.retry_deadline,
         })
+    }
+
+    /// A byte-stream transport whose connection the server ended (or that
+    /// broke) connects again, before its next call.
+    async fn revive(&self) -> Result<()> {
+        let (Some(session), Some((url, token))) = (&self.session, &self.stream) else {
+            return Ok(());
+        };
+        if session.state() != crate::session::RunState::Idle {
+            return Ok(());
+        }
+        // Reap what is left of the old connection (its child, its tasks).
+        let _ = session.disconnect().await;
+        start_session(session, connector_for(url)?, token.as_deref()).await?;
+        Ok(())
     }
 
     /// Disconnects a byte-stream session cleanly (HTTP: nothing to do).
@@ -281,7 +284,10 @@ impl Transport {
 
     /// The base URL.
     pub fn base_url(&self) -> &Url {
-        self.medium.base()
+        match &self.stream {
+            Some((url, _)) => url,
+            None => self.medium.base(),
+        }
     }
 
     /// Whether the server runs `command` (as far as we know).
@@ -430,8 +436,9 @@ impl Transport {
                 let _ = args.remove("path");
                 let _ = args.insert("path", full);
             }
-            *validator = session
-                .call_into(name, &args, out, written, on_validator)
+            self.revive().await?;
+            session
+                .call_into(name, &args, out, written, validator, on_validator)
                 .await?;
             return Ok(true);
         }
@@ -508,4 +515,49 @@ impl Transport {
             .unwrap_or_else(|| Err(Error::Usage("no answer".into())))?;
         Ok(())
     }
+}
+
+/// How to reach the server of a `framegate://` or `framegate+ssh://` URL.
+fn connector_for(parsed: &Url) -> Result<Connector> {
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| Error::InvalidUrl(format!("{parsed}: no host")))?
+        .to_string();
+    Ok(if parsed.scheme() == "framegate" {
+        let port = parsed.port().unwrap_or(DEFAULT_TCP_PORT);
+        Connector::Tcp(format!("{host}:{port}"))
+    } else {
+        let user = parsed.username();
+        let dest = if user.is_empty() {
+            host
+        } else {
+            format!("{user}@{host}")
+        };
+        Connector::Ssh(SshTarget::new(&dest, parsed.port()))
+    })
+}
+
+/// Connects `session` and says `hello` (with the token, if any); request
+/// frames are then kept within the server's frame size.
+async fn start_session(
+    session: &Session,
+    connector: Connector,
+    token: Option<&str>,
+) -> Result<HelloPayload> {
+    session.connect(connector).await?;
+    let mut args = Arguments::new();
+    if let Some(token) = token {
+        let _ = args.insert("token", token.to_string());
+    }
+    let hello = session.call("hello", &args, None).await?;
+    let hello = HelloPayload::decode(&hello).map_err(|e| Error::Misbehaved {
+        url: session_target(session),
+        source: e.into(),
+    })?;
+    session.limit_payload(usize::try_from(hello.max_frame_size).unwrap_or(usize::MAX));
+    Ok(hello)
+}
+
+fn session_target(_session: &Session) -> String {
+    "the byte-stream server".to_string()
 }

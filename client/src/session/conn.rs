@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use framegate_wire::{ClientEvent, ClientReactor, ErrorKind, FrameDecoder, RequestId, TextAtom};
@@ -189,10 +190,33 @@ pub(super) async fn read_loop(
     reader: BufReader<BoxRead>,
     shared: Arc<Shared>,
     max_frame: usize,
+    read_timeout: Duration,
 ) -> Result<(), Error> {
     let mut frames = FramedRead::new(reader, FrameDecoder::new(max_frame));
+    // Silence counts only while calls wait for answers: from the last
+    // frame, or from when calls began to wait if that was later.
+    let slice = read_timeout.min(Duration::from_secs(1));
+    let mut quiet_since = std::time::Instant::now();
+    let mut was_waiting = false;
     let result = loop {
-        let frame = match frames.next().await {
+        let waiting = shared.pending.lock().is_ok_and(|p| !p.is_empty());
+        if waiting && !was_waiting {
+            quiet_since = std::time::Instant::now();
+        }
+        was_waiting = waiting;
+        let next = match tokio::time::timeout(slice, frames.next()).await {
+            Ok(next) => {
+                quiet_since = std::time::Instant::now();
+                next
+            }
+            Err(_) if waiting && quiet_since.elapsed() >= read_timeout => {
+                break Err(format!(
+                    "no data from the server for {read_timeout:?} (read timeout)"
+                ));
+            }
+            Err(_) => continue,
+        };
+        let frame = match next {
             None => break Ok(()),
             Some(Ok(frame)) => frame,
             Some(Err(e)) => break Err(e.to_string()),

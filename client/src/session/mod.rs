@@ -47,6 +47,9 @@ pub const TRANSITION_BUFFER: usize = 64;
 /// Longest wait for the server's preamble answer.
 pub const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default of [`Session::read_timeout`].
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Default of [`Session::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -93,6 +96,7 @@ pub struct Session {
     shared: Mutex<Option<Arc<Shared>>>,
     encoding: Encoding,
     connect_timeout: Duration,
+    read_timeout: Duration,
     hooks: Hooks,
 }
 
@@ -122,6 +126,7 @@ impl Session {
             shared: Mutex::new(None),
             encoding: Encoding::Zstd8Mb,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
             hooks: Hooks::default(),
         }
     }
@@ -130,6 +135,15 @@ impl Session {
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Longest silence of the server while calls wait for answers (default
+    /// 120 s): then the connection is given up as lost, and every waiting
+    /// call fails.
+    #[must_use]
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
         self
     }
 
@@ -230,6 +244,7 @@ impl Session {
                     reader,
                     shared.clone(),
                     framegate_wire::frame::DEFAULT_MAX_FRAME_SIZE,
+                    self.read_timeout,
                 ));
                 if let Ok(mut s) = self.shared.lock() {
                     *s = Some(shared.clone());
@@ -473,13 +488,13 @@ impl Session {
         args: &Arguments,
         out: &mut (dyn AsyncWrite + Unpin + Send),
         written: &mut u64,
+        validator: &mut Option<Validator>,
         on_validator: Option<&(dyn Fn(&Validator) + Sync)>,
-    ) -> Result<Option<Validator>, Error> {
+    ) -> Result<(), Error> {
         let shared = self.live_shared("call")?;
         let (tx, mut rx) = mpsc::channel(STREAM_PIECES);
         self.start(&shared, name, args, None, false, Reply::Stream(tx))
             .await?;
-        let mut validator = None;
         loop {
             match rx.recv().await {
                 Some(Piece::Data(data)) => {
@@ -490,11 +505,11 @@ impl Session {
                     if let Some(hook) = on_validator {
                         hook(&v);
                     }
-                    validator = Some(v);
+                    *validator = Some(v);
                 }
                 Some(Piece::End) => {
                     out.flush().await?;
-                    return Ok(validator);
+                    return Ok(());
                 }
                 Some(Piece::Failed(e)) => return Err(e),
                 None => return Err(shared.lost("the session stopped")),

@@ -267,6 +267,7 @@ impl<'t> Batch<'t> {
 impl Transport {
     async fn send_ops(&self, ops: &[Op], idx: &[usize]) -> Result<Vec<Result<Bytes>>> {
         if let Some(session) = &self.session {
+            self.revive().await?;
             // Pipelined on one connection: every call in flight at once.
             let calls = idx.iter().filter_map(|&i| ops.get(i)).map(|op| {
                 let req = op.request(&self.prefix);

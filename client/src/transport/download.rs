@@ -18,6 +18,7 @@
 //! (when it can be continued) for [`DownloadOptions::resume`]
 //! (`framegate get --continue`).
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -70,12 +71,26 @@ fn meta_path(dest: &Path) -> PathBuf {
     beside(dest, &format!("{PARTIAL_SUFFIX}.json"))
 }
 
+/// Longest file name most file systems take (bytes).
+const NAME_MAX: usize = 255;
+
+/// `.NAME<suffix>` beside `dest` (the name's bytes kept as they are); a
+/// name too long for that gets `.<its hash><suffix>` instead.
 fn beside(dest: &Path, suffix: &str) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!(".{name}{suffix}"))
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let name = dest.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
+    // Room for the longest suffix (`.framegate-partial.json`).
+    let mut out = b".".to_vec();
+    if name.len() + 1 + PARTIAL_SUFFIX.len() + 5 <= NAME_MAX {
+        out.extend_from_slice(name);
+    } else {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        out.extend_from_slice(format!("{:016x}", h.finish()).as_bytes());
+    }
+    out.extend_from_slice(suffix.as_bytes());
+    dest.with_file_name(std::ffi::OsString::from_vec(out))
 }
 
 /// Writes `data` as the new content of `dest` the way downloads do:
@@ -84,8 +99,15 @@ fn beside(dest: &Path, suffix: &str) -> PathBuf {
 pub async fn replace_file(dest: &Path, data: &[u8]) -> Result<()> {
     let tmp = partial_path(dest);
     let write = async {
-        let mut file = tokio::fs::File::create(&tmp).await?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .await?;
         file.write_all(data).await?;
+        keep_mode(&file, dest).await?;
         file.sync_all().await
     };
     if let Err(e) = write.await {
@@ -93,6 +115,15 @@ pub async fn replace_file(dest: &Path, data: &[u8]) -> Result<()> {
         return Err(local(&tmp)(e));
     }
     tokio::fs::rename(&tmp, dest).await.map_err(local(dest))
+}
+
+/// Gives the new content of `dest` (`file`) the permission bits of the
+/// file it replaces, if one is there: a private file stays private.
+async fn keep_mode(file: &tokio::fs::File, dest: &Path) -> std::io::Result<()> {
+    match tokio::fs::symlink_metadata(dest).await {
+        Ok(old) if old.is_file() => file.set_permissions(old.permissions()).await,
+        _ => Ok(()),
+    }
 }
 
 /// What continuing a partial file needs.
@@ -141,13 +172,21 @@ impl Partial {
     async fn open(dest: &Path, source: &str, resume: bool) -> Result<Partial> {
         let data = partial_path(dest);
         let meta = meta_path(dest);
+        // Never through a symbolic link planted under the partial's name:
+        // it would make the download write (and truncate) its target.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&data)
             .map_err(local(&data))?;
+        if !file.metadata().map_err(local(&data))?.is_file() {
+            return Err(local(&data)(std::io::Error::other(
+                "not a regular file; remove it to download here",
+            )));
+        }
         if let Err(e) = file.try_lock() {
             return Err(match e {
                 std::fs::TryLockError::WouldBlock => Error::Usage(format!(
@@ -199,6 +238,32 @@ impl Partial {
         })
     }
 
+    /// A partial file that holds its whole version is still checked
+    /// against the server (the file may have changed or gone since): its
+    /// last byte is fetched again, under the version's validator. One that
+    /// holds more than its version is not trusted at all.
+    async fn recheck_if_complete(&mut self) -> Result<()> {
+        let Some(total) = self.validator.as_ref().map(|v| v.total) else {
+            return Ok(());
+        };
+        if self.written > total || total == 0 {
+            return self.restart().await;
+        }
+        if self.written == total {
+            self.written = total - 1;
+            self.file.flush().await.map_err(local(&self.data))?;
+            self.file
+                .set_len(self.written)
+                .await
+                .map_err(local(&self.data))?;
+            self.file
+                .seek(std::io::SeekFrom::Start(self.written))
+                .await
+                .map_err(local(&self.data))?;
+        }
+        Ok(())
+    }
+
     /// Forgets what was written: back to byte 0, no version.
     async fn restart(&mut self) -> Result<()> {
         self.file.flush().await.map_err(local(&self.data))?;
@@ -236,6 +301,9 @@ impl Partial {
     /// Syncs the complete file and renames it over `dest`.
     async fn commit(mut self, dest: &Path) -> Result<u64> {
         self.file.flush().await.map_err(local(&self.data))?;
+        keep_mode(&self.file, dest)
+            .await
+            .map_err(local(&self.data))?;
         self.file.sync_all().await.map_err(local(&self.data))?;
         let len = self.written;
         tokio::fs::rename(&self.data, dest)
@@ -287,7 +355,7 @@ enum Attempt {
 fn retryable(err: &Error) -> bool {
     match err {
         Error::Http { status, .. } => matches!(status, 408 | 429 | 502 | 503 | 504),
-        Error::Connect { .. } => true,
+        Error::Connect { .. } | Error::ConnectFailed { .. } => true,
         e => e.is_dropped_connection(),
     }
 }
@@ -381,6 +449,7 @@ impl Transport {
     /// One try: from the partial file's end if it holds a version, else
     /// the whole file.
     async fn attempt(&self, path: &str, source: &str, partial: &mut Partial) -> Result<Attempt> {
+        partial.recheck_if_complete().await?;
         if self.unknown() && partial.written > 0 && partial.validator.is_some() {
             // Continuing: what the server offers decides how (one probe).
             self.resolve().await?;
@@ -390,9 +459,6 @@ impl Transport {
         }
         match partial.validator.clone() {
             Some(v) if partial.written > 0 && self.supports("readv") => {
-                if partial.written >= v.total {
-                    return Ok(Attempt::Done);
-                }
                 let mut args = path_args(path);
                 let _ = args.insert(
                     "ranges",
@@ -431,11 +497,15 @@ impl Transport {
                     )
                     .await;
                 partial.validator = validator;
-                match result? {
-                    true => Ok(Attempt::Done),
+                match result {
+                    // Rewritten while it was sent: the bytes are not one
+                    // version; start over.
+                    Err(e) if e.is(&file_changed()) => Ok(Attempt::Changed),
+                    Err(e) => Err(e),
+                    Ok(true) => Ok(Attempt::Done),
                     // No framegate server answered (a first message): the
                     // file comes over plain HTTP.
-                    false => self.attempt_plain(path, source, partial).await,
+                    Ok(false) => self.attempt_plain(path, source, partial).await,
                 }
             }
         }
@@ -448,10 +518,13 @@ impl Transport {
         partial: &mut Partial,
     ) -> Result<Attempt> {
         let from = match &partial.validator {
-            Some(v) if partial.written >= v.total => return Ok(Attempt::Done),
             Some(_) => partial.written,
             None => 0,
         };
+        if from == 0 {
+            // Bytes without a version to continue them are not kept.
+            partial.restart().await?;
+        }
         let if_range = partial.validator.as_ref().map(|v| v.etag.clone());
         let answer = plain::open_from(&self.medium, path, from, if_range.as_deref()).await?;
         if answer.from != from {

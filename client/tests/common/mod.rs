@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod proxy;
+
 use framegate_server::{Gateway, GatewayConfig, Registry, ServeHandle, serve};
 
 pub struct Smart {

@@ -30,6 +30,7 @@ impl Driver {
             Ok(Answer::File { file, ranges }) => self.lazy.push(
                 id,
                 output::Source::File {
+                    opened: output::Fingerprint::of(&file),
                     file: Arc::new(file),
                     ranges: ranges.into(),
                 },

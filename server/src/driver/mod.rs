@@ -43,8 +43,8 @@ use crate::gateway::Gateway;
 use crate::pool::{Share, in_share};
 use crate::storage::Storage;
 
-pub(crate) use output::read_piece;
 pub use output::{ANSWER_PIECE, BODY_CHUNK, COMPRESSION_SAMPLE, MIN_COMPRESSION_GAIN};
+pub(crate) use output::{Fingerprint, read_piece};
 
 /// Request data chunks buffered per command before the input waits.
 pub const DATA_CHANNEL_CHUNKS: usize = 16;

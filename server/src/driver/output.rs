@@ -37,11 +37,50 @@ pub(crate) fn compresses(data: &[u8]) -> bool {
     }
 }
 
+/// What a file was when its answer began: a file rewritten in place
+/// while it is sent (see [`Fingerprint::rewritten_since`]) fails its
+/// answer instead of ending it as a mix of two versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Fingerprint {
+    /// Whether the file, now `self`, may no longer hold the bytes it held
+    /// as `before`: it shrank, or it was written without growing (a
+    /// rewrite in place). A file that only grew was appended to — the
+    /// server's own `append` does that, and the bytes already there stay
+    /// (a rewrite that also grows the file is taken for an append).
+    pub(crate) fn rewritten_since(&self, before: &Fingerprint) -> bool {
+        self.ino != before.ino
+            || self.len < before.len
+            || (self.len == before.len
+                && (self.mtime, self.mtime_nsec) != (before.mtime, before.mtime_nsec))
+    }
+
+    pub(crate) fn of(file: &std::fs::File) -> Option<Fingerprint> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata().ok()?;
+        Some(Fingerprint {
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        })
+    }
+}
+
 /// Where the rest of a lazy answer comes from.
 pub(crate) enum Source {
     File {
         file: Arc<std::fs::File>,
         ranges: VecDeque<(u64, u64)>,
+        /// The file when the answer began; checked again after the last
+        /// piece.
+        opened: Option<Fingerprint>,
     },
     Stream(BoxStream<'static, Result<Bytes, CommandError>>),
 }
@@ -51,8 +90,24 @@ impl Source {
     /// `None` when the answer is complete.
     pub(crate) async fn next_piece(&mut self, max: usize) -> Option<Result<Bytes, CommandError>> {
         match self {
-            Source::File { file, ranges } => {
-                let (offset, len) = ranges.front_mut()?;
+            Source::File {
+                file,
+                ranges,
+                opened,
+            } => {
+                let Some((offset, len)) = ranges.front_mut() else {
+                    // Sent whole: was it one version all along?
+                    let before = opened.take()?;
+                    let file = file.clone();
+                    let now = blocking(move || Ok(Fingerprint::of(&file))).await;
+                    return match now {
+                        Ok(Some(now)) if !now.rewritten_since(&before) => None,
+                        _ => Some(Err(CommandError::new(
+                            ErrorCode::FILE_CHANGED,
+                            "the file was rewritten while it was sent",
+                        ))),
+                    };
+                };
                 if *len == 0 {
                     ranges.pop_front();
                     return Some(Ok(Bytes::new()));

@@ -225,8 +225,12 @@ fn respond(builder: Builder, head: bool, file: std::fs::File, parts: Vec<Part>) 
 /// hyper asks for the next. A file that shrank meanwhile ends the body
 /// with an error, never as if complete.
 fn body_of(file: std::fs::File, parts: Vec<Part>) -> Body {
+    // A file rewritten in place while it is sent (see
+    // `Fingerprint::rewritten_since`) ends the body with an error too: the client sees a cut body,
+    // and its `If-Range` then gets the whole new file, never a splice.
+    let opened = crate::driver::Fingerprint::of(&file);
     let state = (Arc::new(file), VecDeque::from(parts));
-    let stream = futures_util::stream::try_unfold(state, |(file, mut parts)| async move {
+    let stream = futures_util::stream::try_unfold(state, move |(file, mut parts)| async move {
         let Some(part) = parts.pop_front() else {
             return Ok(None);
         };
@@ -245,6 +249,19 @@ fn body_of(file: std::fs::File, parts: Vec<Part>) -> Body {
                     .map_err(io::Error::other)??
             }
         };
+        // Checked before the last bytes go: once they went, the body is
+        // complete for the client whatever follows.
+        if parts.is_empty() {
+            let from = file.clone();
+            let now = crate::pool::blocking(move || Ok(crate::driver::Fingerprint::of(&from)))
+                .await
+                .map_err(io::Error::other)?;
+            if let (Some(now), Some(before)) = (now, opened)
+                && now.rewritten_since(&before)
+            {
+                return Err(io::Error::other("the file was rewritten while it was sent"));
+            }
+        }
         Ok::<_, io::Error>(Some((bytes, (file, parts))))
     });
     Body::from_stream(stream)
