@@ -163,6 +163,24 @@ impl Error {
         )
     }
 
+    /// A request's error-response (§4.2): remote for `application`,
+    /// refused for `protocol`.
+    pub(crate) fn from_failure(
+        kind: framegate_wire::ErrorKind,
+        error: framegate_wire::ErrorPayload,
+    ) -> Self {
+        match kind {
+            framegate_wire::ErrorKind::Application => Error::Remote {
+                code: error.code,
+                message: error.message,
+            },
+            framegate_wire::ErrorKind::Protocol => Error::Refused {
+                code: error.code,
+                message: error.message,
+            },
+        }
+    }
+
     pub(crate) fn remote(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::Remote {
             code,

@@ -148,16 +148,25 @@ impl HttpMedium {
     /// `Content-Length`, no streaming machinery) and returns its reader.
     pub async fn send_message(&self, writable: bool, body: Bytes) -> Result<MessageReader> {
         let url = self.endpoint(writable);
-        let resp = self
-            .authorize(self.client.post(&url))
-            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
-            .header(reqwest::header::ACCEPT, MEDIA_TYPE)
-            .header(ACCEPT_ENCODING_HEADER, &self.accept_encoding)
+        let resp = self.post_message(&url, body).await?;
+        MessageReader::new(url, resp, self.max_frame_size).await
+    }
+
+    /// POSTs a whole message body to `url` with the framegate headers.
+    async fn post_message(&self, url: &str, body: Bytes) -> Result<reqwest::Response> {
+        self.message_request(url)
             .body(body)
             .send()
             .await
-            .map_err(|e| Error::from_reqwest(&url, e))?;
-        MessageReader::new(url, resp, self.max_frame_size).await
+            .map_err(|e| Error::from_reqwest(url, e))
+    }
+
+    /// A POST to `url` with the framegate headers (§7.2), no body yet.
+    fn message_request(&self, url: &str) -> reqwest::RequestBuilder {
+        self.authorize(self.client.post(url))
+            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
+            .header(reqwest::header::ACCEPT, MEDIA_TYPE)
+            .header(ACCEPT_ENCODING_HEADER, &self.accept_encoding)
     }
 
     /// Sends a read-only message that starts with `hello` to a server not
@@ -170,15 +179,7 @@ impl HttpMedium {
         body: Bytes,
     ) -> Result<std::result::Result<MessageReader, (u16, String)>> {
         let url = self.endpoint(false);
-        let resp = self
-            .authorize(self.client.post(&url))
-            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
-            .header(reqwest::header::ACCEPT, MEDIA_TYPE)
-            .header(ACCEPT_ENCODING_HEADER, &self.accept_encoding)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::from_reqwest(&url, e))?;
+        let resp = self.post_message(&url, body).await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
         {
@@ -204,10 +205,7 @@ impl HttpMedium {
             rx.recv().await.map(|item| (item, rx))
         });
         let req = self
-            .authorize(self.client.post(&url))
-            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
-            .header(reqwest::header::ACCEPT, MEDIA_TYPE)
-            .header(ACCEPT_ENCODING_HEADER, &self.accept_encoding)
+            .message_request(&url)
             .body(reqwest::Body::wrap_stream(body_stream));
         let response = tokio::spawn(req.send());
         MessageWriter {

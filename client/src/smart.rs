@@ -1,7 +1,7 @@
 //! Running one framegate message: many requests out, their answers in.
 
 use bytes::{Bytes, BytesMut};
-use framegate_wire::{Arguments, ClientEvent, ClientReactor, ErrorKind, HelloPayload, TextAtom};
+use framegate_wire::{Arguments, ClientEvent, ClientReactor, HelloPayload, TextAtom};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
@@ -219,16 +219,7 @@ async fn read_answers(
                     let Some(&i) = index.get(&request_id) else {
                         continue;
                     };
-                    let err = match kind {
-                        ErrorKind::Application => Error::Remote {
-                            code: error.code,
-                            message: error.message,
-                        },
-                        ErrorKind::Protocol => Error::Refused {
-                            code: error.code,
-                            message: error.message,
-                        },
-                    };
+                    let err = Error::from_failure(kind, error);
                     if let Some(slot) = answers.get_mut(i) {
                         *slot = Some(Err(err));
                     }

@@ -20,11 +20,7 @@ use common::*;
 use framegate_client::{DownloadOptions, Error, Options, Transport, partial_path};
 
 fn options(retry: Duration) -> Options {
-    let mut o = Options::default();
-    o.compress = false;
-    o.read_timeout = Duration::from_secs(10);
-    o.retry_deadline = retry;
-    o
+    download_options(retry)
 }
 
 fn leftovers(dest: &Path) -> Vec<String> {

@@ -23,11 +23,7 @@ use framegate_server::{Gateway, GatewayConfig, Registry, serve_tcp};
 use tokio_util::sync::CancellationToken;
 
 fn options(retry: Duration) -> Options {
-    let mut o = Options::default();
-    o.compress = false;
-    o.read_timeout = Duration::from_secs(10);
-    o.retry_deadline = retry;
-    o
+    download_options(retry)
 }
 
 /// A TCP (`framegate://`) server on `root`; its gateway and address.

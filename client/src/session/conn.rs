@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use framegate_wire::{ClientEvent, ClientReactor, ErrorKind, FrameDecoder, RequestId, TextAtom};
+use framegate_wire::{ClientEvent, ClientReactor, FrameDecoder, RequestId, TextAtom};
 use futures_util::StreamExt;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -86,16 +86,6 @@ impl Shared {
         let Ok(mut pending) = self.pending.lock() else {
             return None;
         };
-        let failed = |kind, error: framegate_wire::ErrorPayload| match kind {
-            ErrorKind::Application => Error::Remote {
-                code: error.code,
-                message: error.message,
-            },
-            ErrorKind::Protocol => Error::Refused {
-                code: error.code,
-                message: error.message,
-            },
-        };
         match event {
             ClientEvent::Data { request_id, data } => match pending.get_mut(&request_id)? {
                 Reply::Whole { data: d, .. } => {
@@ -117,10 +107,10 @@ impl Shared {
                 error,
             } => match pending.remove(&request_id)? {
                 Reply::Whole { reply, .. } => {
-                    let _ = reply.send(Err(failed(kind, error)));
+                    let _ = reply.send(Err(Error::from_failure(kind, error)));
                     None
                 }
-                Reply::Stream(tx) => Some((tx, Piece::Failed(failed(kind, error)))),
+                Reply::Stream(tx) => Some((tx, Piece::Failed(Error::from_failure(kind, error)))),
             },
             ClientEvent::Unanswered { request_id } => {
                 let err = self.lost("the server closed the connection before answering");

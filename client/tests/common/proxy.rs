@@ -124,3 +124,13 @@ pub fn replace(path: &Path, data: &[u8]) {
     std::fs::write(&tmp, data).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+/// Client options for download tests: no compression, a 10 s read
+/// timeout, retries until `retry`.
+pub fn download_options(retry: Duration) -> framegate_client::Options {
+    let mut o = framegate_client::Options::default();
+    o.compress = false;
+    o.read_timeout = Duration::from_secs(10);
+    o.retry_deadline = retry;
+    o
+}
