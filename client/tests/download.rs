@@ -324,7 +324,14 @@ async fn cli_get_continue_after_kill_9() {
     )
     .await;
     let mut child = std::process::Command::new(&bin)
-        .args(["get", "-q", &format!("http://{}/big.bin", p.addr)])
+        // Uncompressed: the answer must take its time through the proxy
+        // (these bytes compress 100-fold).
+        .args([
+            "get",
+            "-q",
+            "--no-compress",
+            &format!("http://{}/big.bin", p.addr),
+        ])
         .arg(&dest)
         .spawn()
         .unwrap();
@@ -332,6 +339,13 @@ async fn cli_get_continue_after_kill_9() {
     let started = Instant::now();
     while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 1_000_000 {
         assert!(started.elapsed() < Duration::from_secs(20), "no progress");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the first get ended ({status}) after {:?}, {} bytes through the proxy",
+                started.elapsed(),
+                p.down.load(Ordering::SeqCst)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill().unwrap();
