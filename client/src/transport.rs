@@ -544,6 +544,7 @@ async fn start_session(
     connector: Connector,
     token: Option<&str>,
 ) -> Result<HelloPayload> {
+    let target = format!("{connector:?}");
     session.connect(connector).await?;
     let mut args = Arguments::new();
     if let Some(token) = token {
@@ -551,13 +552,9 @@ async fn start_session(
     }
     let hello = session.call("hello", &args, None).await?;
     let hello = HelloPayload::decode(&hello).map_err(|e| Error::Misbehaved {
-        url: session_target(session),
+        url: target.to_string(),
         source: e.into(),
     })?;
     session.limit_payload(usize::try_from(hello.max_frame_size).unwrap_or(usize::MAX));
     Ok(hello)
-}
-
-fn session_target(_session: &Session) -> String {
-    "the byte-stream server".to_string()
 }
