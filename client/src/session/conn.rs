@@ -36,6 +36,18 @@ pub(super) enum Reply {
     Stream(mpsc::Sender<Piece>),
 }
 
+impl Reply {
+    /// A reply gathered whole, and where it arrives.
+    pub(super) fn whole() -> (Reply, oneshot::Receiver<Result<Bytes, Error>>) {
+        let (reply, answer) = oneshot::channel();
+        let whole = Reply::Whole {
+            data: BytesMut::new(),
+            reply,
+        };
+        (whole, answer)
+    }
+}
+
 pub(super) struct Shared {
     pub(super) reactor: Mutex<ClientReactor>,
     pub(super) pending: Mutex<HashMap<RequestId, Reply>>,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use framegate_wire::{Arguments, ClientReactor, Encoding, RequestId, preamble};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
@@ -436,11 +436,7 @@ impl Session {
         data: Option<Bytes>,
     ) -> Result<Bytes, Error> {
         let shared = self.live_shared("call")?;
-        let (reply, answer) = oneshot::channel();
-        let whole = Reply::Whole {
-            data: BytesMut::new(),
-            reply,
-        };
+        let (whole, answer) = Reply::whole();
         self.start(&shared, name, args, data, false, whole).await?;
         answer
             .await
@@ -456,11 +452,7 @@ impl Session {
         source: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<Bytes, Error> {
         let shared = self.live_shared("call")?;
-        let (reply, answer) = oneshot::channel();
-        let whole = Reply::Whole {
-            data: BytesMut::new(),
-            reply,
-        };
+        let (whole, answer) = Reply::whole();
         let id = self.start(&shared, name, args, None, true, whole).await?;
         let mut chunk = BytesMut::with_capacity(UPLOAD_READ);
         loop {
