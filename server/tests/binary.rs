@@ -1,15 +1,14 @@
 //! The `framegate-server` binary: TOML config, metrics listener, SIGTERM.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The port in `line` after `marker`, if any.
+fn port_after(line: &str, marker: &str) -> Option<u16> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 fn get(port: u16, path: &str) -> String {
@@ -29,12 +28,15 @@ fn get(port: u16, path: &str) -> String {
 fn serves_from_a_toml_config_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f.txt"), "from the binary").unwrap();
-    let (port, metrics) = (free_port(), free_port());
+    // Port 0 for both listeners, and the addresses read back from what the
+    // server prints: a port picked beforehand may be taken by the time the
+    // server binds it (a loopback ephemeral port), and the server would then
+    // exit with the first listener's queued connections reset.
     let config = dir.path().join("framegate.toml");
     std::fs::write(
         &config,
         format!(
-            "dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics-listen = \"127.0.0.1:{metrics}\"\nkeepalive-interval = \"5s\"\nmax-requests-per-message = 100\nlog-format = \"json\"\n",
+            "dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nmetrics-listen = \"127.0.0.1:0\"\nkeepalive-interval = \"5s\"\nmax-requests-per-message = 100\nlog-format = \"json\"\n",
             dir.path().display()
         ),
     )
@@ -45,18 +47,25 @@ fn serves_from_a_toml_config_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut up = false;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            up = true;
-            break;
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (mut port, mut metrics) = (None, None);
+    let mut printed = String::new();
+    while port.is_none() || metrics.is_none() {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("server exited before printing its addresses: {printed}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        printed.push_str(&line);
+        if let Some(p) = port_after(&line, " at http://127.0.0.1:") {
+            if line.contains(": metrics at ") {
+                metrics = Some(p);
+            } else {
+                port = Some(p);
+            }
+        }
     }
-    if !up {
-        let _ = child.kill();
-    }
-    assert!(up, "server did not start");
+    let (port, metrics) = (port.unwrap(), metrics.unwrap());
     assert!(get(port, "/f.txt").ends_with("from the binary"));
     assert!(get(port, "/.framegate/healthz").starts_with("HTTP/1.1 200"));
     let m = get(metrics, "/metrics");
@@ -68,16 +77,11 @@ fn serves_from_a_toml_config_and_stops_cleanly_on_sigterm() {
     assert!(status.success());
     let code = child.wait().unwrap();
     assert_eq!(code.code(), Some(0), "graceful stop exits 0");
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
     assert!(
-        out.contains(&format!("http://127.0.0.1:{port}/")),
-        "prints the URL to use: {out}"
+        printed.contains(&format!("http://127.0.0.1:{port}/")),
+        "prints the URL to use: {printed}{rest}"
     );
     let mut err = String::new();
     child

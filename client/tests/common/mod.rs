@@ -57,6 +57,18 @@ pub fn sample_tree() -> tempfile::TempDir {
 }
 
 pub fn free_port() -> u16 {
+    // Below the kernel's ephemeral range (32768–60999 by default): a port
+    // the kernel hands out for `:0` can become the local port of another
+    // test's outgoing connection before the process under test binds it.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id() % 8_000;
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + u16::try_from((start + n * 7) % 12_000).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
