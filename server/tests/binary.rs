@@ -2,7 +2,6 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 /// The port in `line` after `marker`, if any.
 fn port_after(line: &str, marker: &str) -> Option<u16> {
