@@ -34,6 +34,14 @@ pub enum Error {
         #[source]
         source: PeerMisbehaved,
     },
+    /// An answer that does not decode as its command's answer.
+    #[error("the server sent a malformed answer ({what}): {reason}")]
+    Malformed {
+        /// Which answer.
+        what: String,
+        /// Why it does not decode.
+        reason: String,
+    },
     /// The response ended before this request was answered.
     #[error("the server at {url} did not answer the request (response cut off?)")]
     Unanswered {

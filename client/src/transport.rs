@@ -21,28 +21,28 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use framegate_wire::preamble::DEFAULT_TCP_PORT;
 use framegate_wire::{Arguments, HelloPayload, StatAnswer};
 use reqwest::Url;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{Error, Result};
 use crate::http::HttpMedium;
-use crate::plain;
-use crate::session::{Connector, Session, SshTarget};
-use crate::smart::{self, Hooks, Probe, Request, Sink, Source, Validator};
+use crate::smart::{self, Hooks, Probe};
 
+mod answer;
+mod backend;
 mod batch;
 mod download;
 mod ops;
 mod options;
 
+use backend::{Backend, Plain, Reply, Smart, Stream, Streamed};
 pub use batch::{Batch, BatchResults, Slot};
-use ops::{path_args, prefixed};
+use ops::path_args;
 pub use options::{DEFAULT_RETRY_DEADLINE, Options};
 
 pub use download::{
@@ -63,21 +63,19 @@ fn verdicts() -> &'static Mutex<HashMap<String, Verdict>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// An open connection to a tree, smart or plain.
+/// An open connection to a tree: a framegate server over HTTP(S), a plain
+/// web server, or a framegate server over a byte stream (TCP, SSH),
+/// decided once.
 #[derive(Debug)]
 pub struct Transport {
-    medium: HttpMedium,
-    /// A full-duplex session (`framegate://`, `framegate+ssh://`) instead of HTTP.
-    session: Option<Arc<Session>>,
-    /// A byte stream's URL (what [`Transport::base_url`] says) and token:
-    /// what connecting again needs.
-    stream: Option<(Url, Option<String>)>,
-    /// Prepended to every path (byte streams address the server's root).
-    prefix: String,
-    /// What the server is, decided once: its `hello` (framegate) or `None`
-    /// (plain HTTP). Unset until the first message of a transport opened
-    /// with [`Transport::open_lazy`].
-    verdict: OnceLock<Option<HelloPayload>>,
+    /// The base URL (a byte stream's without its password).
+    base: Url,
+    /// HTTP(S): what messages go by before the server is known (a
+    /// transport opened with [`Transport::open_lazy`]).
+    http: Option<HttpMedium>,
+    /// What it talks to, chosen once: at open, or by the first message
+    /// of a lazy transport.
+    backend: OnceLock<Backend>,
     /// `framegate+http(s)://`: plain HTTP is an error.
     require_smart: bool,
     unsupported: Mutex<HashSet<String>>,
@@ -111,7 +109,10 @@ fn parse_url(url: &str) -> Result<(Url, bool)> {
 impl Transport {
     /// Opens `url` (a directory). For `http(s)://` it probes for a framegate
     /// server once per base URL and process, falling back to plain HTTP if
-    /// none answers; `framegate+http(s)://` requires one.
+    /// none answers; `framegate+http(s)://` requires one;
+    /// `framegate://host[:port]/path` (TCP) and
+    /// `framegate+ssh://[user@]host[:port]/path` (an SSH child running
+    /// `framegate-server serve --stdio /`) connect and say `hello`.
     pub async fn open(url: &str, options: Options) -> Result<Transport> {
         let t = Self::open_lazy(url, options).await?;
         t.resolve().await?;
@@ -124,27 +125,39 @@ impl Transport {
     /// plain HTTP if no framegate server answers; a first message with
     /// writes probes first. Until then [`Transport::is_smart`] and
     /// [`Transport::hello`] say no. A verdict already known in this
-    /// process (per base URL) is used at once.
+    /// process (per base URL) is used at once. Byte streams connect at
+    /// once, as with [`Transport::open`].
     pub async fn open_lazy(url: &str, options: Options) -> Result<Transport> {
         if url.starts_with("framegate://") || url.starts_with("framegate+ssh://") {
-            return Self::open_stream(url, options).await;
+            let stream = Stream::open(url, &options).await?;
+            return Ok(Transport {
+                base: stream.url.clone(),
+                http: None,
+                backend: OnceLock::from(Backend::Stream(stream)),
+                require_smart: true,
+                unsupported: Mutex::new(HashSet::new()),
+                hooks: options.hooks,
+                retry_deadline: options.retry_deadline,
+            });
         }
         let (base, require_smart) = parse_url(url)?;
         let client = options.http_client()?;
+        // The medium keeps URL credentials out of its base.
         let medium = HttpMedium::new(client, base, options.token.clone(), options.compress);
         let t = Transport {
-            medium,
-            session: None,
-            stream: None,
-            prefix: String::new(),
-            verdict: OnceLock::new(),
+            base: medium.base().clone(),
+            http: Some(medium),
+            backend: OnceLock::new(),
             require_smart,
             unsupported: Mutex::new(HashSet::new()),
             hooks: options.hooks,
             retry_deadline: options.retry_deadline,
         };
-        let key = t.medium.base().to_string();
-        if let Some(v) = verdicts().lock().ok().and_then(|c| c.get(&key).cloned()) {
+        if let Some(v) = verdicts()
+            .lock()
+            .ok()
+            .and_then(|c| c.get(t.base.as_str()).cloned())
+        {
             t.settle(match v {
                 Verdict::Smart(hello) => Some(hello),
                 Verdict::Plain => None,
@@ -153,19 +166,27 @@ impl Transport {
         Ok(t)
     }
 
-    /// Records what the server is (once), remembers it for this base URL
-    /// in this process, and sizes request frames to its limit.
-    fn settle(&self, hello: Option<HelloPayload>) -> Result<()> {
-        let key = self.medium.base().to_string();
+    /// The HTTP(S) medium (an HTTP transport's; a usage error otherwise).
+    fn medium(&self) -> Result<&HttpMedium> {
+        self.http
+            .as_ref()
+            .ok_or_else(|| Error::Usage("not an HTTP transport".into()))
+    }
+
+    /// Chooses the backend of an HTTP transport from what the server is
+    /// (its `hello`, or `None` for plain HTTP), remembers it for this base
+    /// URL in this process, and sizes request frames to the server's limit.
+    fn settle(&self, hello: Option<HelloPayload>) -> Result<&Backend> {
+        if let Some(b) = self.backend.get() {
+            return Ok(b);
+        }
+        let medium = self.medium()?;
+        let key = medium.base().to_string();
         if hello.is_none() && self.require_smart {
             return Err(Error::NotSmart {
                 url: key,
                 reason: "plain HTTP".into(),
             });
-        }
-        if let Some(h) = &hello {
-            self.medium
-                .set_peer_max_frame(usize::try_from(h.max_frame_size).unwrap_or(usize::MAX));
         }
         if let Ok(mut c) = verdicts().lock() {
             c.insert(
@@ -176,98 +197,50 @@ impl Transport {
                 },
             );
         }
-        let _ = self.verdict.set(hello);
-        Ok(())
-    }
-
-    /// What the server is, probing (a `hello` of its own) if not known
-    /// yet: its `hello`, or `None` for plain HTTP.
-    async fn resolve(&self) -> Result<Option<&HelloPayload>> {
-        if self.verdict.get().is_none() {
-            let hello = match smart::probe(&self.medium).await? {
-                Probe::Smart(hello) => Some(hello),
-                Probe::NotSmart(reason) => {
-                    if self.require_smart {
-                        return Err(Error::NotSmart {
-                            url: self.medium.base().to_string(),
-                            reason,
-                        });
-                    }
-                    tracing::debug!(%reason, "no framegate server; using plain HTTP");
-                    None
-                }
-            };
-            self.settle(hello)?;
-        }
-        Ok(self.verdict.get().and_then(Option::as_ref))
-    }
-
-    /// Whether the verdict is still open (a lazy transport before its
-    /// first message).
-    fn unknown(&self) -> bool {
-        self.verdict.get().is_none()
-    }
-
-    /// Opens `framegate://host[:port]/path` (TCP) or
-    /// `framegate+ssh://[user@]host[:port]/path` (an SSH child running
-    /// `framegate-server serve --stdio /`). These media carry nothing but
-    /// framegate, so there is no probe (`should_probe() == false`).
-    async fn open_stream(url: &str, options: Options) -> Result<Transport> {
-        let mut parsed = Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{url}: {e}")))?;
-        let connector = connector_for(&parsed)?;
-        let session = Arc::new(
-            Session::new()
-                .connect_timeout(options.connect_timeout)
-                .read_timeout(options.read_timeout)
-                .compress(options.compress)
-                .hooks(options.hooks.clone()),
-        );
-        let hello = start_session(&session, connector, options.token.as_deref()).await?;
-        // The server serves its root; the URL path is a prefix (without the leading `/`).
-        let prefix = percent_encoding::percent_decode_str(parsed.path().trim_matches('/'))
-            .decode_utf8_lossy()
-            .into_owned();
-        if !parsed.path().ends_with('/') {
-            let path = format!("{}/", parsed.path());
-            parsed.set_path(&path);
-        }
-        let _ = parsed.set_password(None);
-        let placeholder =
-            Url::parse("http://stream.invalid/").map_err(|e| Error::InvalidUrl(e.to_string()))?;
-        let medium = HttpMedium::new(options.http_client()?, placeholder, None, false);
-        Ok(Transport {
-            medium,
-            session: Some(session),
-            stream: Some((parsed, options.token.clone())),
-            prefix,
-            verdict: OnceLock::from(Some(hello)),
-            require_smart: true,
-            unsupported: Mutex::new(HashSet::new()),
-            hooks: options.hooks,
-            retry_deadline: options.retry_deadline,
-        })
-    }
-
-    /// A byte-stream transport whose connection the server ended (or that
-    /// broke) connects again, before its next call.
-    async fn revive(&self) -> Result<()> {
-        let (Some(session), Some((url, token))) = (&self.session, &self.stream) else {
-            return Ok(());
+        let backend = match hello {
+            Some(hello) => {
+                medium.set_peer_max_frame(
+                    usize::try_from(hello.max_frame_size).unwrap_or(usize::MAX),
+                );
+                Backend::Smart(Smart {
+                    medium: medium.clone(),
+                    hello,
+                })
+            }
+            None => Backend::Plain(Plain {
+                medium: medium.clone(),
+            }),
         };
-        if session.state() != crate::session::RunState::Idle {
-            return Ok(());
+        Ok(self.backend.get_or_init(|| backend))
+    }
+
+    /// The backend, probing (a `hello` of its own) if not chosen yet.
+    async fn resolve(&self) -> Result<&Backend> {
+        if let Some(b) = self.backend.get() {
+            return Ok(b);
         }
-        // Reap what is left of the old connection (its child, its tasks).
-        let _ = session.disconnect().await;
-        start_session(session, connector_for(url)?, token.as_deref()).await?;
-        Ok(())
+        let medium = self.medium()?;
+        let hello = match smart::probe(medium).await? {
+            Probe::Smart(hello) => Some(hello),
+            Probe::NotSmart(reason) => {
+                if self.require_smart {
+                    return Err(Error::NotSmart {
+                        url: medium.base().to_string(),
+                        reason,
+                    });
+                }
+                tracing::debug!(%reason, "no framegate server; using plain HTTP");
+                None
+            }
+        };
+        self.settle(hello)
     }
 
     /// Disconnects a byte-stream session cleanly (HTTP: nothing to do).
     pub async fn close(&self) -> Result<()> {
-        match &self.session {
-            Some(session) => session.disconnect().await,
-            None => Ok(()),
+        match self.backend.get() {
+            Some(Backend::Stream(s)) => s.close().await,
+            _ => Ok(()),
         }
     }
 
@@ -279,15 +252,12 @@ impl Transport {
 
     /// The server's `hello`, if smart (and known).
     pub fn hello(&self) -> Option<&HelloPayload> {
-        self.verdict.get().and_then(Option::as_ref)
+        self.backend.get().and_then(Backend::hello)
     }
 
     /// The base URL.
     pub fn base_url(&self) -> &Url {
-        match &self.stream {
-            Some((url, _)) => url,
-            None => self.medium.base(),
-        }
+        &self.base
     }
 
     /// Whether the server runs `command` (as far as we know).
@@ -389,98 +359,66 @@ impl Transport {
         path: &str,
         out: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<u64> {
-        if !self.unknown() && !self.is_smart() {
-            return plain::get_into(&self.medium, path, out).await;
+        if let Some(Backend::Plain(p)) = self.backend.get() {
+            return p.get_into(path, out).await;
         }
-        let mut written = 0u64;
-        let result = self
-            .stream_request(
-                "get",
-                path_args(path),
-                &mut *out,
-                &mut written,
-                &mut None,
-                None,
-            )
-            .await;
-        match result {
-            Ok(false) => plain::get_into(&self.medium, path, out).await,
-            Err(e) if e.is_dropped_connection() && written == 0 => {
-                self.stream_request("get", path_args(path), out, &mut written, &mut None, None)
+        let mut into = Streamed::new(&mut *out);
+        match self.stream_request("get", path_args(path), &mut into).await {
+            Ok(true) => Ok(into.written),
+            Ok(false) => self.plain()?.get_into(path, out).await,
+            Err(e) if e.is_dropped_connection() && into.written == 0 => {
+                let mut again = Streamed::new(out);
+                self.stream_request("get", path_args(path), &mut again)
                     .await?;
-                Ok(written)
+                Ok(again.written)
             }
             Err(e) => Err(e),
-            Ok(true) => Ok(written),
         }
     }
 
-    /// One request whose answer streams into `out`: the bytes written
-    /// and the version the server announced (if any) are set whatever the
-    /// outcome. On a transport whose server is not known yet, the request
-    /// goes with `hello` in one message; `Ok(false)` if no framegate
-    /// server answered (nothing was written: use plain HTTP).
+    /// The plain backend (after a verdict of plain HTTP).
+    fn plain(&self) -> Result<&Plain> {
+        match self.backend.get() {
+            Some(Backend::Plain(p)) => Ok(p),
+            _ => Err(Error::Usage("not a plain HTTP transport".into())),
+        }
+    }
+
+    /// One read whose answer streams into `into`. On a transport whose
+    /// server is not known yet, the request goes with `hello` in one
+    /// message. `Ok(false)` if the server is a plain one (nothing was
+    /// written: use plain HTTP).
     async fn stream_request(
         &self,
         name: &str,
         args: Arguments,
-        out: &mut (dyn AsyncWrite + Unpin + Send),
-        written: &mut u64,
-        validator: &mut Option<Validator>,
-        on_validator: Option<&(dyn Fn(&Validator) + Sync)>,
+        into: &mut Streamed<'_>,
     ) -> Result<bool> {
-        if let Some(session) = &self.session {
-            let mut args = args;
-            if let Some(Ok(path)) = args.get_str("path") {
-                let full = prefixed(&self.prefix, path);
-                let _ = args.remove("path");
-                let _ = args.insert("path", full);
-            }
-            self.revive().await?;
-            session
-                .call_into(name, &args, out, written, validator, on_validator)
-                .await?;
-            return Ok(true);
-        }
-        let mut requests = [Request {
-            name: name.into(),
-            args,
-            source: Source::None,
-            sink: Sink::Writer {
-                out,
-                written: 0,
-                validator: None,
-                on_validator,
-            },
-        }];
-        let result = if self.unknown() {
-            match smart::run_cold(&self.medium, &mut requests, &self.hooks).await {
-                Ok(Some((hello, answers))) => {
-                    self.settle(Some(hello))?;
-                    Ok(answers)
+        match self.backend.get() {
+            Some(Backend::Stream(s)) => s.call_into(name, args, into).await.map(|()| true),
+            Some(Backend::Smart(s)) => s
+                .call_into(name, args, into, &self.hooks)
+                .await
+                .map(|()| true),
+            Some(Backend::Plain(_)) => Ok(false),
+            None => {
+                let medium = self.medium()?;
+                let reply =
+                    backend::call_into_http(medium, true, name, args, into, &self.hooks).await?;
+                match reply {
+                    Reply::Answered { hello, result } => {
+                        if let Some(hello) = hello {
+                            self.settle(Some(hello))?;
+                        }
+                        result.map(|()| true)
+                    }
+                    Reply::NotSmart => {
+                        self.settle(None)?;
+                        Ok(false)
+                    }
                 }
-                Ok(None) => {
-                    self.settle(None)?;
-                    return Ok(false);
-                }
-                Err(e) => Err(e),
             }
-        } else {
-            smart::run_message(&self.medium, false, &mut requests, &self.hooks).await
-        };
-        if let Sink::Writer {
-            written: w,
-            validator: v,
-            ..
-        } = &mut requests[0].sink
-        {
-            *written = *w;
-            *validator = v.take();
         }
-        result?
-            .pop()
-            .unwrap_or_else(|| Err(Error::Usage("no answer".into())))?;
-        Ok(true)
     }
 
     /// Replaces a file with the bytes of `source`, streamed.
@@ -490,71 +428,14 @@ impl Transport {
         source: &mut (dyn AsyncRead + Unpin + Send),
         mode: Option<u32>,
     ) -> Result<()> {
-        if self.resolve().await?.is_none() {
-            return Err(plain::write_refused(&self.medium, "put"));
-        }
         let mut args = path_args(path);
         if let Some(mode) = mode {
             let _ = args.insert("mode", format!("{mode:o}"));
         }
-        if let Some(session) = &self.session {
-            let _ = args.remove("path");
-            let _ = args.insert("path", prefixed(&self.prefix, path));
-            session.call_from("put", &args, source).await?;
-            return Ok(());
+        match self.resolve().await? {
+            Backend::Plain(p) => Err(p.refuse("put")),
+            Backend::Smart(s) => s.put_from(args, source, &self.hooks).await,
+            Backend::Stream(s) => s.put_from(args, source).await,
         }
-        let mut requests = [Request {
-            name: "put".into(),
-            args,
-            source: Source::Reader(source),
-            sink: Sink::Memory,
-        }];
-        smart::run_message(&self.medium, true, &mut requests, &self.hooks)
-            .await?
-            .pop()
-            .unwrap_or_else(|| Err(Error::Usage("no answer".into())))?;
-        Ok(())
     }
-}
-
-/// How to reach the server of a `framegate://` or `framegate+ssh://` URL.
-fn connector_for(parsed: &Url) -> Result<Connector> {
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| Error::InvalidUrl(format!("{parsed}: no host")))?
-        .to_string();
-    Ok(if parsed.scheme() == "framegate" {
-        let port = parsed.port().unwrap_or(DEFAULT_TCP_PORT);
-        Connector::Tcp(format!("{host}:{port}"))
-    } else {
-        let user = parsed.username();
-        let dest = if user.is_empty() {
-            host
-        } else {
-            format!("{user}@{host}")
-        };
-        Connector::Ssh(SshTarget::new(&dest, parsed.port()))
-    })
-}
-
-/// Connects `session` and says `hello` (with the token, if any); request
-/// frames are then kept within the server's frame size.
-async fn start_session(
-    session: &Session,
-    connector: Connector,
-    token: Option<&str>,
-) -> Result<HelloPayload> {
-    let target = format!("{connector:?}");
-    session.connect(connector).await?;
-    let mut args = Arguments::new();
-    if let Some(token) = token {
-        let _ = args.insert("token", token.to_string());
-    }
-    let hello = session.call("hello", &args, None).await?;
-    let hello = HelloPayload::decode(&hello).map_err(|e| Error::Misbehaved {
-        url: target.to_string(),
-        source: e.into(),
-    })?;
-    session.limit_payload(usize::try_from(hello.max_frame_size).unwrap_or(usize::MAX));
-    Ok(hello)
 }

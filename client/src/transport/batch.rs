@@ -5,17 +5,22 @@ use std::marker::PhantomData;
 use bytes::Bytes;
 use framegate_wire::{Arguments, ErrorCode, StatAnswer};
 
-use super::ops::{Op, plain_op};
+use super::answer::{
+    Answer, PlainAnswer, decode_bool, decode_bytes, decode_names, decode_ranges, decode_stat,
+    decode_u64, decode_unit,
+};
+use super::backend::{Backend, Streamed};
+use super::ops::Op;
 use super::{MAX_REQUESTS_PER_MESSAGE, Transport, path_args};
 use crate::error::{Error, Result};
 use crate::ranges::RangeCollector;
-use crate::smart::{self, Request, Source};
+use crate::smart::{self, Request};
 
 /// A typed handle on one result of a batch.
 #[derive(Debug)]
 pub struct Slot<T> {
     index: usize,
-    decode: fn(&Op, Bytes) -> Result<T>,
+    decode: fn(&Op, Answer) -> Result<T>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -25,49 +30,6 @@ impl<T> Clone for Slot<T> {
     }
 }
 impl<T> Copy for Slot<T> {}
-
-fn cbor<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    ciborium::from_reader(bytes).map_err(|e| Error::Usage(format!("malformed CBOR answer: {e}")))
-}
-
-fn decode_bytes(_: &Op, b: Bytes) -> Result<Bytes> {
-    Ok(b)
-}
-fn decode_unit(_: &Op, b: Bytes) -> Result<()> {
-    let _: Option<()> = cbor(&b)?;
-    Ok(())
-}
-fn decode_bool(_: &Op, b: Bytes) -> Result<bool> {
-    cbor(&b)
-}
-fn decode_u64(_: &Op, b: Bytes) -> Result<u64> {
-    cbor(&b)
-}
-fn decode_stat(_: &Op, b: Bytes) -> Result<StatAnswer> {
-    cbor(&b)
-}
-fn decode_names(_: &Op, b: Bytes) -> Result<Vec<String>> {
-    cbor(&b)
-}
-fn decode_ranges(op: &Op, b: Bytes) -> Result<Vec<Bytes>> {
-    let Op::Readv(_, ranges) = op else {
-        return Err(Error::Usage("not a readv".into()));
-    };
-    let mut at = 0usize;
-    let mut out = Vec::with_capacity(ranges.len());
-    for (_, len) in ranges {
-        let end = at + *len as usize;
-        let piece = (end <= b.len()).then(|| b.slice(at..end)).ok_or_else(|| {
-            Error::remote(
-                ErrorCode::SHORT_READ,
-                "the readv answer is shorter than the ranges asked for",
-            )
-        })?;
-        out.push(piece);
-        at = end;
-    }
-    Ok(out)
-}
 
 /// Commands collected for one message (or a few, past 4,096).
 #[derive(Debug)]
@@ -96,7 +58,7 @@ macro_rules! batch_op {
 }
 
 impl<'t> Batch<'t> {
-    fn push<T>(&mut self, op: Op, decode: fn(&Op, Bytes) -> Result<T>) -> Slot<T> {
+    fn push<T>(&mut self, op: Op, decode: fn(&Op, Answer) -> Result<T>) -> Slot<T> {
         self.ops.push(op);
         Slot {
             index: self.ops.len() - 1,
@@ -148,20 +110,16 @@ impl<'t> Batch<'t> {
     /// requests otherwise.
     pub async fn send(self) -> Result<BatchResults> {
         let t = self.transport;
-        let mut results: Vec<Option<Result<Bytes>>> = self.ops.iter().map(|_| None).collect();
+        let mut results: Vec<Option<Result<Answer>>> = self.ops.iter().map(|_| None).collect();
         // A server not known yet: reads go with `hello` in the first
         // message (one round trip); writes wait for a probe.
         let mut first = 0;
-        if t.unknown() && !self.ops.is_empty() && !self.ops.iter().any(Op::is_write) {
+        if t.backend.get().is_none() && !self.ops.is_empty() && !self.ops.iter().any(Op::is_write) {
             let n = self.ops.len().min(MAX_REQUESTS_PER_MESSAGE - 1);
-            let mut requests: Vec<Request<'static>> = self
-                .ops
-                .iter()
-                .take(n)
-                .map(|op| op.request(&t.prefix))
-                .collect();
+            let mut requests: Vec<Request<'static>> =
+                self.ops.iter().take(n).map(|op| op.request("")).collect();
             if let Some((hello, answers)) =
-                smart::run_cold(&t.medium, &mut requests, &t.hooks).await?
+                smart::run_cold(t.medium()?, &mut requests, &t.hooks).await?
             {
                 t.settle(Some(hello))?;
                 // Answered where the server runs the command; the rest
@@ -172,7 +130,7 @@ impl<'t> Batch<'t> {
                         .err()
                         .is_some_and(|e| e.is(&ErrorCode::UNKNOWN_COMMAND));
                     if !unknown && let Some(slot) = results.get_mut(i) {
-                        *slot = Some(answer);
+                        *slot = Some(answer.map(Answer::Wire));
                     }
                 }
                 first = n;
@@ -180,81 +138,81 @@ impl<'t> Batch<'t> {
                 t.settle(None)?;
             }
         }
-        if t.resolve().await?.is_none() {
+        let backend = t.resolve().await?;
+        if let Backend::Plain(plain) = backend {
             for (op, slot) in self.ops.iter().zip(results.iter_mut()) {
-                *slot = Some(plain_op(&t.medium, op).await);
+                *slot = Some(plain.op(op).await);
             }
-        } else {
-            // Commands the server does not run: emulate readv with get, refuse the rest.
-            let mut emulate = Vec::new();
-            let mut send_idx = Vec::new();
-            for (i, op) in self.ops.iter().enumerate() {
-                if i < first && results.get(i).is_some_and(Option::is_some) {
-                    continue;
-                }
-                if t.supports(op.name()) {
-                    send_idx.push(i);
-                } else if matches!(op, Op::Readv(..)) && t.supports("get") {
-                    emulate.push(i);
-                } else if let Some(slot) = results.get_mut(i) {
-                    *slot = Some(Err(Error::remote(
-                        ErrorCode::UNKNOWN_COMMAND,
-                        format!("the server does not offer {}", op.name()),
-                    )));
-                }
+            return Ok(BatchResults {
+                ops: self.ops,
+                results,
+            });
+        }
+        // Commands the server does not run: emulate readv with get, refuse the rest.
+        let mut emulate = Vec::new();
+        let mut send_idx = Vec::new();
+        for (i, op) in self.ops.iter().enumerate() {
+            if i < first && results.get(i).is_some_and(Option::is_some) {
+                continue;
             }
-            for chunk in send_idx.chunks(MAX_REQUESTS_PER_MESSAGE) {
-                let answers = t.send_ops(&self.ops, chunk).await?;
-                for (&i, answer) in chunk.iter().zip(answers) {
-                    if answer
-                        .as_ref()
-                        .err()
-                        .is_some_and(|e| e.is(&ErrorCode::UNKNOWN_COMMAND))
-                        && let (Some(op), Ok(mut u)) = (self.ops.get(i), t.unsupported.lock())
-                    {
-                        u.insert(op.name().to_string());
-                        if matches!(op, Op::Readv(..)) {
-                            emulate.push(i);
-                            continue;
-                        }
+            if t.supports(op.name()) {
+                send_idx.push(i);
+            } else if matches!(op, Op::Readv(..)) && t.supports("get") {
+                emulate.push(i);
+            } else if let Some(slot) = results.get_mut(i) {
+                *slot = Some(Err(Error::remote(
+                    ErrorCode::UNKNOWN_COMMAND,
+                    format!("the server does not offer {}", op.name()),
+                )));
+            }
+        }
+        for chunk in send_idx.chunks(MAX_REQUESTS_PER_MESSAGE) {
+            let answers = match backend {
+                Backend::Smart(s) => s.send(&self.ops, chunk, &t.hooks).await?,
+                Backend::Stream(s) => s.send(&self.ops, chunk).await?,
+                Backend::Plain(_) => Vec::new(),
+            };
+            for (&i, answer) in chunk.iter().zip(answers) {
+                if answer
+                    .as_ref()
+                    .err()
+                    .is_some_and(|e| e.is(&ErrorCode::UNKNOWN_COMMAND))
+                    && let (Some(op), Ok(mut u)) = (self.ops.get(i), t.unsupported.lock())
+                {
+                    u.insert(op.name().to_string());
+                    if matches!(op, Op::Readv(..)) {
+                        emulate.push(i);
+                        continue;
                     }
-                    if let Some(slot) = results.get_mut(i) {
-                        *slot = Some(answer);
-                    }
                 }
-            }
-            // Each emulated readv streams its file through a collector of
-            // its ranges: only the ranges are held, never the file.
-            for &i in &emulate {
-                let Some(Op::Readv(path, ranges)) = self.ops.get(i) else {
-                    continue;
-                };
-                let mut collector = RangeCollector::new(ranges);
-                let mut written = 0;
-                let got = t
-                    .stream_request(
-                        "get",
-                        path_args(path),
-                        &mut collector,
-                        &mut written,
-                        &mut None,
-                        None,
-                    )
-                    .await;
-                let answer = got.and_then(|_| {
-                    collector
-                        .finish()
-                        .map(|parts| parts.concat().into())
-                        .map_err(|(o, l)| {
-                            Error::remote(
-                                ErrorCode::SHORT_READ,
-                                format!("range {o},{l} ends past the end of {path}"),
-                            )
-                        })
-                });
                 if let Some(slot) = results.get_mut(i) {
-                    *slot = Some(answer);
+                    *slot = Some(answer.map(Answer::Wire));
                 }
+            }
+        }
+        // Each emulated readv streams its file through a collector of
+        // its ranges: only the ranges are held, never the file.
+        for &i in &emulate {
+            let Some(Op::Readv(path, ranges)) = self.ops.get(i) else {
+                continue;
+            };
+            let mut collector = RangeCollector::new(ranges);
+            let got = t
+                .stream_request("get", path_args(path), &mut Streamed::new(&mut collector))
+                .await;
+            let answer = got.and_then(|_| {
+                collector
+                    .finish()
+                    .map(|parts| Answer::Plain(PlainAnswer::Parts(parts)))
+                    .map_err(|(o, l)| {
+                        Error::remote(
+                            ErrorCode::SHORT_READ,
+                            format!("range {o},{l} ends past the end of {path}"),
+                        )
+                    })
+            });
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(answer);
             }
         }
         Ok(BatchResults {
@@ -264,52 +222,11 @@ impl<'t> Batch<'t> {
     }
 }
 
-impl Transport {
-    async fn send_ops(&self, ops: &[Op], idx: &[usize]) -> Result<Vec<Result<Bytes>>> {
-        if let Some(session) = &self.session {
-            self.revive().await?;
-            // Pipelined on one connection: every call in flight at once.
-            let calls = idx.iter().filter_map(|&i| ops.get(i)).map(|op| {
-                let req = op.request(&self.prefix);
-                let data = match req.source {
-                    Source::Bytes(b) => Some(b),
-                    _ => None,
-                };
-                let (name, args) = (req.name, req.args);
-                async move { session.call(&name, &args, data).await }
-            });
-            return Ok(futures_util::future::join_all(calls).await);
-        }
-        let write = idx.iter().any(|&i| ops.get(i).is_some_and(Op::is_write));
-        let attempt = || async {
-            let mut requests: Vec<Request<'static>> = idx
-                .iter()
-                .filter_map(|&i| ops.get(i))
-                .map(|op| op.request(&self.prefix))
-                .collect();
-            smart::run_message(&self.medium, write, &mut requests, &self.hooks).await
-        };
-        match attempt().await {
-            Err(e) if e.is_dropped_connection() && !write => attempt().await,
-            Ok(answers)
-                if !write
-                    && answers
-                        .iter()
-                        .all(|a| a.as_ref().err().is_some_and(Error::is_dropped_connection))
-                    && !answers.is_empty() =>
-            {
-                attempt().await
-            }
-            other => other,
-        }
-    }
-}
-
 /// The results of a sent batch.
 #[derive(Debug)]
 pub struct BatchResults {
     ops: Vec<Op>,
-    results: Vec<Option<Result<Bytes>>>,
+    results: Vec<Option<Result<Answer>>>,
 }
 
 impl BatchResults {

@@ -28,6 +28,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+use super::backend::{Backend, Streamed};
 use super::{Transport, path_args};
 use crate::error::{Error, Result};
 use crate::plain;
@@ -450,11 +451,11 @@ impl Transport {
     /// the whole file.
     async fn attempt(&self, path: &str, source: &str, partial: &mut Partial) -> Result<Attempt> {
         partial.recheck_if_complete().await?;
-        if self.unknown() && partial.written > 0 && partial.validator.is_some() {
+        if self.backend.get().is_none() && partial.written > 0 && partial.validator.is_some() {
             // Continuing: what the server offers decides how (one probe).
             self.resolve().await?;
         }
-        if !self.unknown() && !self.is_smart() {
+        if let Some(Backend::Plain(_)) = self.backend.get() {
             return self.attempt_plain(path, source, partial).await;
         }
         match partial.validator.clone() {
@@ -465,9 +466,8 @@ impl Transport {
                     encode_ranges(&[(partial.written, v.total - partial.written)]),
                 );
                 let _ = args.insert("if-match", v.etag.clone());
-                let mut more = 0;
                 let result = self
-                    .stream_request("readv", args, &mut partial.file, &mut more, &mut None, None)
+                    .stream_request("readv", args, &mut Streamed::new(&mut partial.file))
                     .await;
                 match result {
                     Err(e) if e.is(&file_changed()) => Ok(Attempt::Changed),
@@ -477,8 +477,6 @@ impl Transport {
             }
             _ => {
                 partial.restart().await?;
-                let mut written = 0;
-                let mut validator = None;
                 // The version is recorded before its first byte is
                 // written: a run killed mid-way leaves a partial file that
                 // a later run can continue.
@@ -486,17 +484,10 @@ impl Transport {
                 let record = move |v: &Validator| {
                     let _ = std::fs::write(&meta, record_json(source, v));
                 };
-                let result = self
-                    .stream_request(
-                        "get",
-                        path_args(path),
-                        &mut partial.file,
-                        &mut written,
-                        &mut validator,
-                        Some(&record),
-                    )
-                    .await;
-                partial.validator = validator;
+                let mut into = Streamed::new(&mut partial.file);
+                into.on_validator = Some(&record);
+                let result = self.stream_request("get", path_args(path), &mut into).await;
+                partial.validator = into.validator;
                 match result {
                     // Rewritten while it was sent: the bytes are not one
                     // version; start over.
@@ -526,7 +517,8 @@ impl Transport {
             partial.restart().await?;
         }
         let if_range = partial.validator.as_ref().map(|v| v.etag.clone());
-        let answer = plain::open_from(&self.medium, path, from, if_range.as_deref()).await?;
+        let medium = &self.plain()?.medium;
+        let answer = plain::open_from(medium, path, from, if_range.as_deref()).await?;
         if answer.from != from {
             // The server sent the whole file: the version changed (or it
             // ignores ranges).

@@ -1,13 +1,9 @@
-//! The commands a batch holds, as framegate requests or plain HTTP calls.
+//! The commands a batch holds, and the framegate requests they make.
 
 use bytes::Bytes;
+use framegate_wire::Arguments;
 use framegate_wire::ranges::encode_ranges;
-use framegate_wire::{Arguments, ErrorCode};
-use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::http::HttpMedium;
-use crate::plain;
 use crate::smart::Request;
 
 /// `path` below `prefix` (a byte-stream transport's URL path: the server
@@ -117,32 +113,5 @@ impl Op {
                 name, args, data, ..
             } => Request::new(name, args.clone(), data.clone()),
         }
-    }
-}
-
-pub(super) async fn plain_op(medium: &HttpMedium, op: &Op) -> Result<Bytes> {
-    fn cbor_bytes<T: Serialize>(value: &T) -> Bytes {
-        framegate_wire::payload::encode_cbor(value)
-    }
-    match op {
-        Op::Get(p) => plain::get(medium, p).await,
-        Op::Readv(p, ranges) => {
-            let parts = plain::readv(medium, p, ranges).await?;
-            Ok(parts.concat().into())
-        }
-        Op::Has(p) => Ok(cbor_bytes(&plain::has(medium, p).await?)),
-        Op::Stat(p) => Ok(cbor_bytes(&plain::stat(medium, p).await?)),
-        Op::ListDir(p) => Ok(cbor_bytes(&plain::list_dir(medium, p).await?)),
-        Op::Iter(p) => Ok(cbor_bytes(&plain::iter_files_recursive(medium, p).await?)),
-        Op::Call {
-            write: false, name, ..
-        } => Err(Error::remote(
-            ErrorCode::NOT_SUPPORTED,
-            format!(
-                "{name} needs a framegate server; {} serves plain files only",
-                medium.base()
-            ),
-        )),
-        other => Err(plain::write_refused(medium, other.name())),
     }
 }
