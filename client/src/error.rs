@@ -1,5 +1,18 @@
-//! One error type for everything a client call can meet, each with a
-//! message a person can act on.
+//! One error type for everything a client call can meet, layered like
+//! rustls's: what failed decides the variant, and each layer says what to
+//! do about it.
+//!
+//! | layer | variant | what to do |
+//! |---|---|---|
+//! | the command failed on the server | [`Error::Remote`] (with its §10 code) | nothing to retry: the answer |
+//! | the server (or a proxy) refused the request | [`Error::Refused`] ([`Refusal`]: HTTP status, credentials, protocol code, no framegate server, catch-all) | change the request or the credentials |
+//! | the peer broke the protocol | [`Error::Misbehaved`] ([`Misbehavior`]) | report it; never a reason to fall back |
+//! | the connection | [`Error::Transport`] ([`TransportError`]: connect, TLS, lost, unanswered) | retry (downloads do, with backoff) |
+//! | a session used in the wrong state | [`Error::Session`] | a caller's bug |
+//! | a local file | [`Error::Local`], [`Error::Io`] | the local path and its cause |
+//! | a call the client cannot make | [`Error::Usage`], [`Error::InvalidUrl`] | a caller's bug or a typo |
+//!
+//! [`Error::layer`] names the layer (the CLI's exit code follows it).
 
 use framegate_wire::{ErrorCode, PeerMisbehaved};
 
@@ -16,41 +29,61 @@ pub enum Error {
         /// The server's message.
         message: String,
     },
-    /// The server refused our request as malformed or over a limit (a §10
-    /// protocol code such as `too-many-requests`).
+    /// The server, or something in front of it, refused the request.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The server broke the framegate protocol. Never a reason to fall back.
+    #[error(transparent)]
+    Misbehaved(#[from] Misbehavior),
+    /// The connection: connecting (DNS, refused, TLS), or it dropped.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A session call made in the wrong runstate.
+    #[error("cannot {operation}: the session is {state}")]
+    Session {
+        /// What was attempted.
+        operation: &'static str,
+        /// The state it was in.
+        state: crate::runstate::RunState,
+    },
+    /// A local file or directory could not be used (the cause is the
+    /// error's source).
+    #[error("{}", path.display())]
+    Local {
+        /// The local path.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A local I/O error without a path of ours (the caller's reader or
+    /// writer).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A URL the client cannot use.
+    #[error("invalid URL {0}")]
+    InvalidUrl(String),
+    /// A call the client cannot make as asked.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Why the server (or a proxy in front of it) refused a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// A §10 protocol code: the request was malformed or over a limit
+    /// (e.g. `too-many-requests`, `frame-too-large`).
     #[error("the server refused the request ({code}): {message}")]
-    Refused {
+    Protocol {
         /// The code.
         code: ErrorCode,
         /// The server's message.
         message: String,
     },
-    /// The server broke the framegate protocol. Never a reason to fall back.
-    #[error("the server at {url} broke the framegate protocol: {source}")]
-    Misbehaved {
-        /// The endpoint.
-        url: String,
-        /// What it did.
-        #[source]
-        source: PeerMisbehaved,
-    },
-    /// An answer that does not decode as its command's answer.
-    #[error("the server sent a malformed answer ({what}): {reason}")]
-    Malformed {
-        /// Which answer.
-        what: String,
-        /// Why it does not decode.
-        reason: String,
-    },
-    /// The response ended before this request was answered.
-    #[error("the server at {url} did not answer the request (response cut off?)")]
-    Unanswered {
-        /// The endpoint.
-        url: String,
-    },
-    /// An HTTP status where a framegate answer was expected.
+    /// An HTTP status where a framegate answer or a file was expected.
     #[error("HTTP {status} from {url}: {body}")]
-    Http {
+    Status {
         /// The status.
         status: u16,
         /// The URL.
@@ -62,13 +95,14 @@ pub enum Error {
     #[error(
         "HTTP {status} from {url}: credentials needed (set FRAMEGATE_TOKEN, use --token, or put user:password in the URL)"
     )]
-    NeedsCredentials {
+    Credentials {
         /// 401 or 407.
         status: u16,
         /// The URL.
         url: String,
     },
-    /// A `framegate+http(s)://` URL, but no framegate server answered.
+    /// A `framegate+http(s)://` URL (or a write), but no framegate server
+    /// answered.
     #[error("no framegate server at {url}: {reason}")]
     NotSmart {
         /// The base URL.
@@ -85,75 +119,103 @@ pub enum Error {
         /// The base URL.
         url: String,
     },
-    /// Could not connect (DNS, refused, TLS handshake).
+}
+
+/// How the server broke the protocol.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Misbehavior {
+    /// Frames, streams or encodings the protocol does not allow.
+    #[error("the server at {url} broke the framegate protocol: {source}")]
+    Protocol {
+        /// The endpoint.
+        url: String,
+        /// What it did.
+        #[source]
+        source: PeerMisbehaved,
+    },
+    /// An answer that does not decode as its command's answer.
+    #[error("the server sent a malformed answer ({what}): {reason}")]
+    Malformed {
+        /// Which answer.
+        what: String,
+        /// Why it does not decode.
+        reason: String,
+    },
+}
+
+/// What happened to the connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// Could not connect (DNS, refused, TLS handshake, SSH); `source` is
+    /// the root cause.
     #[error("cannot connect to {url}: {source}")]
     Connect {
-        /// The URL.
+        /// Where (a URL, or `host:port`, or the SSH destination).
         url: String,
-        /// The cause.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// The connection dropped or timed out mid-way.
-    #[error("connection to {url} failed: {source}")]
-    Connection {
-        /// The URL.
-        url: String,
-        /// The cause.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// A session call made in the wrong runstate.
-    #[error("cannot {operation}: the session is {state}")]
-    State {
-        /// What was attempted.
-        operation: &'static str,
-        /// The state it was in.
-        state: crate::runstate::RunState,
-    },
-    /// Connecting a session failed; `source` is the root cause.
-    #[error("cannot connect to {target}: {source}")]
-    ConnectFailed {
-        /// Where.
-        target: String,
         /// Why.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The session's connection dropped; pending calls fail with this.
-    #[error("connection to {target} lost: {reason}")]
-    ConnectionLost {
+    /// The connection dropped or timed out mid-way; pending calls fail
+    /// with this.
+    #[error("connection to {url} lost: {source}")]
+    Lost {
         /// Where.
-        target: String,
+        url: String,
         /// Why.
-        reason: String,
-    },
-    /// A local I/O error (reading a source, writing a destination).
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-    /// A local file or directory could not be used (the cause is the
-    /// error's source).
-    #[error("{}", path.display())]
-    Local {
-        /// The local path.
-        path: std::path::PathBuf,
-        /// The cause.
         #[source]
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// A URL the client cannot use.
-    #[error("invalid URL {0}")]
-    InvalidUrl(String),
-    /// A call the client cannot make as asked.
-    #[error("{0}")]
-    Usage(String),
+    /// The response ended before this request was answered (cut off).
+    #[error("the server at {url} did not answer the request (response cut off?)")]
+    Unanswered {
+        /// The endpoint.
+        url: String,
+    },
+}
+
+/// The layers of [`Error`], outermost first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Layer {
+    /// [`Error::Remote`].
+    Remote,
+    /// [`Error::Refused`].
+    Refused,
+    /// [`Error::Misbehaved`].
+    Misbehaved,
+    /// [`Error::Transport`].
+    Transport,
+    /// [`Error::Session`].
+    Session,
+    /// [`Error::Local`], [`Error::Io`].
+    Local,
+    /// [`Error::Usage`], [`Error::InvalidUrl`].
+    Usage,
 }
 
 impl Error {
-    /// The §10 code, for remote and refused errors.
+    /// Which layer the error comes from.
+    pub fn layer(&self) -> Layer {
+        match self {
+            Error::Remote { .. } => Layer::Remote,
+            Error::Refused(_) => Layer::Refused,
+            Error::Misbehaved(_) => Layer::Misbehaved,
+            Error::Transport(_) => Layer::Transport,
+            Error::Session { .. } => Layer::Session,
+            Error::Local { .. } | Error::Io(_) => Layer::Local,
+            Error::InvalidUrl(_) | Error::Usage(_) => Layer::Usage,
+        }
+    }
+
+    /// The §10 code, for remote errors and protocol refusals.
     pub fn code(&self) -> Option<&ErrorCode> {
         match self {
-            Error::Remote { code, .. } | Error::Refused { code, .. } => Some(code),
+            Error::Remote { code, .. } | Error::Refused(Refusal::Protocol { code, .. }) => {
+                Some(code)
+            }
             _ => None,
         }
     }
@@ -167,7 +229,7 @@ impl Error {
     pub fn is_dropped_connection(&self) -> bool {
         matches!(
             self,
-            Error::Connection { .. } | Error::Unanswered { .. } | Error::ConnectionLost { .. }
+            Error::Transport(TransportError::Lost { .. } | TransportError::Unanswered { .. })
         )
     }
 
@@ -182,10 +244,10 @@ impl Error {
                 code: error.code,
                 message: error.message,
             },
-            framegate_wire::ErrorKind::Protocol => Error::Refused {
+            framegate_wire::ErrorKind::Protocol => Error::Refused(Refusal::Protocol {
                 code: error.code,
                 message: error.message,
-            },
+            }),
         }
     }
 
@@ -197,17 +259,13 @@ impl Error {
     }
 
     pub(crate) fn from_reqwest(url: &str, err: reqwest::Error) -> Self {
-        if err.is_connect() {
-            Error::Connect {
-                url: url.to_string(),
-                source: err,
-            }
+        let url = url.to_string();
+        let source = Box::new(err);
+        Error::Transport(if source.is_connect() {
+            TransportError::Connect { url, source }
         } else {
-            Error::Connection {
-                url: url.to_string(),
-                source: err,
-            }
-        }
+            TransportError::Lost { url, source }
+        })
     }
 }
 

@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::error::{Misbehavior, Refusal, TransportError};
 
 /// What every medium answers (Bazaar's `SmartClientMedium`).
 pub trait ClientMedium: Send + Sync {
@@ -183,10 +184,10 @@ impl HttpMedium {
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
         {
-            return Err(Error::NeedsCredentials {
+            return Err(Error::Refused(Refusal::Credentials {
                 status: status.as_u16(),
                 url,
-            });
+            }));
         }
         match judge_head(&resp) {
             HeadVerdict::Framegate => {
@@ -320,11 +321,11 @@ pub(crate) async fn refusal_error(resp: reqwest::Response, url: &str, reason: &s
             format!("no such directory: {dir}"),
         );
     }
-    Error::Http {
+    Error::Refused(Refusal::Status {
         status: resp.status().as_u16(),
         url: url.to_string(),
         body: format!("{reason}: {}", error_body(resp).await),
-    }
+    })
 }
 
 pub(crate) fn judge_head(resp: &reqwest::Response) -> HeadVerdict {
@@ -361,21 +362,21 @@ impl MessageReader {
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
         {
-            return Err(Error::NeedsCredentials {
+            return Err(Error::Refused(Refusal::Credentials {
                 status: status.as_u16(),
                 url,
-            });
+            }));
         }
         if let HeadVerdict::Refused(reason) = judge_head(&resp) {
             return Err(refusal_error(resp, &url, &reason).await);
         }
         if let HeadVerdict::NotFramegate(_) = judge_head(&resp) {
             let body = error_body(resp).await;
-            return Err(Error::Http {
+            return Err(Error::Refused(Refusal::Status {
                 status: status.as_u16(),
                 url,
                 body,
-            });
+            }));
         }
         Ok(MessageReader {
             url,
@@ -397,29 +398,29 @@ impl MessageReader {
             if self.ended {
                 return match self.decoder.decode_eof(&mut self.buf) {
                     Ok(frame) => Ok(frame),
-                    Err(e) => Err(Error::Misbehaved {
+                    Err(e) => Err(Error::Misbehaved(Misbehavior::Protocol {
                         url: self.url.clone(),
                         source: e.into(),
-                    }),
+                    })),
                 };
             }
             match self.decoder.decode(&mut self.buf) {
                 Ok(Some(frame)) => return Ok(Some(frame)),
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(Error::Misbehaved {
+                    return Err(Error::Misbehaved(Misbehavior::Protocol {
                         url: self.url.clone(),
                         source: e.into(),
-                    });
+                    }));
                 }
             }
             match self.stream.next().await {
                 Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
                 Some(Err(e)) => {
-                    return Err(Error::Connection {
+                    return Err(Error::Transport(TransportError::Lost {
                         url: self.url.clone(),
-                        source: e,
-                    });
+                        source: e.into(),
+                    }));
                 }
                 None => self.ended = true,
             }

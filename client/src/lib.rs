@@ -21,7 +21,7 @@ pub mod session;
 pub mod smart;
 pub mod transport;
 
-pub use error::{Error, Result};
+pub use error::{Error, Layer, Misbehavior, Refusal, Result, TransportError};
 pub use framegate_wire::{FileKind, StatAnswer};
 pub use session::{Connector, RunState, Session, SshTarget};
 pub use smart::Hooks;

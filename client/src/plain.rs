@@ -12,6 +12,7 @@ use reqwest::{StatusCode, Url, header};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
+use crate::error::{Refusal, TransportError};
 use crate::http::HttpMedium;
 use crate::ranges::RangeCollector;
 
@@ -59,10 +60,10 @@ async fn send(
         .map_err(|e| Error::from_reqwest(url.as_str(), e))?;
     let status = resp.status();
     match status.as_u16() {
-        401 | 407 => Err(Error::NeedsCredentials {
+        401 | 407 => Err(Error::Refused(Refusal::Credentials {
             status: status.as_u16(),
             url: url.to_string(),
-        }),
+        })),
         404 | 410 => Err(Error::remote(
             ErrorCode::NO_SUCH_FILE,
             format!("no such file: {}", url.path()),
@@ -76,11 +77,11 @@ async fn send(
             format!("range past the end of {}", url.path()),
         )),
         _ if status.is_success() => Ok(resp),
-        _ => Err(Error::Http {
+        _ => Err(Error::Refused(Refusal::Status {
             status: status.as_u16(),
             url: url.to_string(),
             body: crate::http::error_body(resp).await,
-        }),
+        })),
     }
 }
 
@@ -116,9 +117,9 @@ async fn check_stand_in(medium: &HttpMedium, path: &str, resp: &reqwest::Respons
         .iter()
         .any(|ext| path.to_ascii_lowercase().ends_with(ext));
     if html && !page && catch_all(medium).await {
-        return Err(Error::CatchAll {
+        return Err(Error::Refused(Refusal::CatchAll {
             url: medium.base().to_string(),
-        });
+        }));
     }
     Ok(())
 }
@@ -137,9 +138,11 @@ pub(crate) async fn get(medium: &HttpMedium, path: &str) -> Result<Bytes> {
         ));
     }
     check_stand_in(medium, path, &resp).await?;
-    resp.bytes().await.map_err(|e| Error::Connection {
-        url: url.to_string(),
-        source: e,
+    resp.bytes().await.map_err(|e| {
+        Error::Transport(TransportError::Lost {
+            url: url.to_string(),
+            source: e.into(),
+        })
     })
 }
 
@@ -160,9 +163,11 @@ pub(crate) async fn get_into(
     let mut stream = resp.bytes_stream();
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::Connection {
-            url: url.to_string(),
-            source: e,
+        let chunk = chunk.map_err(|e| {
+            Error::Transport(TransportError::Lost {
+                url: url.to_string(),
+                source: e.into(),
+            })
         })?;
         out.write_all(&chunk).await?;
         written += chunk.len() as u64;
@@ -235,21 +240,23 @@ pub(crate) async fn open_from(
         let (start, total) = head(header::CONTENT_RANGE)
             .as_deref()
             .and_then(content_range_total)
-            .ok_or_else(|| Error::Http {
-                status: 206,
-                url: url.to_string(),
-                body: "206 without a usable Content-Range".into(),
+            .ok_or_else(|| {
+                Error::Refused(Refusal::Status {
+                    status: 206,
+                    url: url.to_string(),
+                    body: "206 without a usable Content-Range".into(),
+                })
             })?;
         (start, Some(total))
     } else {
         (0, resp.content_length())
     };
     if start != 0 && start != from {
-        return Err(Error::Http {
+        return Err(Error::Refused(Refusal::Status {
             status: 206,
             url: url.to_string(),
             body: format!("asked bytes from {from}, got from {start}"),
-        });
+        }));
     }
     Ok(FromOffset {
         from: start,
@@ -361,9 +368,11 @@ pub(crate) async fn readv(
             let mut collector = RangeCollector::new(group);
             let mut stream = resp.bytes_stream();
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| Error::Connection {
-                    url: url.to_string(),
-                    source: e,
+                let chunk = chunk.map_err(|e| {
+                    Error::Transport(TransportError::Lost {
+                        url: url.to_string(),
+                        source: e.into(),
+                    })
                 })?;
                 collector.feed(&chunk);
             }
@@ -372,29 +381,33 @@ pub(crate) async fn readv(
             }
             continue;
         }
-        let body = resp.bytes().await.map_err(|e| Error::Connection {
-            url: url.to_string(),
-            source: e,
+        let body = resp.bytes().await.map_err(|e| {
+            Error::Transport(TransportError::Lost {
+                url: url.to_string(),
+                source: e.into(),
+            })
         })?;
         if let Some(boundary) = ctype.strip_prefix("multipart/byteranges").and_then(|rest| {
             rest.split(';')
                 .find_map(|p| p.trim().strip_prefix("boundary="))
         }) {
             let boundary = boundary.trim_matches('"');
-            let parsed = parse_multipart(&body, boundary).ok_or_else(|| Error::Http {
-                status: status.as_u16(),
-                url: url.to_string(),
-                body: "malformed multipart/byteranges answer".into(),
+            let parsed = parse_multipart(&body, boundary).ok_or_else(|| {
+                Error::Refused(Refusal::Status {
+                    status: status.as_u16(),
+                    url: url.to_string(),
+                    body: "malformed multipart/byteranges answer".into(),
+                })
             })?;
             pieces.extend(parsed);
         } else if let Some((start, _)) = single {
             pieces.push((start, body));
         } else {
-            return Err(Error::Http {
+            return Err(Error::Refused(Refusal::Status {
                 status: status.as_u16(),
                 url: url.to_string(),
                 body: "206 without Content-Range".into(),
-            });
+            }));
         }
     }
     for &(offset, len) in ranges {
@@ -477,9 +490,11 @@ async fn listing(medium: &HttpMedium, path: &str) -> Result<Vec<(String, bool)>>
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let body = resp.bytes().await.map_err(|e| Error::Connection {
-        url: url.to_string(),
-        source: e,
+    let body = resp.bytes().await.map_err(|e| {
+        Error::Transport(TransportError::Lost {
+            url: url.to_string(),
+            source: e.into(),
+        })
     })?;
     let mut entries = if ctype.contains("json") {
         parse_json_listing(&body)

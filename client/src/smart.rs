@@ -5,6 +5,7 @@ use framegate_wire::{Arguments, ClientEvent, ClientReactor, HelloPayload, TextAt
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
+use crate::error::{Misbehavior, Refusal, TransportError};
 pub(crate) use crate::hooks::Validator;
 pub use crate::hooks::{Hooks, ProgressHook, TextHook};
 use crate::http::HttpMedium;
@@ -160,12 +161,12 @@ async fn read_answers(
     let mut ended = false;
     while !ended {
         match reader.next_frame().await? {
-            Some(frame) => reactor
-                .handle_frame(frame)
-                .map_err(|source| Error::Misbehaved {
+            Some(frame) => reactor.handle_frame(frame).map_err(|source| {
+                Error::Misbehaved(Misbehavior::Protocol {
                     url: url.clone(),
                     source,
-                })?,
+                })
+            })?,
             None => {
                 reactor.handle_input_ended();
                 ended = true;
@@ -225,10 +226,10 @@ async fn read_answers(
                     }
                 }
                 ClientEvent::ConnectionError { error, .. } => {
-                    connection_error = Some(Error::Refused {
+                    connection_error = Some(Error::Refused(Refusal::Protocol {
                         code: error.code,
                         message: error.message,
-                    });
+                    }));
                 }
                 ClientEvent::TextOutput { atoms, .. } => {
                     if let Some(hook) = &hooks.on_text {
@@ -268,11 +269,13 @@ async fn read_answers(
         .map(|a| {
             a.unwrap_or_else(|| {
                 Err(match &connection_error {
-                    Some(Error::Refused { code, message }) => Error::Refused {
-                        code: code.clone(),
-                        message: message.clone(),
-                    },
-                    _ => Error::Unanswered { url: url.clone() },
+                    Some(Error::Refused(Refusal::Protocol { code, message })) => {
+                        Error::Refused(Refusal::Protocol {
+                            code: code.clone(),
+                            message: message.clone(),
+                        })
+                    }
+                    _ => Error::Transport(TransportError::Unanswered { url: url.clone() }),
                 })
             })
         })
@@ -300,10 +303,10 @@ fn hello_event(
         }
         ClientEvent::Failed {
             request_id, error, ..
-        } if *request_id == id => Some(Some(Err(Error::Refused {
+        } if *request_id == id => Some(Some(Err(Error::Refused(Refusal::Protocol {
             code: error.code.clone(),
             message: error.message.clone(),
-        }))),
+        })))),
         _ => None,
     }
 }
@@ -343,9 +346,9 @@ pub(crate) async fn run_cold(
         Ok(reader) => reader,
         Err((status, reason)) => {
             if status == 200 && crate::plain::catch_all(medium).await {
-                return Err(Error::CatchAll {
+                return Err(Error::Refused(Refusal::CatchAll {
                     url: medium.base().to_string(),
-                });
+                }));
             }
             tracing::debug!(%reason, "no framegate server; using plain HTTP");
             return Ok(None);
@@ -356,11 +359,13 @@ pub(crate) async fn run_cold(
         read_answers(reactor, reader, ids, requests, hooks, Some(hello)).await?;
     let bytes = match hello_answer {
         Some(answer) => answer?,
-        None => return Err(Error::Unanswered { url }),
+        None => return Err(Error::Transport(TransportError::Unanswered { url })),
     };
-    let hello = HelloPayload::decode(&bytes).map_err(|e| Error::Misbehaved {
-        url,
-        source: e.into(),
+    let hello = HelloPayload::decode(&bytes).map_err(|e| {
+        Error::Misbehaved(Misbehavior::Protocol {
+            url,
+            source: e.into(),
+        })
     })?;
     Ok(Some((hello, answers)))
 }
@@ -389,7 +394,7 @@ pub(crate) async fn probe(medium: &HttpMedium) -> Result<Probe> {
         .map_err(|e| Error::from_reqwest(&url, e))?;
     let status = resp.status().as_u16();
     if status == 401 || status == 407 {
-        return Err(Error::NeedsCredentials { status, url });
+        return Err(Error::Refused(Refusal::Credentials { status, url }));
     }
     match crate::http::judge_head(&resp) {
         crate::http::HeadVerdict::Framegate => {}
@@ -398,21 +403,25 @@ pub(crate) async fn probe(medium: &HttpMedium) -> Result<Probe> {
         }
         crate::http::HeadVerdict::NotFramegate(reason) => {
             if resp.status() == reqwest::StatusCode::OK && crate::plain::catch_all(medium).await {
-                return Err(Error::CatchAll {
+                return Err(Error::Refused(Refusal::CatchAll {
                     url: medium.base().to_string(),
-                });
+                }));
             }
             return Ok(Probe::NotSmart(reason));
         }
     }
     // From here the server claims to be framegate: anything wrong is a hard error.
-    let bytes = resp.bytes().await.map_err(|e| Error::Connection {
-        url: url.clone(),
-        source: e,
+    let bytes = resp.bytes().await.map_err(|e| {
+        Error::Transport(TransportError::Lost {
+            url: url.clone(),
+            source: e.into(),
+        })
     })?;
-    let mis = |source| Error::Misbehaved {
-        url: url.clone(),
-        source,
+    let mis = |source| {
+        Error::Misbehaved(Misbehavior::Protocol {
+            url: url.clone(),
+            source,
+        })
     };
     let mut buf = BytesMut::from(&bytes[..]);
     let mut decoder = framegate_wire::FrameDecoder::default();
@@ -429,23 +438,23 @@ pub(crate) async fn probe(medium: &HttpMedium) -> Result<Probe> {
                 ClientEvent::Data { data, .. } => answer.extend_from_slice(&data),
                 ClientEvent::End { request_id } if request_id == id => done = true,
                 ClientEvent::Failed { error, .. } | ClientEvent::ConnectionError { error, .. } => {
-                    return Err(Error::Refused {
+                    return Err(Error::Refused(Refusal::Protocol {
                         code: error.code,
                         message: error.message,
-                    });
+                    }));
                 }
                 _ => {}
             }
         }
     }
     if !done {
-        return Err(Error::Misbehaved {
+        return Err(Error::Misbehaved(Misbehavior::Protocol {
             url,
             source: framegate_wire::PeerMisbehaved::Protocol(framegate_wire::ProtocolError::new(
                 framegate_wire::ErrorCode::INCOMPLETE_REQUEST,
                 "the hello answer is missing",
             )),
-        });
+        }));
     }
     HelloPayload::decode(&answer)
         .map(Probe::Smart)

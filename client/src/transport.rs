@@ -29,6 +29,7 @@ use framegate_wire::{Arguments, HelloPayload, StatAnswer};
 use reqwest::Url;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::error::Refusal;
 use crate::error::{Error, Result};
 use crate::http::HttpMedium;
 use crate::smart::{self, Hooks, Probe};
@@ -183,10 +184,10 @@ impl Transport {
         let medium = self.medium()?;
         let key = medium.base().to_string();
         if hello.is_none() && self.require_smart {
-            return Err(Error::NotSmart {
+            return Err(Error::Refused(Refusal::NotSmart {
                 url: key,
                 reason: "plain HTTP".into(),
-            });
+            }));
         }
         if let Ok(mut c) = verdicts().lock() {
             c.insert(
@@ -224,10 +225,10 @@ impl Transport {
             Probe::Smart(hello) => Some(hello),
             Probe::NotSmart(reason) => {
                 if self.require_smart {
-                    return Err(Error::NotSmart {
+                    return Err(Error::Refused(Refusal::NotSmart {
                         url: medium.base().to_string(),
                         reason,
-                    });
+                    }));
                 }
                 tracing::debug!(%reason, "no framegate server; using plain HTTP");
                 None

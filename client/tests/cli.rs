@@ -193,7 +193,7 @@ async fn exit_codes() {
         &ngx.url("json").replace("http://", "framegate+http://"),
     ]))
     .await;
-    assert_eq!(code, 5, "{err}");
+    assert_eq!(code, 4, "no framegate server where one is required: {err}");
     let (code, out, _) = cli(a(&["probe", "--json", &ngx.url("json")])).await;
     assert_eq!((code, json(&out)["smart"].clone()), (0, Value::Bool(false)));
     let (code, _, err) = cli(a(&[
@@ -204,11 +204,20 @@ async fn exit_codes() {
     .await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("needs a framegate server"));
+    // A local file that cannot be written: 6, and the message names it.
+    let (code, _, err) = cli(a(&[
+        "get",
+        &format!("{}hello.txt", s.url),
+        "/nonexistent-dir/x/hello.txt",
+    ]))
+    .await;
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("/nonexistent-dir/x"), "{err}");
     let (code, out, _) = cli(a(&["completions", "bash"])).await;
     assert_eq!(code, 0);
     assert!(out.contains("framegate"));
     let (_, out, _) = cli(a(&["--help"])).await;
-    assert!(out.contains("Exit codes:"));
+    assert!(out.contains("Exit codes (one per layer of error):"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use common::proxy::*;
 use common::*;
+use framegate_client::Refusal;
 use framegate_client::{DownloadOptions, Error, Options, Transport, partial_path};
 use framegate_server::{Gateway, GatewayConfig, Registry, serve_tcp};
 use tokio_util::sync::CancellationToken;
@@ -259,7 +260,10 @@ async fn a_single_page_app_fallback_is_not_saved_as_the_file() {
         .await
         .unwrap();
     let err = t.download("backup.tar.gz", &dest).await.unwrap_err();
-    assert!(matches!(err, Error::CatchAll { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Refused(Refusal::CatchAll { .. })),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&dest).unwrap(), b"my notes");
 }
 

@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use common::*;
 use framegate_client::{Error, FileKind, Options, Transport};
+use framegate_client::{Misbehavior, Refusal};
 use framegate_wire::ErrorCode;
 
 async fn compare(plain: &Transport, smart: &Transport) {
@@ -111,7 +112,10 @@ async fn nginx_static_is_plain_and_gives_the_same_results() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, Error::NotSmart { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Refused(Refusal::NotSmart { .. })),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -155,7 +159,10 @@ async fn a_captive_portal_is_an_error_not_file_content() {
     let err = Transport::open(&format!("http://{addr}/"), Options::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::CatchAll { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Refused(Refusal::CatchAll { .. })),
+        "{err}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("file.bin");
     let out = assert_cmd::Command::cargo_bin("framegate")
@@ -164,7 +171,7 @@ async fn a_captive_portal_is_an_error_not_file_content() {
         .arg(&dest)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(4), "a refusal");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("captive portal"),
         "{}",
@@ -243,8 +250,25 @@ async fn framegate_media_type_with_garbage_is_a_hard_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Misbehaved { .. }),
+        matches!(err, Error::Misbehaved(Misbehavior::Protocol { .. })),
         "no fallback after a framegate answer: {err}"
+    );
+    assert_eq!(err.layer(), framegate_client::Layer::Misbehaved);
+    // The CLI's exit code for the layer.
+    let out = tokio::task::spawn_blocking(move || {
+        assert_cmd::Command::cargo_bin("framegate")
+            .unwrap()
+            .args(["cat", &format!("http://{addr}/f.txt")])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -269,7 +293,10 @@ async fn not_found_and_method_not_allowed_mean_plain_but_401_asks_for_credential
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::NeedsCredentials { status: 401, .. }),
+        matches!(
+            err,
+            Error::Refused(Refusal::Credentials { status: 401, .. })
+        ),
         "{err}"
     );
 }

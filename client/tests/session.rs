@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use framegate_client::TransportError;
 use framegate_client::{Connector, Error, RunState, Session};
 use framegate_server::command::{Answer, Call, CommandError, read_command};
 use framegate_server::serve_tcp;
@@ -115,7 +116,7 @@ async fn calls_in_the_wrong_state_name_the_state() {
     assert!(
         matches!(
             err,
-            Error::State {
+            Error::Session {
                 state: RunState::Idle,
                 ..
             }
@@ -125,7 +126,7 @@ async fn calls_in_the_wrong_state_name_the_state() {
     assert_eq!(err.to_string(), "cannot call: the session is idle");
     assert!(matches!(
         session.disconnect().await.unwrap_err(),
-        Error::State {
+        Error::Session {
             state: RunState::Idle,
             ..
         }
@@ -142,7 +143,7 @@ async fn calls_in_the_wrong_state_name_the_state() {
     assert!(
         matches!(
             err,
-            Error::State {
+            Error::Session {
                 state: RunState::Running,
                 ..
             }
@@ -164,7 +165,7 @@ async fn failed_connect_wraps_the_root_cause_and_stays_idle() {
         .connect(Connector::Tcp(format!("127.0.0.1:{port}")))
         .await
         .unwrap_err();
-    let Error::ConnectFailed { source, .. } = &err else {
+    let Error::Transport(TransportError::Connect { source, .. }) = &err else {
         panic!("{err}")
     };
     let io = source
@@ -407,7 +408,10 @@ async fn idle_connections_are_closed_and_pending_calls_fail_clearly() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let err = s.call("hello", &Arguments::new(), None).await.unwrap_err();
-    assert!(matches!(err, Error::ConnectionLost { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Transport(TransportError::Lost { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("closed the connection"), "{err}");
     // disconnect() still brings the session back to idle.
     let _ = s.disconnect().await;
@@ -484,7 +488,10 @@ async fn dropped_connection_fails_every_pending_call() {
         .collect();
     for c in calls {
         let err = c.await.unwrap().unwrap_err();
-        assert!(matches!(err, Error::ConnectionLost { .. }), "{err}");
+        assert!(
+            matches!(err, Error::Transport(TransportError::Lost { .. })),
+            "{err}"
+        );
     }
     let _ = s.disconnect().await;
     assert_eq!(s.state(), RunState::Idle);

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use framegate_client::TransportError;
 use framegate_client::{Connector, Error, Hooks, Options, RunState, Session, Transport};
 use framegate_server::command::{Answer, Call, read_command};
 use framegate_server::serve_tcp;
@@ -104,7 +105,10 @@ async fn the_runstate_follows_a_connection_the_server_ended() {
         [RunState::Connecting, RunState::Running, RunState::Idle]
     );
     let err = s.call("hello", &Arguments::new(), None).await.unwrap_err();
-    assert!(matches!(err, Error::ConnectionLost { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Transport(TransportError::Lost { .. })),
+        "{err}"
+    );
     s.connect(Connector::Tcp(addr)).await.unwrap();
     assert!(s.call("hello", &Arguments::new(), None).await.is_ok());
     s.disconnect().await.unwrap();
@@ -128,7 +132,10 @@ async fn the_connect_timeout_is_honoured() {
         .connect(Connector::Tcp(addr.to_string()))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ConnectFailed { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Transport(TransportError::Connect { .. })),
+        "{err}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use framegate_client::{Error, FileKind, Options, Transport};
+use framegate_client::{Refusal, TransportError};
 use framegate_wire::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -155,7 +156,10 @@ async fn token_auth_for_writes() {
     let t = Transport::open(&s.url, o).await.unwrap();
     let err = t.put("x", "y", None).await.unwrap_err();
     assert!(
-        matches!(err, Error::NeedsCredentials { status: 401, .. }),
+        matches!(
+            err,
+            Error::Refused(Refusal::Credentials { status: 401, .. })
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("FRAMEGATE_TOKEN"));
@@ -182,7 +186,7 @@ async fn framegate_scheme_requires_smart_and_refused_is_an_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Connect { .. }),
+        matches!(err, Error::Transport(TransportError::Connect { .. })),
         "connection refused is an error, not a fallback: {err}"
     );
 }
@@ -307,7 +311,10 @@ async fn basic_auth_from_url_userinfo_is_sent() {
     let err = Transport::open(&format!("http://{addr}/a/"), Options::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::NeedsCredentials { status: 401, .. }));
+    assert!(matches!(
+        err,
+        Error::Refused(Refusal::Credentials { status: 401, .. })
+    ));
     let t = Transport::open(
         &format!("http://alice:open%20sesame@{addr}/b/"),
         Options::default(),

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use framegate_client::Refusal;
 use framegate_client::{Error, Options, Transport};
 use framegate_e2e::*;
 use framegate_wire::ErrorCode;
@@ -112,7 +113,10 @@ async fn smart_over_https_every_command_and_auth_on_rw_only() {
     );
     let err = anonymous.put("x", "y", None).await.unwrap_err();
     assert!(
-        matches!(err, Error::NeedsCredentials { status: 401, .. }),
+        matches!(
+            err,
+            Error::Refused(Refusal::Credentials { status: 401, .. })
+        ),
         "{err}"
     );
     let err = anonymous

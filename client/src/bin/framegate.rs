@@ -9,21 +9,26 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
 use framegate_client::{
-    DownloadOptions, Error, Hooks, Options, StatAnswer, Transport, partial_path, replace_file,
+    DownloadOptions, Error, Hooks, Layer, Options, StatAnswer, Transport, partial_path,
+    replace_file,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 const EXIT_CODES: &str = "\
-Exit codes:
+Exit codes (one per layer of error):
   0  success
-  1  the server refused a command (e.g. no such file, read-only)
-  2  usage error
-  3  connection, TLS or HTTP error
-  4  credentials needed (HTTP 401/407)
-  5  no framegate server where one was required, or the server broke the protocol
-  6  a local file could not be read or written";
+  1  the command failed on the server, or needs a framegate server and the
+     server is a plain one (e.g. no such file, read-only, file changed)
+  2  usage: bad arguments or URL
+  3  transport: cannot connect (DNS, refused, TLS, SSH) or the connection was lost
+  4  refused: an HTTP status, credentials needed (401/407), a request over the
+     server's limits, no framegate server where one is required, or a catch-all
+     server (captive portal)
+  5  the server broke the framegate protocol
+  6  a local file could not be read or written
+  7  a session used in the wrong state (a bug: please report it)";
 
 #[derive(Parser, Debug)]
 #[command(name = "framegate", version, about = "Read and write files through a framegate gateway, or any web server", after_help = EXIT_CODES)]
@@ -463,14 +468,16 @@ fn set_mtime(path: &Path, mtime: f64) -> std::io::Result<()> {
         .set_modified(when)
 }
 
+/// The exit code of an error: its layer (see [`EXIT_CODES`]).
 fn exit_code(err: &Error) -> u8 {
-    match err {
-        Error::Remote { .. } | Error::Refused { .. } => 1,
-        Error::Usage(_) | Error::InvalidUrl(_) => 2,
-        Error::NeedsCredentials { .. } => 4,
-        Error::Misbehaved { .. } | Error::NotSmart { .. } => 5,
-        Error::Local { .. } | Error::Io(_) => 6,
-        _ => 3,
+    match err.layer() {
+        Layer::Remote => 1,
+        Layer::Usage => 2,
+        Layer::Transport => 3,
+        Layer::Refused => 4,
+        Layer::Misbehaved => 5,
+        Layer::Local => 6,
+        _ => 7,
     }
 }
 

@@ -14,6 +14,7 @@ use tokio_util::codec::FramedRead;
 
 use super::{BoxRead, BoxWrite, RunState, StateCell};
 use crate::error::Error;
+use crate::error::TransportError;
 use crate::smart::{Hooks, Validator};
 
 /// A piece of a streamed answer.
@@ -64,10 +65,10 @@ type Delivery = (mpsc::Sender<Piece>, Piece);
 
 impl Shared {
     pub(super) fn lost(&self, why: &str) -> Error {
-        Error::ConnectionLost {
-            target: self.target.clone(),
-            reason: why.to_string(),
-        }
+        Error::Transport(TransportError::Lost {
+            url: self.target.clone(),
+            source: (why.to_string()).into(),
+        })
     }
 
     /// Fails every pending call with `why`; the connection is over.

@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
+use crate::error::TransportError;
 pub use crate::runstate::RunState;
 use crate::smart::{Hooks, Validator};
 
@@ -199,7 +200,7 @@ impl Session {
     }
 
     fn state_error(&self, operation: &'static str) -> Error {
-        Error::State {
+        Error::Session {
             operation,
             state: self.state(),
         }
@@ -260,7 +261,10 @@ impl Session {
             }
             Err(source) => {
                 self.set(RunState::Idle);
-                Err(Error::ConnectFailed { target, source })
+                Err(Error::Transport(TransportError::Connect {
+                    url: target,
+                    source,
+                }))
             }
         }
     }
@@ -536,10 +540,10 @@ impl Session {
             Ok(r) => r,
             Err(_) => {
                 live.reader.abort();
-                Ok(Err(Error::ConnectionLost {
-                    target: live.shared.target.clone(),
-                    reason: "the server did not close the connection".into(),
-                }))
+                Ok(Err(Error::Transport(TransportError::Lost {
+                    url: live.shared.target.clone(),
+                    source: "the server did not close the connection".into(),
+                })))
             }
         };
         live.shared.fail_all("the session was disconnected");

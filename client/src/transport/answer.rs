@@ -6,6 +6,7 @@ use bytes::Bytes;
 use framegate_wire::{ErrorCode, StatAnswer};
 
 use super::ops::Op;
+use crate::error::Misbehavior;
 use crate::error::{Error, Result};
 
 /// One command's answer.
@@ -29,9 +30,11 @@ pub(crate) enum PlainAnswer {
 }
 
 fn cbor<T: serde::de::DeserializeOwned>(op: &Op, bytes: &[u8]) -> Result<T> {
-    ciborium::from_reader(bytes).map_err(|e| Error::Malformed {
-        what: format!("the {} answer", op.name()),
-        reason: e.to_string(),
+    ciborium::from_reader(bytes).map_err(|e| {
+        Error::Misbehaved(Misbehavior::Malformed {
+            what: format!("the {} answer", op.name()),
+            reason: e.to_string(),
+        })
     })
 }
 

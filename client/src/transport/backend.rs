@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::answer::{Answer, PlainAnswer};
 use super::ops::{Op, prefixed};
 use super::options::Options;
+use crate::error::Misbehavior;
 use crate::error::{Error, Result};
 use crate::http::HttpMedium;
 use crate::plain;
@@ -410,9 +411,11 @@ async fn start_session(
         let _ = args.insert("token", token.to_string());
     }
     let hello = session.call("hello", &args, None).await?;
-    let hello = HelloPayload::decode(&hello).map_err(|e| Error::Misbehaved {
-        url: target.to_string(),
-        source: e.into(),
+    let hello = HelloPayload::decode(&hello).map_err(|e| {
+        Error::Misbehaved(Misbehavior::Protocol {
+            url: target.to_string(),
+            source: e.into(),
+        })
     })?;
     session.limit_payload(usize::try_from(hello.max_frame_size).unwrap_or(usize::MAX));
     Ok(hello)

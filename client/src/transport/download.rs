@@ -31,6 +31,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use super::backend::{Backend, Streamed};
 use super::{Transport, path_args};
 use crate::error::{Error, Result};
+use crate::error::{Refusal, TransportError};
 use crate::plain;
 use crate::smart::Validator;
 
@@ -355,8 +356,10 @@ enum Attempt {
 /// Whether another attempt may succeed where this one failed.
 fn retryable(err: &Error) -> bool {
     match err {
-        Error::Http { status, .. } => matches!(status, 408 | 429 | 502 | 503 | 504),
-        Error::Connect { .. } | Error::ConnectFailed { .. } => true,
+        Error::Refused(Refusal::Status { status, .. }) => {
+            matches!(status, 408 | 429 | 502 | 503 | 504)
+        }
+        Error::Transport(TransportError::Connect { .. }) => true,
         e => e.is_dropped_connection(),
     }
 }
@@ -539,9 +542,11 @@ impl Transport {
         let mut end = answer.from;
         let mut body = answer.resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| Error::Connection {
-                url: url.clone(),
-                source: e,
+            let chunk = chunk.map_err(|e| {
+                Error::Transport(TransportError::Lost {
+                    url: url.clone(),
+                    source: e.into(),
+                })
             })?;
             partial
                 .file
@@ -553,7 +558,9 @@ impl Transport {
         match answer.total {
             // A body that ended short without an error (a close where
             // the length was not framed) is a dropped connection too.
-            Some(total) if end != total => Err(Error::Unanswered { url }),
+            Some(total) if end != total => {
+                Err(Error::Transport(TransportError::Unanswered { url }))
+            }
             _ => Ok(Attempt::Done),
         }
     }
