@@ -217,7 +217,10 @@ async fn exit_codes() {
     assert_eq!(code, 0);
     assert!(out.contains("framegate"));
     let (_, out, _) = cli(a(&["--help"])).await;
-    assert!(out.contains("Exit codes (one per layer of error):"), "{out}");
+    assert!(
+        out.contains("Exit codes (one per layer of error):"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
