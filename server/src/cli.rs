@@ -120,6 +120,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
     pub(crate) keepalive_interval: Option<Duration>,
+    /// Longest an answer over HTTP waits for more answers of its message
+    /// to go out in the same chunk, while the message's commands still run
+    /// (fewer, larger chunks for batches of small commands; 0s: none)
+    /// [default: 1ms].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub(crate) coalesce_wait: Option<Duration>,
     /// Give up on a request body silent this long [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -268,6 +275,7 @@ impl ServeArgs {
                 .max_held_argument_bytes
                 .or(file.max_held_argument_bytes),
             keepalive_interval: self.keepalive_interval.or(file.keepalive_interval),
+            coalesce_wait: self.coalesce_wait.or(file.coalesce_wait),
             body_read_timeout: self.body_read_timeout.or(file.body_read_timeout),
             header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
             send_timeout: self.send_timeout.or(file.send_timeout),
@@ -340,6 +348,12 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
     l.answer_chunk_size = l.answer_chunk_size.min(l.max_frame_size);
     if let Some(d) = args.keepalive_interval {
         config.keepalive_interval = d;
+    }
+    if let Some(d) = args.coalesce_wait {
+        if d > Duration::from_millis(100) {
+            return Err("--coalesce-wait must be at most 100ms".into());
+        }
+        config.coalesce_wait = d;
     }
     if let Some(d) = args.body_read_timeout {
         config.body_read_timeout = d;

@@ -30,6 +30,11 @@ pub struct GatewayConfig {
     pub limits: ServerConfig,
     /// Keepalive frame after this long without output (§7.5; default 15 s).
     pub keepalive_interval: Duration,
+    /// Longest an HTTP answer waits for others of its message to go out
+    /// in the same chunk while the message's commands still run (default
+    /// [`COALESCE_WAIT`](crate::COALESCE_WAIT), 1 ms; zero sends each as
+    /// soon as it is ready).
+    pub coalesce_wait: Duration,
     /// Longest wait for the next body bytes (default 60 s).
     pub body_read_timeout: Duration,
     /// HTTP/1: longest time from a connection's opening, or from the end of
@@ -119,6 +124,7 @@ impl GatewayConfig {
             write_token: None,
             limits: ServerConfig::default(),
             keepalive_interval: Duration::from_secs(15),
+            coalesce_wait: crate::COALESCE_WAIT,
             body_read_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),

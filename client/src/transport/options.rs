@@ -51,8 +51,32 @@ impl Default for Options {
 }
 
 impl Options {
-    /// Builds the HTTP client these options describe.
+    /// The HTTP client these options describe: built once per process and
+    /// set of options, then shared (a client loads the system's root
+    /// certificates when built, ~3 ms, and keeps a pool of connections
+    /// that transports to the same server then share).
     pub fn http_client(&self) -> Result<reqwest::Client> {
+        type Key = (Duration, Duration, bool, Option<Vec<u8>>);
+        static CLIENTS: std::sync::OnceLock<
+            std::sync::Mutex<std::collections::HashMap<Key, reqwest::Client>>,
+        > = std::sync::OnceLock::new();
+        let pem = match &self.ca_cert {
+            Some(path) => Some(std::fs::read(path).map_err(|e| Error::Local {
+                path: path.clone(),
+                source: e,
+            })?),
+            None => None,
+        };
+        let key = (
+            self.connect_timeout,
+            self.read_timeout,
+            self.http1_only,
+            pem.clone(),
+        );
+        let clients = CLIENTS.get_or_init(Default::default);
+        if let Some(client) = clients.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(client);
+        }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.read_timeout)
@@ -61,15 +85,18 @@ impl Options {
         if self.http1_only {
             builder = builder.http1_only();
         }
-        if let Some(path) = &self.ca_cert {
-            let pem = std::fs::read(path)?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+        if let (Some(path), Some(pem)) = (&self.ca_cert, &pem) {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {
                 Error::Usage(format!("cannot use CA certificate {}: {e}", path.display()))
             })?;
             builder = builder.add_root_certificate(cert);
         }
-        builder
+        let client = builder
             .build()
-            .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))
+            .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))?;
+        if let Ok(mut c) = clients.lock() {
+            c.insert(key, client.clone());
+        }
+        Ok(client)
     }
 }

@@ -44,6 +44,13 @@ use crate::pool::{Share, in_share};
 use crate::storage::Storage;
 
 pub use output::{ANSWER_PIECE, BODY_CHUNK, COMPRESSION_SAMPLE, MIN_COMPRESSION_GAIN};
+
+/// Answer bytes below which a message's output waits for more while its
+/// commands still run ([`Driver::coalesce_output`]).
+pub const COALESCE_BYTES: usize = 32 * 1024;
+
+/// The longest an answer waits for others to go out with it.
+pub const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 pub(crate) use output::{Fingerprint, read_piece};
 
 /// Request data chunks buffered per command before the input waits.
@@ -205,6 +212,36 @@ impl Driver {
     fn wants_slot(&self) -> bool {
         self.budget
             .wants_slot(self.lazy.len(), self.reactor.pending_output_bytes())
+    }
+
+    /// Whether answers would go out in a small chunk while more are coming:
+    /// the frames waiting are fewer than [`COALESCE_BYTES`], no lazy answer
+    /// has bytes to feed, and commands of this message still run.
+    pub(crate) fn output_is_trickling(&self) -> bool {
+        !self.tasks.is_empty()
+            && !self.lazy.is_pending()
+            && self.reactor.pending_output_bytes() < COALESCE_BYTES
+    }
+
+    /// Waits (at most `--coalesce-wait`, [`COALESCE_WAIT`] by default) while the output trickles (see
+    /// [`Driver::output_is_trickling`]), taking the commands that finish
+    /// meanwhile: answers of many small commands go out in fewer, larger
+    /// chunks (one per answer cost both ends a write, a read and a wake
+    /// each: 1,000 one-KiB `get`s went out as ~1,000 HTTP chunks). An
+    /// answer waits at most that long; a message whose last command
+    /// finished does not wait.
+    pub(crate) async fn coalesce_output(&mut self) {
+        let wait = self.gw.config.coalesce_wait;
+        if wait.is_zero() || !self.output_is_trickling() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.output_is_trickling() {
+            tokio::select! {
+                () = self.progress() => {}
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
     }
 
     /// Whether a lazy answer has bytes to feed ([`Driver::feed_output`]) or

@@ -146,6 +146,7 @@ pub(super) async fn write_answers(
             None
         };
         let limit = charge.as_ref().map_or(BODY_CHUNK, Charge::limit);
+        driver.coalesce_output().await;
         driver.feed_output(limit).await;
         if let Some(chunk) = driver.transmit(limit) {
             let charge = match charge {
