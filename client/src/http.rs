@@ -34,8 +34,7 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::error::{Error, Result};
-use crate::error::{Misbehavior, Refusal, TransportError};
+use crate::error::{Error, Misbehavior, Refusal, Result, TransportError};
 
 /// What every medium answers (Bazaar's `SmartClientMedium`).
 pub trait ClientMedium: Send + Sync {
@@ -288,15 +287,34 @@ impl std::fmt::Debug for MessageReader {
     }
 }
 
-/// Reads a short error body.
+/// Reads a short error body: its first [`ERROR_BODY_LIMIT`] bytes (the
+/// rest is never read; a server may send an endless one).
 pub(crate) async fn error_body(resp: reqwest::Response) -> String {
-    let bytes = resp.bytes().await.unwrap_or_default();
-    let text = String::from_utf8_lossy(
-        bytes
-            .get(..bytes.len().min(ERROR_BODY_LIMIT))
-            .unwrap_or_default(),
-    );
-    text.trim().to_string()
+    let bytes = match read_at_most(resp, ERROR_BODY_LIMIT).await {
+        Ok(Ok(b) | Err(b)) => b,
+        Err(_) => Bytes::new(),
+    };
+    String::from_utf8_lossy(&bytes).trim().to_string()
+}
+
+/// Reads a body of at most `limit` bytes: `Ok(Ok(body))`, or
+/// `Ok(Err(first limit bytes))` if it is longer (the rest is not read).
+pub(crate) async fn read_at_most(
+    resp: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<std::result::Result<Bytes, Bytes>, reqwest::Error> {
+    let mut body = BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > limit {
+            let room = limit - body.len();
+            body.extend_from_slice(chunk.get(..room).unwrap_or_default());
+            return Ok(Err(body.freeze()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Ok(body.freeze()))
 }
 
 /// What a framegate response head says.

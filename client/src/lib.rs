@@ -22,9 +22,10 @@ pub mod smart;
 pub mod transport;
 
 pub use error::{Error, Layer, Misbehavior, Refusal, Result, TransportError};
-pub use framegate_wire::{FileKind, StatAnswer};
+pub use framegate_wire::{ErrorCode, FileKind, StatAnswer};
 pub use session::{Connector, RunState, Session, SshTarget};
 pub use smart::Hooks;
 pub use transport::{
-    Batch, BatchResults, DownloadOptions, Options, Slot, Transport, partial_path, replace_file,
+    Batch, BatchResults, DownloadOptions, Options, Slot, Transport, local_path_below, partial_path,
+    replace_file,
 };

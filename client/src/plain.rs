@@ -11,8 +11,7 @@ use futures_util::StreamExt;
 use reqwest::{StatusCode, Url, header};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::error::{Error, Result};
-use crate::error::{Refusal, TransportError};
+use crate::error::{Error, Refusal, Result, TransportError};
 use crate::http::HttpMedium;
 use crate::ranges::RangeCollector;
 
@@ -381,12 +380,27 @@ pub(crate) async fn readv(
             }
             continue;
         }
-        let body = resp.bytes().await.map_err(|e| {
-            Error::Transport(TransportError::Lost {
-                url: url.to_string(),
-                source: e.into(),
-            })
-        })?;
+        // The ranges asked for, plus room for multipart headers: a server
+        // cannot make this hold more.
+        let asked: u64 = group.iter().map(|r| r.1).sum();
+        let limit = usize::try_from(asked)
+            .unwrap_or(usize::MAX)
+            .saturating_add(4096 + 512 * group.len());
+        let body = crate::http::read_at_most(resp, limit)
+            .await
+            .map_err(|e| {
+                Error::Transport(TransportError::Lost {
+                    url: url.to_string(),
+                    source: e.into(),
+                })
+            })?
+            .map_err(|_| {
+                Error::Refused(Refusal::Status {
+                    status: status.as_u16(),
+                    url: url.to_string(),
+                    body: "a range answer longer than the ranges asked for".into(),
+                })
+            })?;
         if let Some(boundary) = ctype.strip_prefix("multipart/byteranges").and_then(|rest| {
             rest.split(';')
                 .find_map(|p| p.trim().strip_prefix("boundary="))
@@ -476,6 +490,9 @@ pub(crate) async fn has(medium: &HttpMedium, path: &str) -> Result<bool> {
     }
 }
 
+/// Longest listing page read (nginx's JSON for 100,000 entries is ~10 MB).
+pub const MAX_LISTING_BYTES: usize = 64 << 20;
+
 /// `(name, is_dir)` of a listing page.
 async fn listing(medium: &HttpMedium, path: &str) -> Result<Vec<(String, bool)>> {
     let url = dir_url(medium.base(), path)?;
@@ -490,12 +507,20 @@ async fn listing(medium: &HttpMedium, path: &str) -> Result<Vec<(String, bool)>>
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let body = resp.bytes().await.map_err(|e| {
-        Error::Transport(TransportError::Lost {
-            url: url.to_string(),
-            source: e.into(),
-        })
-    })?;
+    let body = crate::http::read_at_most(resp, MAX_LISTING_BYTES)
+        .await
+        .map_err(|e| {
+            Error::Transport(TransportError::Lost {
+                url: url.to_string(),
+                source: e.into(),
+            })
+        })?
+        .map_err(|_| {
+            Error::remote(
+                ErrorCode::NOT_SUPPORTED,
+                format!("the listing at {url} is longer than {MAX_LISTING_BYTES} bytes"),
+            )
+        })?;
     let mut entries = if ctype.contains("json") {
         parse_json_listing(&body)
     } else if ctype.contains("html") {
@@ -509,9 +534,18 @@ async fn listing(medium: &HttpMedium, path: &str) -> Result<Vec<(String, bool)>>
             format!("{url} offers no directory listing this client can read"),
         )
     })?;
+    // A listing names entries of this directory: a name that is a path
+    // (`/etc/passwd`, `..`, `a/b`, once decoded) is not one.
+    entries.retain(|(name, _)| is_entry_name(name));
     entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     entries.dedup();
     Ok(entries)
+}
+
+/// Whether `name` can be one entry of a directory: not empty, not `.` or
+/// `..`, no `/` and no NUL.
+pub(crate) fn is_entry_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
 }
 
 fn parse_json_listing(body: &[u8]) -> Option<Vec<(String, bool)>> {

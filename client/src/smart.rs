@@ -4,14 +4,16 @@ use bytes::{Bytes, BytesMut};
 use framegate_wire::{Arguments, ClientEvent, ClientReactor, HelloPayload, TextAtom};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::error::{Error, Result};
-use crate::error::{Misbehavior, Refusal, TransportError};
+use crate::error::{Error, Misbehavior, Refusal, Result, TransportError};
 pub(crate) use crate::hooks::Validator;
 pub use crate::hooks::{Hooks, ProgressHook, TextHook};
 use crate::http::HttpMedium;
 
 /// Bytes of request frames gathered before they go to the body.
 const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Longest answer to a probe's `hello` read (a `hello` is well under 1 KiB).
+pub const MAX_PROBE_ANSWER: usize = 1 << 20;
 
 /// Size of reads from a request data source.
 const SOURCE_READ: usize = 256 * 1024;
@@ -410,13 +412,23 @@ pub(crate) async fn probe(medium: &HttpMedium) -> Result<Probe> {
             return Ok(Probe::NotSmart(reason));
         }
     }
-    // From here the server claims to be framegate: anything wrong is a hard error.
-    let bytes = resp.bytes().await.map_err(|e| {
-        Error::Transport(TransportError::Lost {
-            url: url.clone(),
-            source: e.into(),
-        })
-    })?;
+    // From here the server claims to be framegate: anything wrong is a hard
+    // error. A `hello` answer is small: a longer body is not one (and is
+    // not read whole).
+    let bytes = crate::http::read_at_most(resp, MAX_PROBE_ANSWER)
+        .await
+        .map_err(|e| {
+            Error::Transport(TransportError::Lost {
+                url: url.clone(),
+                source: e.into(),
+            })
+        })?
+        .map_err(|_| {
+            Error::Misbehaved(Misbehavior::Malformed {
+                what: "the hello answer".into(),
+                reason: format!("longer than {MAX_PROBE_ANSWER} bytes"),
+            })
+        })?;
     let mis = |source| {
         Error::Misbehaved(Misbehavior::Protocol {
             url: url.clone(),

@@ -29,8 +29,7 @@ use framegate_wire::{Arguments, HelloPayload, StatAnswer};
 use reqwest::Url;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::error::Refusal;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::http::HttpMedium;
 use crate::smart::{self, Hooks, Probe};
 
@@ -47,7 +46,8 @@ use ops::path_args;
 pub use options::{DEFAULT_RETRY_DEADLINE, Options};
 
 pub use download::{
-    DownloadOptions, FIRST_BACKOFF, MAX_BACKOFF, PARTIAL_SUFFIX, partial_path, replace_file,
+    DownloadOptions, FIRST_BACKOFF, MAX_BACKOFF, PARTIAL_SUFFIX, local_path_below, partial_path,
+    replace_file,
 };
 
 /// Requests per message: the protocol's default per-message limit.
@@ -126,11 +126,12 @@ impl Transport {
     /// plain HTTP if no framegate server answers; a first message with
     /// writes probes first. Until then [`Transport::is_smart`] and
     /// [`Transport::hello`] say no. A verdict already known in this
-    /// process (per base URL) is used at once. Byte streams connect at
-    /// once, as with [`Transport::open`].
+    /// process (per base URL) is used at once. A byte stream connects at
+    /// its first call.
     pub async fn open_lazy(url: &str, options: Options) -> Result<Transport> {
         if url.starts_with("framegate://") || url.starts_with("framegate+ssh://") {
-            let stream = Stream::open(url, &options).await?;
+            // Connected by the first call (a download retries connecting).
+            let stream = Stream::new(url, &options)?;
             return Ok(Transport {
                 base: stream.url.clone(),
                 http: None,
@@ -215,9 +216,13 @@ impl Transport {
         Ok(self.backend.get_or_init(|| backend))
     }
 
-    /// The backend, probing (a `hello` of its own) if not chosen yet.
+    /// The backend, probing (a `hello` of its own) if not chosen yet; a
+    /// byte stream connects if it is not connected.
     async fn resolve(&self) -> Result<&Backend> {
         if let Some(b) = self.backend.get() {
+            if let Backend::Stream(s) = b {
+                s.revive().await?;
+            }
             return Ok(b);
         }
         let medium = self.medium()?;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
 use framegate_client::{
-    DownloadOptions, Error, Hooks, Layer, Options, StatAnswer, Transport, partial_path,
-    replace_file,
+    DownloadOptions, Error, Hooks, Layer, Misbehavior, Options, StatAnswer, Transport,
+    local_path_below, partial_path, replace_file,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -39,7 +39,7 @@ struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
-    /// Bearer token for writes [env: FRAMEGATE_TOKEN].
+    /// Bearer token for writes.
     #[arg(long, global = true, env = "FRAMEGATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Extra CA certificate (PEM) to trust, besides the system roots.
@@ -176,6 +176,24 @@ async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Cmd::Probe { url } => {
             let t = Transport::open(&url, ctx.options.clone()).await?;
+            // A byte stream serves the server's root: its URL's directory
+            // is checked here (over HTTP the server refuses a missing one).
+            if (url.starts_with("framegate://") || url.starts_with("framegate+ssh://"))
+                && t.base_url().path() != "/"
+            {
+                let no_dir = || Error::Remote {
+                    code: framegate_client::ErrorCode::NO_SUCH_FILE,
+                    message: format!("no such directory: {}", t.base_url()),
+                };
+                match t.stat("").await {
+                    Ok(s) if s.kind == framegate_client::FileKind::Dir => {}
+                    Ok(_) => return Err(no_dir()),
+                    Err(e) if e.is(&framegate_client::ErrorCode::NO_SUCH_FILE) => {
+                        return Err(no_dir());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             let out = match t.hello() {
                 Some(h) => json!({
                     "url": t.base_url().as_str(), "smart": true, "server": h.server, "protocol": h.protocol,
@@ -264,8 +282,17 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Put { src, url } => {
             let (dir, name) = split_url(&url)?;
             let t = open(&ctx, &dir).await?;
-            let file = tokio::fs::File::open(&src).await?;
-            let len = file.metadata().await?.len();
+            let file = tokio::fs::File::open(&src)
+                .await
+                .map_err(|e| local_error(&src, e))?;
+            let meta = file.metadata().await.map_err(|e| local_error(&src, e))?;
+            if meta.is_dir() {
+                return Err(local_error(
+                    &src,
+                    std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
+                ));
+            }
+            let len = meta.len();
             let pb = bar(&ctx, Some(len), &name);
             let mut reader = pb.wrap_async_read(file);
             let result = t.put_from(&name, &mut reader, None).await;
@@ -364,7 +391,19 @@ const MIRROR_BATCH_BYTES: u64 = 64 << 20;
 
 async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error> {
     let t = open(ctx, url).await?;
-    let files = t.iter_files_recursive("").await?;
+    // Names that are not plain relative paths (absolute, `..`) never
+    // reach the disk: a server's listing cannot write outside `dir`.
+    let (files, unsafe_names): (Vec<String>, Vec<String>) = t
+        .iter_files_recursive("")
+        .await?
+        .into_iter()
+        .partition(|f| local_path_below(dir, f).is_some());
+    for name in &unsafe_names {
+        eprintln!(
+            "framegate: skipping {name:?}: not a relative path below {}",
+            dir.display()
+        );
+    }
     let mut messages = 1u64;
     // Which files differ from the local copy?
     let mut wanted: Vec<(String, StatAnswer)> = Vec::new();
@@ -376,7 +415,7 @@ async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error> {
         messages += 1;
         for (f, slot) in chunk.iter().zip(slots) {
             let stat = results.take(slot)?;
-            if same_as_local(&dir.join(f), &stat) {
+            if same_as_local(&local(dir, f)?, &stat) {
                 skipped += 1;
             } else {
                 wanted.push((f.clone(), stat));
@@ -405,12 +444,14 @@ async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error> {
         if group.len() == 1 && group_bytes > MIRROR_BATCH_BYTES {
             // A large file streams straight to disk.
             let (f, s) = &group[0];
-            let dest = dir.join(f);
+            let dest = local(dir, f)?;
             if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent).await?;
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| local_error(parent, e))?;
             }
             t.download(f, &dest).await?;
-            set_mtime(&dest, s.mtime)?;
+            set_mtime(&dest, s.mtime).map_err(|e| local_error(&dest, e))?;
             messages += 2;
             downloaded += 1;
             bytes_done += s.size;
@@ -423,12 +464,14 @@ async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error> {
         messages += 1;
         for ((f, s), slot) in group.iter().zip(slots) {
             let data: Bytes = results.take(slot)?;
-            let dest = dir.join(f);
+            let dest = local(dir, f)?;
             if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent).await?;
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| local_error(parent, e))?;
             }
             replace_file(&dest, &data).await?;
-            set_mtime(&dest, s.mtime)?;
+            set_mtime(&dest, s.mtime).map_err(|e| local_error(&dest, e))?;
             downloaded += 1;
             bytes_done += data.len() as u64;
             pb.set_position(bytes_done);
@@ -446,6 +489,15 @@ async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error> {
             files.len()
         );
     }
+    if let Some(name) = unsafe_names.first() {
+        return Err(Error::Misbehaved(Misbehavior::Malformed {
+            what: "the file list".into(),
+            reason: format!(
+                "{} names are not relative paths (first: {name:?}); they were skipped",
+                unsafe_names.len()
+            ),
+        }));
+    }
     Ok(())
 }
 
@@ -458,6 +510,24 @@ fn same_as_local(path: &Path, stat: &StatAnswer) -> bool {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     meta.len() == stat.size && local.is_some_and(|l| (l.as_secs_f64() - stat.mtime).abs() < 1e-3)
+}
+
+/// `f` below `dir` (checked again where it is used).
+fn local(dir: &Path, f: &str) -> Result<PathBuf, Error> {
+    local_path_below(dir, f).ok_or_else(|| {
+        Error::Misbehaved(Misbehavior::Malformed {
+            what: "a file name".into(),
+            reason: format!("{f:?} is not a relative path"),
+        })
+    })
+}
+
+/// A local file error that names the path.
+fn local_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Local {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn set_mtime(path: &Path, mtime: f64) -> std::io::Result<()> {
@@ -493,10 +563,15 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            // The chain of causes, each once (a cause the message already
+            // quotes is not repeated).
             let mut message = err.to_string();
             let mut source = std::error::Error::source(&err);
             while let Some(s) = source {
-                message.push_str(&format!(": {s}"));
+                let text = s.to_string();
+                if !message.contains(&text) {
+                    message.push_str(&format!(": {text}"));
+                }
                 source = s.source();
             }
             eprintln!("framegate: {message}");

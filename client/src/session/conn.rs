@@ -13,8 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
 use super::{BoxRead, BoxWrite, RunState, StateCell};
-use crate::error::Error;
-use crate::error::TransportError;
+use crate::error::{Error, TransportError};
 use crate::smart::{Hooks, Validator};
 
 /// A piece of a streamed answer.

@@ -24,8 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::error::Error;
-use crate::error::TransportError;
+use crate::error::{Error, Refusal, TransportError};
 pub use crate::runstate::RunState;
 use crate::smart::{Hooks, Validator};
 
@@ -261,10 +260,28 @@ impl Session {
             }
             Err(source) => {
                 self.set(RunState::Idle);
-                Err(Error::Transport(TransportError::Connect {
-                    url: target,
-                    source,
-                }))
+                // Something answered, but not a framegate session: a
+                // refusal, not a connection failure.
+                Err(
+                    match source.downcast::<framegate_wire::preamble::PreambleRefused>() {
+                        Ok(refused) => match *refused {
+                            framegate_wire::preamble::PreambleRefused::Refused { code } => {
+                                Error::Refused(Refusal::Protocol {
+                                    message: format!("{target} refused the session"),
+                                    code: framegate_wire::ErrorCode::new(code),
+                                })
+                            }
+                            other => Error::Refused(Refusal::NotSmart {
+                                url: target,
+                                reason: other.to_string(),
+                            }),
+                        },
+                        Err(source) => Error::Transport(TransportError::Connect {
+                            url: target,
+                            source,
+                        }),
+                    },
+                )
             }
         }
     }

@@ -6,8 +6,7 @@ use bytes::Bytes;
 use framegate_wire::{ErrorCode, StatAnswer};
 
 use super::ops::Op;
-use crate::error::Misbehavior;
-use crate::error::{Error, Result};
+use crate::error::{Error, Misbehavior, Result};
 
 /// One command's answer.
 #[derive(Debug)]

@@ -16,8 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::answer::{Answer, PlainAnswer};
 use super::ops::{Op, prefixed};
 use super::options::Options;
-use crate::error::Misbehavior;
-use crate::error::{Error, Result};
+use crate::error::{Error, Misbehavior, Result};
 use crate::http::HttpMedium;
 use crate::plain;
 use crate::session::{Connector, RunState, Session, SshTarget};
@@ -36,7 +35,7 @@ impl Backend {
     pub(crate) fn hello(&self) -> Option<&HelloPayload> {
         match self {
             Backend::Smart(s) => Some(&s.hello),
-            Backend::Stream(s) => Some(&s.hello),
+            Backend::Stream(s) => s.hello(),
             Backend::Plain(_) => None,
         }
     }
@@ -253,7 +252,8 @@ impl Plain {
 }
 
 /// framegate over a byte stream: one full-duplex session, every call
-/// pipelined on it; connected again before a call if the server ended it.
+/// pipelined on it; connected at the first call (or at open) and again
+/// before a call if the server ended the connection.
 #[derive(Debug)]
 pub(crate) struct Stream {
     session: Arc<Session>,
@@ -262,16 +262,19 @@ pub(crate) struct Stream {
     token: Option<String>,
     /// Prepended to every path: the server serves its root.
     prefix: String,
-    hello: HelloPayload,
+    /// The server's `hello`, from the first connection.
+    hello: std::sync::OnceLock<HelloPayload>,
+    /// One connection attempt at a time.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl Stream {
-    /// Connects `framegate://host[:port]/path` (TCP) or
+    /// `framegate://host[:port]/path` (TCP) or
     /// `framegate+ssh://[user@]host[:port]/path` (an SSH child running
-    /// `framegate-server serve --stdio /`) and says `hello`.
-    pub(crate) async fn open(url: &str, options: &Options) -> Result<Stream> {
+    /// `framegate-server serve --stdio /`), not connected yet.
+    pub(crate) fn new(url: &str, options: &Options) -> Result<Stream> {
         let mut parsed = Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{url}: {e}")))?;
-        let connector = connector_for(&parsed)?;
+        connector_for(&parsed)?;
         let session = Arc::new(
             Session::new()
                 .connect_timeout(options.connect_timeout)
@@ -279,7 +282,6 @@ impl Stream {
                 .compress(options.compress)
                 .hooks(options.hooks.clone()),
         );
-        let hello = start_session(&session, connector, options.token.as_deref()).await?;
         let prefix = percent_encoding::percent_decode_str(parsed.path().trim_matches('/'))
             .decode_utf8_lossy()
             .into_owned();
@@ -293,23 +295,32 @@ impl Stream {
             url: parsed,
             token: options.token.clone(),
             prefix,
-            hello,
+            hello: std::sync::OnceLock::new(),
+            connecting: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// Connects again if the server ended the connection (or it broke).
-    async fn revive(&self) -> Result<()> {
+    /// The server's `hello`, once connected.
+    pub(crate) fn hello(&self) -> Option<&HelloPayload> {
+        self.hello.get()
+    }
+
+    /// Connects (and says `hello`) if not connected: the first time, or
+    /// after the server ended the connection (or it broke).
+    pub(crate) async fn revive(&self) -> Result<()> {
+        let _one = self.connecting.lock().await;
         if self.session.state() != RunState::Idle {
             return Ok(());
         }
-        // Reap what is left of the old connection (its child, its tasks).
+        // Reap what is left of an old connection (its child, its tasks).
         let _ = self.session.disconnect().await;
-        start_session(
+        let hello = start_session(
             &self.session,
             connector_for(&self.url)?,
             self.token.as_deref(),
         )
         .await?;
+        let _ = self.hello.set(hello);
         Ok(())
     }
 

@@ -30,8 +30,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::backend::{Backend, Streamed};
 use super::{Transport, path_args};
-use crate::error::{Error, Result};
-use crate::error::{Refusal, TransportError};
+use crate::error::{Error, Refusal, Result, TransportError};
 use crate::plain;
 use crate::smart::Validator;
 
@@ -95,6 +94,63 @@ fn beside(dest: &Path, suffix: &str) -> PathBuf {
     dest.with_file_name(std::ffi::OsString::from_vec(out))
 }
 
+/// What a download writes to.
+enum Destination {
+    /// A regular file (or none yet): replaced through a partial file. A
+    /// symbolic link is followed, as curl and wget do: the file it names
+    /// is replaced, the link stays.
+    File(PathBuf),
+    /// A device, FIFO or socket: written into.
+    Special(PathBuf),
+}
+
+impl Destination {
+    fn of(dest: &Path) -> Result<Destination> {
+        let mut path = dest.to_path_buf();
+        // Follow links (a chain of them, within reason) to what they name,
+        // existing or not.
+        for _ in 0..40 {
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target = std::fs::read_link(&path).map_err(local(&path))?;
+                    path = match path.parent() {
+                        Some(dir) => dir.join(target),
+                        None => target,
+                    };
+                }
+                Ok(m) if m.is_file() => return Ok(Destination::File(path)),
+                Ok(m) if m.is_dir() => {
+                    return Err(local(&path)(std::io::Error::new(
+                        std::io::ErrorKind::IsADirectory,
+                        "is a directory",
+                    )));
+                }
+                Ok(_) => return Ok(Destination::Special(path)),
+                Err(_) => return Ok(Destination::File(path)),
+            }
+        }
+        Err(local(dest)(std::io::Error::other(
+            "too many levels of symbolic links",
+        )))
+    }
+}
+
+/// Where the remote file `remote` (a path relative to a transport's base,
+/// as listings and `iter_files_recursive` give them) goes below the local
+/// directory `dir`; `None` if it is not a plain relative path (absolute,
+/// `..`, `.`, empty components): a server's names never reach outside
+/// `dir`.
+pub fn local_path_below(dir: &Path, remote: &str) -> Option<PathBuf> {
+    let mut out = dir.to_path_buf();
+    for part in remote.split('/') {
+        if !crate::plain::is_entry_name(part) {
+            return None;
+        }
+        out.push(part);
+    }
+    Some(out)
+}
+
 /// Writes `data` as the new content of `dest` the way downloads do:
 /// into the partial file beside it, synced, then renamed over it. A
 /// failure leaves `dest` as it was.
@@ -138,6 +194,29 @@ struct PartialMeta {
     validator: String,
     /// The version's size.
     size: u64,
+    /// A check of the three fields above (FNV-1a, hex): a record edited or
+    /// damaged by hand is not trusted (the download starts over) — a size
+    /// that is not the version's would otherwise end in a short or failed
+    /// file.
+    #[serde(default)]
+    check: String,
+}
+
+impl PartialMeta {
+    fn check_of(source: &str, validator: &str, size: u64) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in source
+            .bytes()
+            .chain([0])
+            .chain(validator.bytes())
+            .chain([0])
+            .chain(size.to_le_bytes())
+        {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
 }
 
 /// The record of a partial file's version.
@@ -146,6 +225,7 @@ fn record_json(source: &str, v: &Validator) -> Vec<u8> {
         source: source.to_string(),
         validator: v.etag.clone(),
         size: v.total,
+        check: PartialMeta::check_of(source, &v.etag, v.total),
     };
     serde_json::to_vec(&meta).unwrap_or_default()
 }
@@ -191,10 +271,13 @@ impl Partial {
         }
         if let Err(e) = file.try_lock() {
             return Err(match e {
-                std::fs::TryLockError::WouldBlock => Error::Usage(format!(
-                    "another download to {} is in progress",
-                    dest.display()
-                )),
+                std::fs::TryLockError::WouldBlock => Error::Local {
+                    path: dest.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        "another download to it is in progress",
+                    ),
+                },
                 std::fs::TryLockError::Error(e) => local(&data)(e),
             });
         }
@@ -234,7 +317,8 @@ impl Partial {
     async fn read_record(&self, source: &str) -> Option<Validator> {
         let bytes = tokio::fs::read(&self.meta).await.ok()?;
         let meta: PartialMeta = serde_json::from_slice(&bytes).ok()?;
-        (meta.source == source).then_some(Validator {
+        let intact = meta.check == PartialMeta::check_of(&meta.source, &meta.validator, meta.size);
+        (intact && meta.source == source).then_some(Validator {
             etag: meta.validator,
             total: meta.size,
         })
@@ -396,6 +480,22 @@ impl Transport {
         dest: &Path,
         options: &DownloadOptions,
     ) -> Result<u64> {
+        let dest = &match Destination::of(dest)? {
+            Destination::File(dest) => dest,
+            Destination::Special(dest) => {
+                // A device or FIFO (`/dev/null`, a pipe): written into as
+                // it is, never replaced by a file.
+                let mut out = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&dest)
+                    .await
+                    .map_err(local(&dest))?;
+                return self.get_into(path, &mut out).await.map_err(|e| match e {
+                    Error::Io(source) => local(&dest)(source),
+                    e => e,
+                });
+            }
+        };
         let source = self.source_of(path);
         let mut partial = Partial::open(dest, &source, options.resume).await?;
         let deadline = Instant::now() + self.retry_deadline;
@@ -415,14 +515,18 @@ impl Transport {
                 Ok(Attempt::Changed) => {
                     tracing::warn!(path, "the file changed on the server; starting over");
                     partial.restart().await?;
-                    retries += 1;
-                    if Instant::now() >= deadline || retries > 64 {
+                    if Instant::now() >= deadline || retries >= 64 {
                         partial.abandon().await;
                         return Err(Error::remote(
                             file_changed(),
                             format!("{path} kept changing while it was downloaded"),
                         ));
                     }
+                    // A file being rewritten is not fetched again at once:
+                    // the same backoff as a dropped connection.
+                    let wait = backoff(retries).min(deadline - Instant::now());
+                    retries += 1;
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) if retryable(&e) && Instant::now() < deadline => {
                     let wait = backoff(retries).min(deadline - Instant::now());
@@ -454,8 +558,9 @@ impl Transport {
     /// the whole file.
     async fn attempt(&self, path: &str, source: &str, partial: &mut Partial) -> Result<Attempt> {
         partial.recheck_if_complete().await?;
-        if self.backend.get().is_none() && partial.written > 0 && partial.validator.is_some() {
-            // Continuing: what the server offers decides how (one probe).
+        if partial.written > 0 && partial.validator.is_some() {
+            // Continuing: what the server offers decides how (a probe over
+            // HTTP if not known yet; a byte stream connects).
             self.resolve().await?;
         }
         if let Some(Backend::Plain(_)) = self.backend.get() {
@@ -473,7 +578,11 @@ impl Transport {
                     .stream_request("readv", args, &mut Streamed::new(&mut partial.file))
                     .await;
                 match result {
-                    Err(e) if e.is(&file_changed()) => Ok(Attempt::Changed),
+                    // The version is gone, or is not the size the record
+                    // says: start over.
+                    Err(e) if e.is(&file_changed()) || e.is(&ErrorCode::SHORT_READ) => {
+                        Ok(Attempt::Changed)
+                    }
                     Err(e) => Err(e),
                     Ok(_) => Ok(Attempt::Done),
                 }

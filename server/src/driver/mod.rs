@@ -46,7 +46,7 @@ use crate::storage::Storage;
 pub use output::{ANSWER_PIECE, BODY_CHUNK, COMPRESSION_SAMPLE, MIN_COMPRESSION_GAIN};
 
 /// Answer bytes below which a message's output waits for more while its
-/// commands still run ([`Driver::coalesce_output`]).
+/// commands still run (see `--coalesce-wait`).
 pub const COALESCE_BYTES: usize = 32 * 1024;
 
 /// The longest an answer waits for others to go out with it.
