@@ -15,6 +15,11 @@ use crate::error::{Error, Refusal, Result, TransportError};
 use crate::http::HttpMedium;
 use crate::ranges::RangeCollector;
 
+mod listing;
+
+pub use listing::{MAX_LISTING_BYTES, MAX_PLAIN_WALK_DIRS};
+pub(crate) use listing::{is_entry_name, iter_files_recursive, list_dir};
+
 /// Ranges asked for in one GET (keeps the `Range` header within proxies'
 /// header limits).
 pub const RANGES_PER_REQUEST: usize = 64;
@@ -39,7 +44,7 @@ pub(crate) fn url_for(base: &Url, path: &str) -> Result<Url> {
     Ok(url)
 }
 
-fn dir_url(base: &Url, path: &str) -> Result<Url> {
+pub(crate) fn dir_url(base: &Url, path: &str) -> Result<Url> {
     let mut url = url_for(base, path)?;
     if !url.path().ends_with('/') {
         url.set_path(&format!("{}/", url.path()));
@@ -47,7 +52,7 @@ fn dir_url(base: &Url, path: &str) -> Result<Url> {
     Ok(url)
 }
 
-async fn send(
+pub(crate) async fn send(
     medium: &HttpMedium,
     req: reqwest::RequestBuilder,
     url: &Url,
@@ -490,153 +495,6 @@ pub(crate) async fn has(medium: &HttpMedium, path: &str) -> Result<bool> {
     }
 }
 
-/// Longest listing page read (nginx's JSON for 100,000 entries is ~10 MB).
-pub const MAX_LISTING_BYTES: usize = 64 << 20;
-
-/// `(name, is_dir)` of a listing page.
-async fn listing(medium: &HttpMedium, path: &str) -> Result<Vec<(String, bool)>> {
-    let url = dir_url(medium.base(), path)?;
-    let req = medium
-        .client()
-        .get(url.clone())
-        .header(header::ACCEPT, "application/json, text/html;q=0.9");
-    let resp = send(medium, req, &url).await?;
-    let ctype = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let body = crate::http::read_at_most(resp, MAX_LISTING_BYTES)
-        .await
-        .map_err(|e| {
-            Error::Transport(TransportError::Lost {
-                url: url.to_string(),
-                source: e.into(),
-            })
-        })?
-        .map_err(|_| {
-            Error::remote(
-                ErrorCode::NOT_SUPPORTED,
-                format!("the listing at {url} is longer than {MAX_LISTING_BYTES} bytes"),
-            )
-        })?;
-    let mut entries = if ctype.contains("json") {
-        parse_json_listing(&body)
-    } else if ctype.contains("html") {
-        parse_html_listing(&String::from_utf8_lossy(&body))
-    } else {
-        None
-    }
-    .ok_or_else(|| {
-        Error::remote(
-            ErrorCode::NOT_SUPPORTED,
-            format!("{url} offers no directory listing this client can read"),
-        )
-    })?;
-    // A listing names entries of this directory: a name that is a path
-    // (`/etc/passwd`, `..`, `a/b`, once decoded) is not one.
-    entries.retain(|(name, _)| is_entry_name(name));
-    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    entries.dedup();
-    Ok(entries)
-}
-
-/// Whether `name` can be one entry of a directory: not empty, not `.` or
-/// `..`, no `/` and no NUL.
-pub(crate) fn is_entry_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
-}
-
-fn parse_json_listing(body: &[u8]) -> Option<Vec<(String, bool)>> {
-    let items: Vec<serde_json::Value> = serde_json::from_slice(body).ok()?;
-    items
-        .iter()
-        .map(|item| {
-            let name = item.get("name")?.as_str()?.to_string();
-            let is_dir = item.get("type").and_then(|t| t.as_str()) == Some("directory");
-            Some((name, is_dir))
-        })
-        .collect()
-}
-
-/// Links of an autoindex HTML page: relative, one path segment.
-fn parse_html_listing(html: &str) -> Option<Vec<(String, bool)>> {
-    let mut out = Vec::new();
-    let mut rest = html;
-    let mut saw_any = false;
-    while let Some(pos) = rest.find("href=\"") {
-        saw_any = true;
-        rest = rest.get(pos + 6..)?;
-        let end = rest.find('"')?;
-        let href = rest.get(..end)?;
-        rest = rest.get(end..)?;
-        if href.starts_with('?')
-            || href.starts_with('/')
-            || href.starts_with("..")
-            || href.contains("://")
-        {
-            continue;
-        }
-        let is_dir = href.ends_with('/');
-        let trimmed = href.trim_end_matches('/');
-        if trimmed.is_empty() || trimmed.contains('/') {
-            continue;
-        }
-        let name = percent_encoding::percent_decode_str(trimmed)
-            .decode_utf8()
-            .ok()?
-            .replace("&amp;", "&");
-        out.push((name, is_dir));
-    }
-    saw_any.then_some(out)
-}
-
-pub(crate) async fn list_dir(medium: &HttpMedium, path: &str) -> Result<Vec<String>> {
-    Ok(listing(medium, path)
-        .await?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect())
-}
-
-/// Most directories walked for one `iter_files_recursive` over plain HTTP.
-pub const MAX_PLAIN_WALK_DIRS: usize = 100_000;
-
-pub(crate) async fn iter_files_recursive(medium: &HttpMedium, path: &str) -> Result<Vec<String>> {
-    let mut files = Vec::new();
-    let mut stack = vec![String::new()];
-    let mut walked = 0;
-    while let Some(rel) = stack.pop() {
-        walked += 1;
-        if walked > MAX_PLAIN_WALK_DIRS {
-            return Err(Error::remote(
-                ErrorCode::NOT_SUPPORTED,
-                "tree too large to walk over plain HTTP",
-            ));
-        }
-        let dir = if rel.is_empty() {
-            path.to_string()
-        } else {
-            format!("{path}/{rel}")
-        };
-        for (name, is_dir) in listing(medium, &dir).await? {
-            let child = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            if is_dir {
-                stack.push(child);
-            } else {
-                files.push(child);
-            }
-        }
-    }
-    files.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(files)
-}
-
 pub(crate) fn write_refused(medium: &HttpMedium, command: &str) -> Error {
     Error::remote(
         ErrorCode::NOT_SUPPORTED,
@@ -658,17 +516,5 @@ mod tests {
         assert_eq!(pieces, vec![(0, Bytes::from("01")), (8, Bytes::from("89"))]);
         assert_eq!(slice_from(&pieces, 9, 1).unwrap(), "9");
         assert!(slice_from(&pieces, 1, 2).is_none());
-    }
-
-    #[test]
-    fn html_autoindex_links() {
-        let html = r#"<html><body><h1>Index</h1><a href="../">../</a>
-<a href="a%20b.txt">a b.txt</a> 01-Jan
-<a href="sub/">sub/</a>
-<a href="?C=N;O=D">Name</a></body></html>"#;
-        assert_eq!(
-            parse_html_listing(html).unwrap(),
-            vec![("a b.txt".into(), false), ("sub".into(), true)]
-        );
     }
 }

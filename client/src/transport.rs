@@ -39,16 +39,15 @@ mod batch;
 mod download;
 mod ops;
 mod options;
+mod partial;
 
 use backend::{Backend, Plain, Reply, Smart, Stream, Streamed};
 pub use batch::{Batch, BatchResults, Slot};
 use ops::path_args;
 pub use options::{DEFAULT_RETRY_DEADLINE, Options};
 
-pub use download::{
-    DownloadOptions, FIRST_BACKOFF, MAX_BACKOFF, PARTIAL_SUFFIX, local_path_below, partial_path,
-    replace_file,
-};
+pub use download::{DownloadOptions, FIRST_BACKOFF, MAX_BACKOFF};
+pub use partial::{PARTIAL_SUFFIX, local_path_below, partial_path, replace_file};
 
 /// Requests per message: the protocol's default per-message limit.
 pub const MAX_REQUESTS_PER_MESSAGE: usize = 4096;
