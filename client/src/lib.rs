@@ -29,3 +29,8 @@ pub use transport::{
     Batch, BatchResults, DownloadOptions, Options, Slot, Transport, local_path_below, partial_path,
     replace_file,
 };
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
