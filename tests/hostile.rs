@@ -366,8 +366,8 @@ impl Site {
     /// A gateway that also serves byte streams (`--tcp`); and that port.
     pub fn gateway_tcp(&self, extra: &[&str]) -> (Gateway, u16) {
         let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut args = vec!["--tcp", listen.as_str()];
+        let listen = format!("--tcp=127.0.0.1:{port}");
+        let mut args = vec![listen.as_str()];
         args.extend_from_slice(extra);
         let gw = Gateway::start(&self.tree, &self.token, &args);
         let deadline = Instant::now() + Duration::from_secs(5);

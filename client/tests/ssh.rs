@@ -324,7 +324,7 @@ fn run_cli_sampling_rss(args: &[String], envs: &[(&str, String)], deadline: Dura
     }
 }
 
-/// `framegate-server serve DIR --tcp 127.0.0.1:0 --no-http` and the
+/// `framegate-server serve DIR --tcp=127.0.0.1:0 --no-http` and the
 /// address it reports.
 fn start_tcp_server(dir: &Path) -> (Reaped, String) {
     use std::io::BufRead;
@@ -332,7 +332,7 @@ fn start_tcp_server(dir: &Path) -> (Reaped, String) {
         Command::new(server_binary_beside_cli())
             .arg("serve")
             .arg(dir)
-            .args(["--tcp", "127.0.0.1:0", "--no-http"])
+            .args(["--tcp=127.0.0.1:0", "--no-http"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

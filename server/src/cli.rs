@@ -74,9 +74,16 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     #[serde(default)]
     pub(crate) allow_writes: bool,
-    /// File holding the bearer token `rw` requires (compared in constant time).
+    /// File holding the bearer token `rw` requires (compared in constant
+    /// time). Needs --allow-writes.
     #[arg(long, value_name = "PATH")]
     pub(crate) write_token_file: Option<PathBuf>,
+    /// With --allow-writes and no --write-token-file, accept writes from
+    /// anyone on a non-loopback address (e.g. behind a proxy that
+    /// authenticates). Without it such a server refuses to start.
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) allow_unauthenticated_writes: bool,
     /// Largest frame payload accepted [default: 65535].
     #[arg(long, value_name = "BYTES")]
     pub(crate) max_frame_size: Option<usize>,
@@ -153,9 +160,16 @@ pub(crate) struct ServeArgs {
     /// Serve Prometheus metrics on ADDR at /metrics (off by default).
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_listen: Option<SocketAddr>,
-    /// Also serve the byte-stream protocol (framegate://) on ADDR
-    /// [default when given without a value: 127.0.0.1:4159].
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:4159")]
+    /// Also serve the byte-stream protocol (framegate://): `--tcp` on
+    /// 127.0.0.1:4159, `--tcp=ADDR` on ADDR (the `=` is required, so that
+    /// `--tcp DIR` serves DIR).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "127.0.0.1:4159"
+    )]
     pub(crate) tcp: Option<SocketAddr>,
     /// Serve no HTTP (with --tcp: byte streams only).
     #[arg(long)]
@@ -257,6 +271,8 @@ impl ServeArgs {
             listen: self.listen.or(file.listen),
             allow_writes: self.allow_writes || file.allow_writes,
             write_token_file: self.write_token_file.or(file.write_token_file),
+            allow_unauthenticated_writes: self.allow_unauthenticated_writes
+                || file.allow_unauthenticated_writes,
             max_frame_size: self.max_frame_size.or(file.max_frame_size),
             max_receiving_requests: self.max_receiving_requests.or(file.max_receiving_requests),
             max_requests_per_message: self
@@ -318,6 +334,42 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
     }
     let mut config = GatewayConfig::new(dir);
     config.allow_writes = args.allow_writes;
+    if args.write_token_file.is_some() && !args.allow_writes {
+        return Err(
+            "--write-token-file needs --allow-writes (without it the server is read-only and \
+             the token would guard nothing)"
+                .into(),
+        );
+    }
+    if args.allow_writes && args.write_token_file.is_none() && !args.stdio {
+        // Over stdio (under sshd) the SSH login is the authentication.
+        let open: Vec<SocketAddr> = [
+            (!args.no_http).then(|| {
+                args.listen
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
+            }),
+            args.tcp,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|a| !a.ip().is_loopback())
+        .collect();
+        if let Some(addr) = open.first() {
+            if !args.allow_unauthenticated_writes {
+                return Err(format!(
+                    "--allow-writes without --write-token-file on {addr} lets anyone who can \
+                     connect write: add --write-token-file FILE, or \
+                     --allow-unauthenticated-writes if something in front authenticates"
+                ));
+            }
+            tracing::warn!(%addr, "writes allowed without a token on a non-loopback address");
+        } else {
+            tracing::warn!(
+                "writes allowed without a token: anyone who can connect to this machine's \
+                 loopback can write (add --write-token-file FILE)"
+            );
+        }
+    }
     if let Some(path) = &args.write_token_file {
         let token = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the write token file {}: {e}", path.display()))?;

@@ -19,8 +19,10 @@ use cli::{Cli, Cmd, LogFormat, ServeArgs, gateway_config};
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FRAMEGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: not in files or journald.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -31,6 +33,8 @@ fn init_logging(format: LogFormat) {
 /// Why serving ended badly.
 #[derive(Debug)]
 enum Failure {
+    /// The options do not make a server that may start: exit 2.
+    Usage(String),
     /// Could not start, or broke: exit 1.
     Error(String),
     /// Stopped by a signal, but work in flight was cut: exit 3.
@@ -56,7 +60,7 @@ const RUNTIME_DRAIN: Duration = Duration::from_secs(1);
 async fn run(args: ServeArgs) -> Result<(), Failure> {
     // Before the defaults are sized from it.
     let fd_limit = framegate_server::raise_fd_limit();
-    let config = gateway_config(&args).map_err(Failure::Error)?;
+    let config = gateway_config(&args).map_err(Failure::Usage)?;
     tracing::info!(
         fd_limit,
         max_connections = config.max_connections,
@@ -195,6 +199,7 @@ async fn serve_until_stopped(
         match result {
             Ok(()) => {}
             Err(Failure::Error(e)) => return Err(Failure::Error(e)),
+            Err(Failure::Usage(e)) => return Err(Failure::Usage(e)),
             Err(Failure::Cut(c)) => cut.push(c),
         }
     }
@@ -277,6 +282,10 @@ fn main() -> ExitCode {
         Err(Failure::Error(message)) => {
             eprintln!("framegate-server: {message}");
             ExitCode::FAILURE
+        }
+        Err(Failure::Usage(message)) => {
+            eprintln!("framegate-server: {message}");
+            ExitCode::from(2)
         }
         Err(Failure::Cut(message)) => {
             eprintln!("framegate-server: {message}");

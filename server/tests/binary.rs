@@ -126,3 +126,126 @@ fn bad_config_is_a_clear_error() {
         assert!(text.contains(flag), "{flag} in --help");
     }
 }
+
+/// `framegate-server serve ARGS…` run until it says it serves (then
+/// stopped) or exits: its exit code (`None`: it was serving), stdout and
+/// stderr.
+fn start_briefly(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_framegate-server"))
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut printed = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.contains(" serving ") {
+                let _ = tx.send((true, printed.clone()));
+            }
+        }
+        let _ = tx.send((false, printed));
+    });
+    let (serving, out) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .unwrap_or((false, String::new()));
+    let code = if serving {
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    } else {
+        child.wait().unwrap().code()
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, out, err)
+}
+
+/// Writes need a token off loopback (or an explicit flag); a token without
+/// `--allow-writes` is an error, not a silently read-only server; on
+/// loopback, writes without a token start with a warning.
+#[test]
+fn write_safety_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let t = token.to_str().unwrap();
+    let (code, _, err) = start_briefly(&[d, "--listen", "0.0.0.0:0", "--allow-writes"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--write-token-file"), "{err}");
+    let (code, _, err) = start_briefly(&[d, "--listen", "127.0.0.1:0", "--write-token-file", t]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("needs --allow-writes"), "{err}");
+    let (code, _, err) = start_briefly(&[d, "--tcp=0.0.0.0:0", "--no-http", "--allow-writes"]);
+    assert_eq!(code, Some(2), "the byte-stream listener too: {err}");
+    // Allowed: explicitly, with a token, or on loopback (with a warning).
+    for args in [
+        vec![
+            d,
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-writes",
+            "--allow-unauthenticated-writes",
+        ],
+        vec![
+            d,
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-writes",
+            "--write-token-file",
+            t,
+        ],
+        vec![d, "--listen", "127.0.0.1:0", "--allow-writes"],
+    ] {
+        let (code, out, err) = start_briefly(&args);
+        assert_eq!(code, None, "{args:?} starts: {out}{err}");
+        if args.len() == 4 {
+            assert!(
+                err.contains("without a token"),
+                "a warning on loopback: {err}"
+            );
+        }
+        // Colours only on a terminal: none in a piped log.
+        assert!(
+            !err.contains('\u{1b}'),
+            "no ANSI codes in a piped log: {err:?}"
+        );
+    }
+}
+
+/// `--tcp DIR` serves DIR on the default byte-stream address (the address
+/// takes `=`); `--tcp=ADDR` listens on ADDR.
+#[test]
+fn tcp_takes_its_address_with_an_equals_sign() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.txt"), "x").unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, out, err) = start_briefly(&["--tcp=127.0.0.1:0", d, "--no-http"]);
+    assert_eq!(code, None, "{out}{err}");
+    assert!(out.contains("at framegate://127.0.0.1:"), "{out}");
+    assert!(
+        out.contains(&*dir.path().canonicalize().unwrap().to_string_lossy()),
+        "{out}"
+    );
+    let (code, out, err) = start_briefly(&["--tcp", d, "--no-http"]);
+    // The default port may be taken on this machine; either way DIR was
+    // taken as the directory, not as an address.
+    assert!(!err.contains("invalid value"), "{err}");
+    if code.is_none() {
+        assert!(out.contains("framegate://127.0.0.1:4159/"), "{out}");
+    } else {
+        assert!(err.contains("127.0.0.1:4159"), "{err}");
+    }
+}

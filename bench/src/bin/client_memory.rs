@@ -130,7 +130,7 @@ async fn main() {
     let token = dir.path().join("token");
     std::fs::write(&token, "bench-token\n").unwrap();
     let tcp_port = framegate_e2e::free_port();
-    let gw = Gateway::start(&tree, &token, &["--tcp", &format!("127.0.0.1:{tcp_port}")]);
+    let gw = Gateway::start(&tree, &token, &[&format!("--tcp=127.0.0.1:{tcp_port}")]);
     let gw2 = Gateway::start(&tree, &token, &[]);
     // A framegate server without `readv` (it answers unknown-command):
     // the client emulates readv with a streamed get.
