@@ -91,15 +91,16 @@ pub enum Refusal {
         /// The start of the body, for the reason.
         body: String,
     },
-    /// 401 or 407: credentials are needed (token, URL userinfo, proxy auth).
-    #[error(
-        "HTTP {status} from {url}: credentials needed (set FRAMEGATE_TOKEN, use --token, or put user:password in the URL)"
-    )]
+    /// 401 or 407: credentials are needed, or the ones sent were refused
+    /// (`detail` says which, and what to do).
+    #[error("HTTP {status} from {url}: {detail}")]
     Credentials {
         /// 401 or 407.
         status: u16,
         /// The URL.
         url: String,
+        /// What was missing or refused, and what to do.
+        detail: String,
     },
     /// A `framegate+http(s)://` URL (or a write), but no framegate server
     /// answered.

@@ -68,6 +68,19 @@ pub struct HttpMedium {
 }
 
 impl HttpMedium {
+    /// What credentials this medium sends (for a 401's message).
+    fn creds(&self) -> Creds {
+        Creds {
+            token: self.token.is_some(),
+            basic: self.basic.is_some(),
+        }
+    }
+
+    /// The error for a 401 or 407 to `url`.
+    pub(crate) fn credentials_error(&self, resp: &reqwest::Response, url: String) -> Error {
+        credentials_error(self.creds(), resp, url)
+    }
+
     /// A medium for base URL `base` (a directory URL ending in `/`).
     pub fn new(
         client: reqwest::Client,
@@ -149,7 +162,7 @@ impl HttpMedium {
     pub async fn send_message(&self, writable: bool, body: Bytes) -> Result<MessageReader> {
         let url = self.endpoint(writable);
         let resp = self.post_message(&url, body).await?;
-        MessageReader::new(url, resp, self.max_frame_size).await
+        MessageReader::new(url, resp, self.max_frame_size, self.creds()).await
     }
 
     /// POSTs a whole message body to `url` with the framegate headers.
@@ -183,15 +196,16 @@ impl HttpMedium {
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
         {
-            return Err(Error::Refused(Refusal::Credentials {
-                status: status.as_u16(),
-                url,
-            }));
+            return Err(self.credentials_error(&resp, url));
         }
         match judge_head(&resp) {
-            HeadVerdict::Framegate => {
-                Ok(Ok(MessageReader::new(url, resp, self.max_frame_size).await?))
-            }
+            HeadVerdict::Framegate => Ok(Ok(MessageReader::new(
+                url,
+                resp,
+                self.max_frame_size,
+                self.creds(),
+            )
+            .await?)),
             HeadVerdict::Refused(reason) => Err(refusal_error(resp, &url, &reason).await),
             HeadVerdict::NotFramegate(reason) => Ok(Err((status.as_u16(), reason))),
         }
@@ -213,6 +227,7 @@ impl HttpMedium {
             tx,
             response,
             max_frame_size: self.max_frame_size,
+            creds: self.creds(),
         }
     }
 }
@@ -239,6 +254,7 @@ pub struct MessageWriter {
     tx: mpsc::Sender<std::io::Result<Bytes>>,
     response: JoinHandle<reqwest::Result<reqwest::Response>>,
     max_frame_size: usize,
+    creds: Creds,
 }
 
 impl MessageWriter {
@@ -260,13 +276,14 @@ impl MessageWriter {
             tx,
             response,
             max_frame_size,
+            creds,
         } = self;
         drop(tx);
         let response = response
             .await
             .map_err(|e| Error::Usage(format!("request task failed: {e}")))?
             .map_err(|e| Error::from_reqwest(&url, e))?;
-        MessageReader::new(url, response, max_frame_size).await
+        MessageReader::new(url, response, max_frame_size, creds).await
     }
 }
 
@@ -285,6 +302,40 @@ impl std::fmt::Debug for MessageReader {
             .field("url", &self.url)
             .finish()
     }
+}
+
+/// Which credentials a request carried.
+#[derive(Debug, Clone, Copy)]
+struct Creds {
+    token: bool,
+    basic: bool,
+}
+
+/// The error for a 401 or 407 to `url`: what was missing or refused, and
+/// what to do about it.
+fn credentials_error(creds: Creds, resp: &reqwest::Response, url: String) -> Error {
+    let status = resp.status().as_u16();
+    let basic_asked = resp
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("basic"));
+    let detail = if status == 407 {
+        "the proxy needs credentials (e.g. HTTPS_PROXY=http://user:password@proxy:port/)"
+    } else if basic_asked && creds.basic {
+        "the user name or password in the URL was refused"
+    } else if basic_asked {
+        "the server asks for a user name and password: put user:password@ in the URL"
+    } else if creds.token {
+        "the token was refused: check FRAMEGATE_TOKEN or --token"
+    } else {
+        "a token is needed: set FRAMEGATE_TOKEN or use --token"
+    };
+    Error::Refused(Refusal::Credentials {
+        status,
+        url,
+        detail: detail.into(),
+    })
 }
 
 /// Reads a short error body: its first [`ERROR_BODY_LIMIT`] bytes (the
@@ -376,14 +427,12 @@ impl MessageReader {
         url: String,
         resp: reqwest::Response,
         max_frame_size: usize,
+        creds: Creds,
     ) -> Result<MessageReader> {
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
         {
-            return Err(Error::Refused(Refusal::Credentials {
-                status: status.as_u16(),
-                url,
-            }));
+            return Err(credentials_error(creds, &resp, url));
         }
         if let HeadVerdict::Refused(reason) = judge_head(&resp) {
             return Err(refusal_error(resp, &url, &reason).await);

@@ -64,10 +64,7 @@ pub(crate) async fn send(
         .map_err(|e| Error::from_reqwest(url.as_str(), e))?;
     let status = resp.status();
     match status.as_u16() {
-        401 | 407 => Err(Error::Refused(Refusal::Credentials {
-            status: status.as_u16(),
-            url: url.to_string(),
-        })),
+        401 | 407 => Err(medium.credentials_error(&resp, url.to_string())),
         404 | 410 => Err(Error::remote(
             ErrorCode::NO_SUCH_FILE,
             format!("no such file: {}", url.path()),

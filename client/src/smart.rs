@@ -396,7 +396,7 @@ pub(crate) async fn probe(medium: &HttpMedium) -> Result<Probe> {
         .map_err(|e| Error::from_reqwest(&url, e))?;
     let status = resp.status().as_u16();
     if status == 401 || status == 407 {
-        return Err(Error::Refused(Refusal::Credentials { status, url }));
+        return Err(medium.credentials_error(&resp, url));
     }
     match crate::http::judge_head(&resp) {
         crate::http::HeadVerdict::Framegate => {}

@@ -113,7 +113,34 @@ async fn write_subcommands_and_auth() {
     let src = tree.path().join("hello.txt");
     let (code, _, err) = cli(a(&["put", src.to_str().unwrap(), &format!("{u}up.txt")])).await;
     assert_eq!(code, 4, "no token: credentials needed ({err})");
-    assert!(err.contains("credentials"));
+    assert!(err.contains("a token is needed"), "{err}");
+    let (code, _, err) = cli(a(&[
+        "--token",
+        "wrong",
+        "put",
+        src.to_str().unwrap(),
+        &format!("{u}up.txt"),
+    ]))
+    .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("the token was refused"),
+        "a wrong token is named as such: {err}"
+    );
+    assert!(!err.contains("user:password"), "{err}");
+    // `probe` asks the rw endpoint: writable with the token, and why not
+    // without it.
+    let (_, out, _) = cli(a(&["probe", u])).await;
+    assert!(out.contains("writable:  no (a token is needed"), "{out}");
+    let (_, out, _) = cli(a(&["--token", "wrong", "probe", u])).await;
+    assert!(
+        out.contains("writable:  no (the token was refused"),
+        "{out}"
+    );
+    let (_, out, _) = cli(a(&["--token", "tok", "probe", u])).await;
+    assert!(out.contains("writable:  yes"), "{out}");
+    let (_, out, _) = cli(a(&["--token", "tok", "probe", "--json", u])).await;
+    assert_eq!(json(&out)["writable"], true, "{out}");
     let t = ["--token", "tok"];
     let (code, out, _) = cli([
         &t[..],

@@ -194,10 +194,28 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     Err(e) => return Err(e),
                 }
             }
+            // Whether writes would be taken: over HTTP the `ro` endpoint's
+            // `hello` says no by definition, so `rw` is asked (with the
+            // token, if any); a byte stream's `hello` carried the token.
+            let stream = url.starts_with("framegate://") || url.starts_with("framegate+ssh://");
+            let (writable, why) = match t.hello() {
+                None => (false, "plain HTTP".to_string()),
+                Some(h) if stream => (h.writable, String::new()),
+                Some(_) => match t.call("hello", Default::default(), None, true).await {
+                    Ok(bytes) => match framegate_wire::HelloPayload::decode(&bytes) {
+                        Ok(h) => (h.writable, String::new()),
+                        Err(e) => (false, e.to_string()),
+                    },
+                    Err(Error::Refused(framegate_client::Refusal::Credentials {
+                        detail, ..
+                    })) => (false, detail),
+                    Err(e) => (false, e.to_string()),
+                },
+            };
             let out = match t.hello() {
                 Some(h) => json!({
                     "url": t.base_url().as_str(), "smart": true, "server": h.server, "protocol": h.protocol,
-                    "commands": h.commands, "encodings": h.encodings, "writable": h.writable,
+                    "commands": h.commands, "encodings": h.encodings, "writable": writable,
                     "max_frame_size": h.max_frame_size,
                 }),
                 None => json!({ "url": t.base_url().as_str(), "smart": false }),
@@ -208,14 +226,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 println!("{}: framegate server {}", t.base_url(), h.server);
                 println!("  commands:  {}", h.commands.join(" "));
                 println!("  encodings: {}", h.encodings.join(", "));
-                println!(
-                    "  writable:  {}",
-                    if h.writable {
-                        "yes"
-                    } else {
-                        "no (ro endpoint)"
-                    }
-                );
+                match (writable, why.is_empty()) {
+                    (true, _) => println!("  writable:  yes"),
+                    (false, true) => println!("  writable:  no"),
+                    (false, false) => println!("  writable:  no ({why})"),
+                }
             } else {
                 println!(
                     "{}: plain HTTP (no framegate server); reads only",
