@@ -137,6 +137,10 @@ pub(super) async fn write_answers(
         let Some(room) = room(&tx, send_timeout, conn.as_ref()).await else {
             return;
         };
+        // Answers of small commands wait briefly for others (before the
+        // charge: an answer that turns up meanwhile is charged before its
+        // bytes are read).
+        driver.coalesce_output().await;
         // And its charge, before its bytes are read or made (a chunk is
         // charged as [`BODY_CHUNK`]: it is gathered up to at least that,
         // and only a single larger frame makes it larger).
@@ -146,7 +150,6 @@ pub(super) async fn write_answers(
             None
         };
         let limit = charge.as_ref().map_or(BODY_CHUNK, Charge::limit);
-        driver.coalesce_output().await;
         driver.feed_output(limit).await;
         if let Some(chunk) = driver.transmit(limit) {
             let charge = match charge {
