@@ -302,3 +302,55 @@ async fn mirror_of_two_thousand_files_takes_a_handful_of_posts() {
         (Some(0), Some(2000))
     );
 }
+
+/// curl's habits: `get URL -` and `get -o - URL` write to stdout, `-o FILE`
+/// names the destination; a reader that closes stdout early (`| head`)
+/// stops the CLI quietly with 141 (as SIGPIPE would), not "Broken pipe".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_to_stdout_and_to_a_named_file_and_a_closed_pipe() {
+    let tree = sample_tree();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let url = format!("{}hello.txt", s.url);
+    let (code, out, err) = cli(a(&["get", &url, "-"])).await;
+    assert_eq!((code, out.as_str()), (0, "hello, world\n"), "{err}");
+    let (code, out, err) = cli(a(&["get", "-o", "-", &url])).await;
+    assert_eq!((code, out.as_str()), (0, "hello, world\n"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let named = dir.path().join("named.txt");
+    let (code, _, err) = cli(a(&["get", "-q", "-o", named.to_str().unwrap(), &url])).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&named).unwrap(), b"hello, world\n");
+    assert!(!std::path::Path::new("-").exists());
+
+    let big = format!("{}sub/a.bin", s.url);
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("framegate"))
+            .args(["--no-compress", "cat", &big])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 10];
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut first)
+            .unwrap();
+        drop(child.stdout.take());
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status.code(), err)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(141), "{err}");
+    assert!(err.is_empty(), "quiet: {err}");
+}

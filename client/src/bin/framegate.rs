@@ -28,7 +28,11 @@ Exit codes (one per layer of error):
      server (captive portal)
   5  the server broke the framegate protocol
   6  a local file could not be read or written
-  7  a session used in the wrong state (a bug: please report it)";
+  7  a session used in the wrong state (a bug: please report it)
+141  standard output was closed early (e.g. `| head`); nothing is printed";
+
+/// Exit code when standard output closed early (128 + SIGPIPE).
+const EXIT_BROKEN_PIPE: u8 = 141;
 
 #[derive(Parser, Debug)]
 #[command(name = "framegate", version, about = "Read and write files through a framegate gateway, or any web server", after_help = EXIT_CODES)]
@@ -74,8 +78,19 @@ enum Cmd {
     /// connection is retried until --retry-deadline, continuing while the
     /// server has the same version of the file.
     Get {
+        /// The file's URL.
         url: String,
+        /// Where to write it: a file, a directory (the file keeps its
+        /// name), or `-` for stdout [default: the file's name here].
         dest: Option<PathBuf>,
+        /// Where to write it (as DEST, curl's habit); `-o -` is stdout.
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_name = "FILE",
+            conflicts_with = "dest"
+        )]
+        output: Option<PathBuf>,
         /// Continue from the partial file an earlier run left, if the
         /// server still has the same version (else start over).
         #[arg(long, short = 'c')]
@@ -259,9 +274,19 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Get {
             url,
             dest,
+            output,
             r#continue,
         } => {
             let (dir, name) = split_url(&url)?;
+            let dest = output.or(dest);
+            if dest.as_deref() == Some(Path::new("-")) {
+                // Standard output: streamed, no partial file to continue.
+                let t = Transport::open_lazy(&dir, ctx.options.clone()).await?;
+                let mut stdout = tokio::io::stdout();
+                t.get_into(&name, &mut stdout).await?;
+                stdout.flush().await?;
+                return Ok(());
+            }
             let dest =
                 dest.unwrap_or_else(|| PathBuf::from(name.rsplit('/').next().unwrap_or(&name)));
             let dest = if dest.is_dir() {
@@ -577,6 +602,11 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            // Standard output closed early (`| head`): stop quietly, as a
+            // program killed by SIGPIPE would.
+            ExitCode::from(EXIT_BROKEN_PIPE)
+        }
         Err(err) => {
             // The chain of causes, each once (a cause the message already
             // quotes is not repeated).
