@@ -111,6 +111,13 @@ pub enum Refusal {
         /// What the probe saw.
         reason: String,
     },
+    /// Redirects that never end (or more than
+    /// [`MAX_REDIRECTS`](crate::transport::MAX_REDIRECTS)).
+    #[error("{url} redirects too many times (a redirect loop?)")]
+    TooManyRedirects {
+        /// The URL asked for.
+        url: String,
+    },
     /// The server answers any path with a page (a captive portal, a
     /// catch-all site): nothing it says can be read as a file.
     #[error(
@@ -261,6 +268,9 @@ impl Error {
 
     pub(crate) fn from_reqwest(url: &str, err: reqwest::Error) -> Self {
         let url = url.to_string();
+        if err.is_redirect() {
+            return Error::Refused(Refusal::TooManyRedirects { url });
+        }
         let source = Box::new(err);
         Error::Transport(if source.is_connect() {
             TransportError::Connect { url, source }

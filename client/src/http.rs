@@ -208,6 +208,7 @@ impl HttpMedium {
             .await?)),
             HeadVerdict::Refused(reason) => Err(refusal_error(resp, &url, &reason).await),
             HeadVerdict::NotFramegate(reason) => Ok(Err((status.as_u16(), reason))),
+            HeadVerdict::Failed => Err(status_error(resp, url).await),
         }
     }
 
@@ -338,6 +339,25 @@ fn credentials_error(creds: Creds, resp: &reqwest::Response, url: String) -> Err
     })
 }
 
+/// The error for an HTTP status where a framegate answer was expected: a
+/// redirect says where to (not followed: it leaves the base's origin, and
+/// credentials never go there).
+pub(crate) async fn status_error(resp: reqwest::Response, url: String) -> Error {
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match location {
+        Some(to) if resp.status().is_redirection() => format!(
+            "redirected to {to}, another origin: not followed (use that URL if you trust it)"
+        ),
+        _ => error_body(resp).await,
+    };
+    Error::Refused(Refusal::Status { status, url, body })
+}
+
 /// Reads a short error body: its first [`ERROR_BODY_LIMIT`] bytes (the
 /// rest is never read; a server may send an endless one).
 pub(crate) async fn error_body(resp: reqwest::Response) -> String {
@@ -373,7 +393,14 @@ pub(crate) enum HeadVerdict {
     Framegate,
     /// A framegate server refused the POST (its refusal header names why).
     Refused(String),
+    /// Evidence of a server that does not run framegate here: a 200 of
+    /// another type, 400/403/404/405/410/501 to the POST, or a redirect to
+    /// another origin.
     NotFramegate(String),
+    /// A status that says nothing about what the server is: 408, 413,
+    /// 429, a 5xx from a proxy whose upstream is down. An error, never a
+    /// verdict of "plain".
+    Failed,
 }
 
 /// The error for a framegate server's refusal of a POST to `url`: a
@@ -409,16 +436,20 @@ pub(crate) fn judge_head(resp: &reqwest::Response) -> HeadVerdict {
         .headers()
         .get(framegate_wire::http_binding::REFUSAL_HEADER)
         .and_then(|v| v.to_str().ok());
-    if resp.status() == StatusCode::OK && ctype == MEDIA_TYPE {
+    let status = resp.status().as_u16();
+    if status == 200 && ctype == MEDIA_TYPE {
         HeadVerdict::Framegate
     } else if let Some(reason) = refusal {
         HeadVerdict::Refused(reason.to_string())
+    } else if matches!(status, 200 | 400 | 403 | 404 | 405 | 410 | 501)
+        || resp.status().is_redirection()
+    {
+        // A redirect (to another origin: within one the client follows)
+        // is taken for a plain site: reads then follow it, without
+        // credentials.
+        HeadVerdict::NotFramegate(format!("HTTP {status} with content type {ctype:?}"))
     } else {
-        HeadVerdict::NotFramegate(format!(
-            "HTTP {} with content type {:?}",
-            resp.status().as_u16(),
-            ctype
-        ))
+        HeadVerdict::Failed
     }
 }
 
@@ -437,13 +468,8 @@ impl MessageReader {
         if let HeadVerdict::Refused(reason) = judge_head(&resp) {
             return Err(refusal_error(resp, &url, &reason).await);
         }
-        if let HeadVerdict::NotFramegate(_) = judge_head(&resp) {
-            let body = error_body(resp).await;
-            return Err(Error::Refused(Refusal::Status {
-                status: status.as_u16(),
-                url,
-                body,
-            }));
+        if let HeadVerdict::NotFramegate(_) | HeadVerdict::Failed = judge_head(&resp) {
+            return Err(status_error(resp, url).await);
         }
         Ok(MessageReader {
             url,

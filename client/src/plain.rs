@@ -17,7 +17,9 @@ use crate::ranges::RangeCollector;
 
 mod listing;
 
-pub use listing::{MAX_LISTING_BYTES, MAX_PLAIN_WALK_DIRS};
+pub use listing::{
+    MAX_LISTING_BYTES, MAX_PLAIN_WALK_BYTES, MAX_PLAIN_WALK_DEPTH, MAX_PLAIN_WALK_DIRS,
+};
 pub(crate) use listing::{is_entry_name, iter_files_recursive, list_dir};
 
 /// Ranges asked for in one GET (keeps the `Range` header within proxies'
@@ -57,11 +59,37 @@ pub(crate) async fn send(
     req: reqwest::RequestBuilder,
     url: &Url,
 ) -> Result<reqwest::Response> {
-    let resp = medium
+    // Kept without credentials, for a redirect to another origin.
+    let bare = req.try_clone();
+    let mut resp = medium
         .authorize(req)
         .send()
         .await
         .map_err(|e| Error::from_reqwest(url.as_str(), e))?;
+    // A redirect to another origin (a CDN) was not followed by the client:
+    // it is followed here, without the credentials.
+    for _ in 0..crate::transport::MAX_REDIRECTS {
+        let to = match (resp.status().is_redirection(), &bare) {
+            (true, Some(_)) => resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| resp.url().join(l).ok()),
+            _ => None,
+        };
+        let (Some(to), Some(bare)) = (to, bare.as_ref().and_then(|b| b.try_clone())) else {
+            break;
+        };
+        let mut request = bare
+            .build()
+            .map_err(|e| Error::from_reqwest(url.as_str(), e))?;
+        *request.url_mut() = to;
+        resp = medium
+            .client()
+            .execute(request)
+            .await
+            .map_err(|e| Error::from_reqwest(url.as_str(), e))?;
+    }
     let status = resp.status();
     match status.as_u16() {
         401 | 407 => Err(medium.credentials_error(&resp, url.to_string())),

@@ -411,6 +411,9 @@ pub(crate) async fn probe(medium: &HttpMedium) -> Result<Probe> {
             }
             return Ok(Probe::NotSmart(reason));
         }
+        crate::http::HeadVerdict::Failed => {
+            return Err(crate::http::status_error(resp, url).await);
+        }
     }
     // From here the server claims to be framegate: anything wrong is a hard
     // error. A `hello` answer is small: a longer body is not one (and is

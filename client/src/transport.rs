@@ -44,7 +44,7 @@ mod partial;
 use backend::{Backend, Plain, Reply, Smart, Stream, Streamed};
 pub use batch::{Batch, BatchResults, Slot};
 use ops::path_args;
-pub use options::{DEFAULT_RETRY_DEADLINE, Options};
+pub use options::{DEFAULT_RETRY_DEADLINE, MAX_REDIRECTS, Options};
 
 pub use download::{DownloadOptions, FIRST_BACKOFF, MAX_BACKOFF};
 pub use partial::{PARTIAL_SUFFIX, local_path_below, partial_path, replace_file};
@@ -58,8 +58,13 @@ enum Verdict {
     Plain,
 }
 
-fn verdicts() -> &'static Mutex<HashMap<String, Verdict>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Verdict>>> = OnceLock::new();
+/// How long what a base URL's server is (its `hello`, or plain) is
+/// remembered in this process: a server restarted with other limits, or a
+/// framegate server put where a plain one was, is seen again after this.
+pub const VERDICT_TTL: Duration = Duration::from_secs(60);
+
+fn verdicts() -> &'static Mutex<HashMap<String, (std::time::Instant, Verdict)>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, (std::time::Instant, Verdict)>>> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -154,11 +159,11 @@ impl Transport {
             hooks: options.hooks,
             retry_deadline: options.retry_deadline,
         };
-        if let Some(v) = verdicts()
-            .lock()
-            .ok()
-            .and_then(|c| c.get(t.base.as_str()).cloned())
-        {
+        if let Some(v) = verdicts().lock().ok().and_then(|c| {
+            c.get(t.base.as_str())
+                .filter(|(at, _)| at.elapsed() < VERDICT_TTL)
+                .map(|(_, v)| v.clone())
+        }) {
             t.settle(match v {
                 Verdict::Smart(hello) => Some(hello),
                 Verdict::Plain => None,
@@ -190,12 +195,16 @@ impl Transport {
             }));
         }
         if let Ok(mut c) = verdicts().lock() {
+            c.retain(|_, (at, _)| at.elapsed() < VERDICT_TTL);
             c.insert(
                 key,
-                match &hello {
-                    Some(h) => Verdict::Smart(h.clone()),
-                    None => Verdict::Plain,
-                },
+                (
+                    std::time::Instant::now(),
+                    match &hello {
+                        Some(h) => Verdict::Smart(h.clone()),
+                        None => Verdict::Plain,
+                    },
+                ),
             );
         }
         let backend = match hello {

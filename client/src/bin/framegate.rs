@@ -1,6 +1,7 @@
 //! `framegate`: the command-line client.
 
 use std::io::IsTerminal;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -570,10 +571,16 @@ fn local_error(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
+/// Sets a mirrored file's mtime — of a regular file only (through a
+/// link: its target); opening a FIFO to set it would wait for a reader.
 fn set_mtime(path: &Path, mtime: f64) -> std::io::Result<()> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
     let when = std::time::UNIX_EPOCH + Duration::from_secs_f64(mtime.max(0.0));
     std::fs::File::options()
         .write(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)?
         .set_modified(when)
 }

@@ -121,17 +121,30 @@ pub(crate) async fn list_dir(medium: &HttpMedium, path: &str) -> Result<Vec<Stri
 /// Most directories walked for one `iter_files_recursive` over plain HTTP.
 pub const MAX_PLAIN_WALK_DIRS: usize = 100_000;
 
+/// Deepest directory a plain walk goes into (a symlink loop served as
+/// directories, `d/loop -> .`, would otherwise nest until URLs break).
+pub const MAX_PLAIN_WALK_DEPTH: usize = 64;
+
+/// Bytes of path names a plain walk collects (its memory: paths grow with
+/// depth, so entries alone do not bound it).
+pub const MAX_PLAIN_WALK_BYTES: usize = 256 << 20;
+
 pub(crate) async fn iter_files_recursive(medium: &HttpMedium, path: &str) -> Result<Vec<String>> {
+    let too_large = |what: &str| {
+        Error::remote(
+            ErrorCode::NOT_SUPPORTED,
+            format!("tree too large to walk over plain HTTP ({what})"),
+        )
+    };
     let mut files = Vec::new();
-    let mut stack = vec![String::new()];
-    let mut walked = 0;
-    while let Some(rel) = stack.pop() {
+    let mut stack = vec![(String::new(), 0usize)];
+    let (mut walked, mut bytes) = (0usize, 0usize);
+    while let Some((rel, depth)) = stack.pop() {
         walked += 1;
         if walked > MAX_PLAIN_WALK_DIRS {
-            return Err(Error::remote(
-                ErrorCode::NOT_SUPPORTED,
-                "tree too large to walk over plain HTTP",
-            ));
+            return Err(too_large(&format!(
+                "over {MAX_PLAIN_WALK_DIRS} directories"
+            )));
         }
         let dir = if rel.is_empty() {
             path.to_string()
@@ -144,8 +157,20 @@ pub(crate) async fn iter_files_recursive(medium: &HttpMedium, path: &str) -> Res
             } else {
                 format!("{rel}/{name}")
             };
+            // Every path kept (files, and directories waiting) counts.
+            bytes += child.len();
+            if bytes > MAX_PLAIN_WALK_BYTES {
+                return Err(too_large(&format!(
+                    "over {MAX_PLAIN_WALK_BYTES} bytes of names"
+                )));
+            }
             if is_dir {
-                stack.push(child);
+                if depth + 1 > MAX_PLAIN_WALK_DEPTH {
+                    return Err(too_large(&format!(
+                        "deeper than {MAX_PLAIN_WALK_DEPTH} directories at {child} (a link loop?)"
+                    )));
+                }
+                stack.push((child, depth + 1));
             } else {
                 files.push(child);
             }

@@ -27,7 +27,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::backend::{Backend, Streamed};
-use super::partial::{Destination, Partial, local, partial_path, record_json};
+use super::partial::{Destination, Partial, local, partial_path, record_json, write_record};
 use super::{Transport, path_args};
 use crate::error::{Error, Refusal, Result, TransportError};
 use crate::plain;
@@ -115,11 +115,18 @@ impl Transport {
     ) -> Result<u64> {
         let dest = &match Destination::of(dest)? {
             Destination::File(dest) => dest,
+            Destination::Stdout => {
+                let mut out = tokio::io::stdout();
+                let n = self.get_into(path, &mut out).await?;
+                out.flush().await?;
+                return Ok(n);
+            }
             Destination::Special(dest) => {
-                // A device or FIFO (`/dev/null`, a pipe): written into as
-                // it is, never replaced by a file.
+                // A device, FIFO or descriptor (`/dev/null`, a pipe,
+                // `/dev/fd/3`): written into, appending, never replaced by
+                // a file.
                 let mut out = tokio::fs::OpenOptions::new()
-                    .write(true)
+                    .append(true)
                     .open(&dest)
                     .await
                     .map_err(local(&dest))?;
@@ -227,7 +234,7 @@ impl Transport {
                 // a later run can continue.
                 let meta = partial.meta.clone();
                 let record = move |v: &Validator| {
-                    let _ = std::fs::write(&meta, record_json(source, v));
+                    let _ = write_record(&meta, &record_json(source, v));
                 };
                 let mut into = Streamed::new(&mut partial.file);
                 into.on_validator = Some(&record);

@@ -50,6 +50,10 @@ impl Default for Options {
     }
 }
 
+/// Redirects followed for one request (within its origin, and again
+/// across origins by plain GETs).
+pub const MAX_REDIRECTS: usize = 10;
+
 impl Options {
     /// The HTTP client these options describe: built once per process and
     /// set of options, then shared (a client loads the system's root
@@ -78,6 +82,22 @@ impl Options {
             return Ok(client);
         }
         let mut builder = reqwest::Client::builder()
+            // Redirects are followed within the request's origin only:
+            // credentials never reach another host (plain GETs follow a
+            // redirect to another origin themselves, without them).
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else if same {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.read_timeout)
             .tcp_nodelay(true)

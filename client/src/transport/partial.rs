@@ -52,16 +52,34 @@ pub(super) enum Destination {
     /// symbolic link is followed, as curl and wget do: the file it names
     /// is replaced, the link stays.
     File(PathBuf),
-    /// A device, FIFO or socket: written into.
+    /// A device, FIFO or socket, or a descriptor's name (`/dev/stdout`,
+    /// `/dev/fd/N`, `/proc/self/fd/N`: what the shell opened, `>>` and
+    /// pipes included): written into, appending, never replaced.
     Special(PathBuf),
+    /// This process's standard output (`/dev/stdout` and its aliases):
+    /// written to the descriptor itself.
+    Stdout,
 }
+
+/// Names of this process's standard output.
+const STDOUT_NAMES: [&str; 3] = ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"];
 
 impl Destination {
     pub(super) fn of(dest: &Path) -> Result<Destination> {
         let mut path = dest.to_path_buf();
         // Follow links (a chain of them, within reason) to what they name,
-        // existing or not.
+        // existing or not; not the "magic" links of descriptors, which name
+        // open files (a pipe, a file opened with `>>`), not paths.
         for _ in 0..40 {
+            if STDOUT_NAMES.iter().any(|n| path == Path::new(n)) {
+                return Ok(Destination::Stdout);
+            }
+            if path.starts_with("/proc")
+                || path.starts_with("/dev/fd")
+                || path.starts_with("/dev/std")
+            {
+                return Ok(Destination::Special(path));
+            }
             match std::fs::symlink_metadata(&path) {
                 Ok(m) if m.file_type().is_symlink() => {
                     let target = std::fs::read_link(&path).map_err(local(&path))?;
@@ -104,9 +122,26 @@ pub fn local_path_below(dir: &Path, remote: &str) -> Option<PathBuf> {
 }
 
 /// Writes `data` as the new content of `dest` the way downloads do:
-/// into the partial file beside it, synced, then renamed over it. A
-/// failure leaves `dest` as it was.
+/// into the partial file beside it, synced, then renamed over it (a
+/// symbolic link is followed: the file it names is replaced); a device,
+/// FIFO or descriptor is written into. A failure leaves `dest` as it was.
 pub async fn replace_file(dest: &Path, data: &[u8]) -> Result<()> {
+    let dest = &match Destination::of(dest)? {
+        Destination::File(path) => path,
+        Destination::Stdout => {
+            let mut out = tokio::io::stdout();
+            out.write_all(data).await?;
+            return Ok(out.flush().await?);
+        }
+        Destination::Special(path) => {
+            let mut out = tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .await
+                .map_err(local(&path))?;
+            return out.write_all(data).await.map_err(local(&path));
+        }
+    };
     let tmp = partial_path(dest);
     let write = async {
         let mut file = tokio::fs::OpenOptions::new()
@@ -169,6 +204,19 @@ impl PartialMeta {
         }
         format!("{h:016x}")
     }
+}
+
+/// Writes a partial file's record, never through a symbolic link planted
+/// under its name (in a shared directory such as /tmp).
+pub(super) fn write_record(path: &Path, json: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?
+        .write_all(json)
 }
 
 /// The record of a partial file's version.
@@ -320,9 +368,7 @@ impl Partial {
 
     /// Records the version the bytes belong to, for a later run.
     pub(super) async fn record(&mut self, source: &str, v: Validator) -> Result<()> {
-        tokio::fs::write(&self.meta, record_json(source, &v))
-            .await
-            .map_err(local(&self.meta))?;
+        write_record(&self.meta, &record_json(source, &v)).map_err(local(&self.meta))?;
         self.validator = Some(v);
         Ok(())
     }
