@@ -111,8 +111,7 @@ pub enum Refusal {
         /// What the probe saw.
         reason: String,
     },
-    /// Redirects that never end (or more than
-    /// [`MAX_REDIRECTS`](crate::transport::MAX_REDIRECTS)).
+    /// Redirects that never end (more than `MAX_REDIRECTS`).
     #[error("{url} redirects too many times (a redirect loop?)")]
     TooManyRedirects {
         /// The URL asked for.

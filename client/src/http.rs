@@ -50,6 +50,10 @@ pub trait ClientMedium: Send + Sync {
 /// Request bodies are streamed through this many chunks of buffer.
 pub const BODY_CHANNEL_CHUNKS: usize = 8;
 
+/// Redirects followed for one request (within its origin, and again
+/// across origins by plain GETs).
+pub const MAX_REDIRECTS: usize = 10;
+
 /// Longest error body kept for messages.
 const ERROR_BODY_LIMIT: usize = 512;
 

@@ -68,7 +68,7 @@ pub(crate) async fn send(
         .map_err(|e| Error::from_reqwest(url.as_str(), e))?;
     // A redirect to another origin (a CDN) was not followed by the client:
     // it is followed here, without the credentials.
-    for _ in 0..crate::transport::MAX_REDIRECTS {
+    for _ in 0..crate::http::MAX_REDIRECTS {
         let to = match (resp.status().is_redirection(), &bare) {
             (true, Some(_)) => resp
                 .headers()

@@ -50,9 +50,7 @@ impl Default for Options {
     }
 }
 
-/// Redirects followed for one request (within its origin, and again
-/// across origins by plain GETs).
-pub const MAX_REDIRECTS: usize = 10;
+pub use crate::http::MAX_REDIRECTS;
 
 impl Options {
     /// The HTTP client these options describe: built once per process and

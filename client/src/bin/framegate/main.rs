@@ -1,19 +1,20 @@
 //! `framegate`: the command-line client.
 
 use std::io::IsTerminal;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
 use framegate_client::{
-    DownloadOptions, Error, Hooks, Layer, Misbehavior, Options, StatAnswer, Transport,
-    local_path_below, partial_path, replace_file,
+    DownloadOptions, Error, Hooks, Layer, Options, StatAnswer, Transport, partial_path,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+
+mod mirror;
+
+use mirror::{local_error, mirror};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -423,166 +424,6 @@ fn watch_file(pb: ProgressBar, path: PathBuf) -> tokio::task::JoinHandle<()> {
             tokio::time::sleep(PROGRESS_POLL).await;
         }
     })
-}
-
-/// Files per `stat` or `get` batch in `mirror`.
-const MIRROR_BATCH_FILES: usize = 1000;
-/// Answer bytes per `get` batch in `mirror` (bounds memory).
-const MIRROR_BATCH_BYTES: u64 = 64 << 20;
-
-async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error> {
-    let t = open(ctx, url).await?;
-    // Names that are not plain relative paths (absolute, `..`) never
-    // reach the disk: a server's listing cannot write outside `dir`.
-    let (files, unsafe_names): (Vec<String>, Vec<String>) = t
-        .iter_files_recursive("")
-        .await?
-        .into_iter()
-        .partition(|f| local_path_below(dir, f).is_some());
-    for name in &unsafe_names {
-        eprintln!(
-            "framegate: skipping {name:?}: not a relative path below {}",
-            dir.display()
-        );
-    }
-    let mut messages = 1u64;
-    // Which files differ from the local copy?
-    let mut wanted: Vec<(String, StatAnswer)> = Vec::new();
-    let mut skipped = 0u64;
-    for chunk in files.chunks(MIRROR_BATCH_FILES) {
-        let mut batch = t.batch();
-        let slots: Vec<_> = chunk.iter().map(|f| batch.stat(f)).collect();
-        let mut results = batch.send().await?;
-        messages += 1;
-        for (f, slot) in chunk.iter().zip(slots) {
-            let stat = results.take(slot)?;
-            if same_as_local(&local(dir, f)?, &stat) {
-                skipped += 1;
-            } else {
-                wanted.push((f.clone(), stat));
-            }
-        }
-    }
-    let total: u64 = wanted.iter().map(|(_, s)| s.size).sum();
-    let pb = bar(ctx, Some(total), "mirror");
-    let mut downloaded = 0u64;
-    let mut bytes_done = 0u64;
-    let mut i = 0;
-    while i < wanted.len() {
-        // One message per group: up to 1,000 files or 64 MiB of answers.
-        let mut group = Vec::new();
-        let mut group_bytes = 0u64;
-        while let Some((f, s)) = wanted.get(i) {
-            if !group.is_empty()
-                && (group.len() >= MIRROR_BATCH_FILES || group_bytes + s.size > MIRROR_BATCH_BYTES)
-            {
-                break;
-            }
-            group.push((f.clone(), s.clone()));
-            group_bytes += s.size;
-            i += 1;
-        }
-        if group.len() == 1 && group_bytes > MIRROR_BATCH_BYTES {
-            // A large file streams straight to disk.
-            let (f, s) = &group[0];
-            let dest = local(dir, f)?;
-            if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| local_error(parent, e))?;
-            }
-            t.download(f, &dest).await?;
-            set_mtime(&dest, s.mtime).map_err(|e| local_error(&dest, e))?;
-            messages += 2;
-            downloaded += 1;
-            bytes_done += s.size;
-            pb.set_position(bytes_done);
-            continue;
-        }
-        let mut batch = t.batch();
-        let slots: Vec<_> = group.iter().map(|(f, _)| batch.get(f)).collect();
-        let mut results = batch.send().await?;
-        messages += 1;
-        for ((f, s), slot) in group.iter().zip(slots) {
-            let data: Bytes = results.take(slot)?;
-            let dest = local(dir, f)?;
-            if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| local_error(parent, e))?;
-            }
-            replace_file(&dest, &data).await?;
-            set_mtime(&dest, s.mtime).map_err(|e| local_error(&dest, e))?;
-            downloaded += 1;
-            bytes_done += data.len() as u64;
-            pb.set_position(bytes_done);
-        }
-    }
-    pb.finish_and_clear();
-    if ctx.json {
-        println!(
-            "{}",
-            json!({ "files": files.len(), "downloaded": downloaded, "skipped": skipped, "bytes": bytes_done, "messages": messages })
-        );
-    } else if !ctx.quiet {
-        eprintln!(
-            "{} files: {downloaded} downloaded ({bytes_done} bytes), {skipped} up to date, {messages} messages",
-            files.len()
-        );
-    }
-    if let Some(name) = unsafe_names.first() {
-        return Err(Error::Misbehaved(Misbehavior::Malformed {
-            what: "the file list".into(),
-            reason: format!(
-                "{} names are not relative paths (first: {name:?}); they were skipped",
-                unsafe_names.len()
-            ),
-        }));
-    }
-    Ok(())
-}
-
-fn same_as_local(path: &Path, stat: &StatAnswer) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
-    let local = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    meta.len() == stat.size && local.is_some_and(|l| (l.as_secs_f64() - stat.mtime).abs() < 1e-3)
-}
-
-/// `f` below `dir` (checked again where it is used).
-fn local(dir: &Path, f: &str) -> Result<PathBuf, Error> {
-    local_path_below(dir, f).ok_or_else(|| {
-        Error::Misbehaved(Misbehavior::Malformed {
-            what: "a file name".into(),
-            reason: format!("{f:?} is not a relative path"),
-        })
-    })
-}
-
-/// A local file error that names the path.
-fn local_error(path: &Path, source: std::io::Error) -> Error {
-    Error::Local {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Sets a mirrored file's mtime — of a regular file only (through a
-/// link: its target); opening a FIFO to set it would wait for a reader.
-fn set_mtime(path: &Path, mtime: f64) -> std::io::Result<()> {
-    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-        return Ok(());
-    }
-    let when = std::time::UNIX_EPOCH + Duration::from_secs_f64(mtime.max(0.0));
-    std::fs::File::options()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?
-        .set_modified(when)
 }
 
 /// The exit code of an error: its layer (see [`EXIT_CODES`]).
