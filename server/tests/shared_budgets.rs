@@ -175,7 +175,7 @@ fn the_flags_are_documented_and_zero_is_refused() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a bad setting is a usage error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--max-decoding-streams must be at least 1"),
@@ -190,7 +190,7 @@ fn the_flags_are_documented_and_zero_is_refused() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a bad setting is a usage error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--max-held-argument-bytes must be at least 1"),
