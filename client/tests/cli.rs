@@ -354,3 +354,34 @@ async fn get_to_stdout_and_to_a_named_file_and_a_closed_pipe() {
     assert_eq!(code, Some(141), "{err}");
     assert!(err.is_empty(), "quiet: {err}");
 }
+
+/// `mirror` goes on past a file that fails (named on stderr, exit 8, as
+/// rsync's 23), and keeps the files' permission bits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_continues_past_a_failed_file_and_keeps_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("a.txt"), "a").unwrap();
+    std::fs::write(tree.path().join("run.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        tree.path().join("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(tree.path().join("z.txt"), "z").unwrap();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let out_dir = tempfile::tempdir().unwrap();
+    let mirror = out_dir.path().join("m");
+    // A directory where a.txt goes: that file cannot be written.
+    std::fs::create_dir_all(mirror.join("a.txt/inside")).unwrap();
+    let (code, _, err) = cli(a(&["mirror", &s.url, mirror.to_str().unwrap()])).await;
+    assert_eq!(code, 8, "{err}");
+    assert!(err.contains("a.txt"), "the failed file is named: {err}");
+    assert!(err.contains("1 failed"), "{err}");
+    assert_eq!(std::fs::read(mirror.join("z.txt")).unwrap(), b"z");
+    let mode = std::fs::metadata(mirror.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755, "the mode is kept");
+}

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 mod mirror;
 
-use mirror::{local_error, mirror};
+use mirror::{Mirrored, local_error, mirror};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -31,7 +31,11 @@ Exit codes (one per layer of error):
   5  the server broke the framegate protocol
   6  a local file could not be read or written
   7  a session used in the wrong state (a bug: please report it)
+  8  mirror: some files failed (each named as it failed); the rest was mirrored
 141  standard output was closed early (e.g. `| head`); nothing is printed";
+
+/// Exit code of a mirror some of whose files failed (rsync's 23).
+const EXIT_PARTLY: u8 = 8;
 
 /// Exit code when standard output closed early (128 + SIGPIPE).
 const EXIT_BROKEN_PIPE: u8 = 141;
@@ -173,7 +177,7 @@ async fn open(ctx: &Ctx, url: &str) -> Result<Transport, Error> {
     Transport::open_lazy(url, ctx.options.clone()).await
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
+async fn run(cli: Cli) -> Result<u8, Error> {
     let mut options = Options::default();
     options.token = cli.token.clone().filter(|t| !t.is_empty());
     options.ca_cert = cli.ca_cert.clone();
@@ -287,7 +291,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 let mut stdout = tokio::io::stdout();
                 t.get_into(&name, &mut stdout).await?;
                 stdout.flush().await?;
-                return Ok(());
+                return Ok(0);
             }
             let dest =
                 dest.unwrap_or_else(|| PathBuf::from(name.rsplit('/').next().unwrap_or(&name)));
@@ -398,7 +402,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 println!("{}", json!({ "removed": name }));
             }
         }
-        Cmd::Mirror { url, dir } => mirror(&ctx, &url, &dir).await?,
+        Cmd::Mirror { url, dir } => {
+            if let Mirrored::Partly = mirror(&ctx, &url, &dir).await? {
+                return Ok(EXIT_PARTLY);
+            }
+        }
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -408,7 +416,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             );
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// How often a download's progress bar looks at the file's size.
@@ -449,7 +457,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             // Standard output closed early (`| head`): stop quietly, as a
             // program killed by SIGPIPE would.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use framegate_client::{Error, Misbehavior, StatAnswer, local_path_below, replace_file};
+use framegate_client::{Error, Layer, Misbehavior, StatAnswer, local_path_below, replace_file};
 use serde_json::json;
 
 use crate::{Ctx, bar, open};
@@ -15,7 +15,14 @@ const MIRROR_BATCH_FILES: usize = 1000;
 /// Answer bytes per `get` batch in `mirror` (bounds memory).
 const MIRROR_BATCH_BYTES: u64 = 64 << 20;
 
-pub(crate) async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error> {
+/// How a mirror ended: every file, or some failed (each was named on
+/// stderr as it failed; the rest was mirrored).
+pub(crate) enum Mirrored {
+    All,
+    Partly,
+}
+
+pub(crate) async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<Mirrored, Error> {
     let t = open(ctx, url).await?;
     // Names that are not plain relative paths (absolute, `..`) never
     // reach the disk: a server's listing cannot write outside `dir`.
@@ -30,6 +37,13 @@ pub(crate) async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error
             dir.display()
         );
     }
+    // A file that fails (unreadable on the server, unwritable here) is
+    // named and skipped; the others go on (rsync's habit).
+    let mut failed = 0u64;
+    let mut fail = |f: &str, e: &Error| {
+        failed += 1;
+        eprintln!("framegate: {f}: {e}");
+    };
     let mut messages = 1u64;
     // Which files differ from the local copy?
     let mut wanted: Vec<(String, StatAnswer)> = Vec::new();
@@ -40,11 +54,10 @@ pub(crate) async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error
         let mut results = batch.send().await?;
         messages += 1;
         for (f, slot) in chunk.iter().zip(slots) {
-            let stat = results.take(slot)?;
-            if same_as_local(&local(dir, f)?, &stat) {
-                skipped += 1;
-            } else {
-                wanted.push((f.clone(), stat));
+            match results.take(slot) {
+                Ok(stat) if same_as_local(&local(dir, f)?, &stat) => skipped += 1,
+                Ok(stat) => wanted.push((f.clone(), stat)),
+                Err(e) => fail(f, &e),
             }
         }
     }
@@ -70,17 +83,21 @@ pub(crate) async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error
         if group.len() == 1 && group_bytes > MIRROR_BATCH_BYTES {
             // A large file streams straight to disk.
             let (f, s) = &group[0];
-            let dest = local(dir, f)?;
-            if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| local_error(parent, e))?;
+            let one = async {
+                let dest = local(dir, f)?;
+                make_parent(&dest).await?;
+                t.download(f, &dest).await?;
+                finish_file(&dest, s)
+            };
+            match one.await {
+                Ok(()) => {
+                    downloaded += 1;
+                    bytes_done += s.size;
+                }
+                Err(e) if e.layer() == Layer::Transport => return Err(e),
+                Err(e) => fail(f, &e),
             }
-            t.download(f, &dest).await?;
-            set_mtime(&dest, s.mtime).map_err(|e| local_error(&dest, e))?;
             messages += 2;
-            downloaded += 1;
-            bytes_done += s.size;
             pb.set_position(bytes_done);
             continue;
         }
@@ -89,17 +106,21 @@ pub(crate) async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error
         let mut results = batch.send().await?;
         messages += 1;
         for ((f, s), slot) in group.iter().zip(slots) {
-            let data: Bytes = results.take(slot)?;
-            let dest = local(dir, f)?;
-            if let Some(parent) = dest.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| local_error(parent, e))?;
+            let one = async {
+                let data: Bytes = results.take(slot)?;
+                let dest = local(dir, f)?;
+                make_parent(&dest).await?;
+                replace_file(&dest, &data).await?;
+                finish_file(&dest, s)?;
+                Ok::<_, Error>(data.len() as u64)
+            };
+            match one.await {
+                Ok(n) => {
+                    downloaded += 1;
+                    bytes_done += n;
+                }
+                Err(e) => fail(f, &e),
             }
-            replace_file(&dest, &data).await?;
-            set_mtime(&dest, s.mtime).map_err(|e| local_error(&dest, e))?;
-            downloaded += 1;
-            bytes_done += data.len() as u64;
             pb.set_position(bytes_done);
         }
     }
@@ -107,11 +128,11 @@ pub(crate) async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error
     if ctx.json {
         println!(
             "{}",
-            json!({ "files": files.len(), "downloaded": downloaded, "skipped": skipped, "bytes": bytes_done, "messages": messages })
+            json!({ "files": files.len(), "downloaded": downloaded, "skipped": skipped, "failed": failed, "bytes": bytes_done, "messages": messages })
         );
     } else if !ctx.quiet {
         eprintln!(
-            "{} files: {downloaded} downloaded ({bytes_done} bytes), {skipped} up to date, {messages} messages",
+            "{} files: {downloaded} downloaded ({bytes_done} bytes), {skipped} up to date, {failed} failed, {messages} messages",
             files.len()
         );
     }
@@ -123,6 +144,32 @@ pub(crate) async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<(), Error
                 unsafe_names.len()
             ),
         }));
+    }
+    Ok(if failed == 0 {
+        Mirrored::All
+    } else {
+        Mirrored::Partly
+    })
+}
+
+/// Creates the directories a mirrored file goes into.
+async fn make_parent(dest: &Path) -> Result<(), Error> {
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| local_error(parent, e))?;
+    }
+    Ok(())
+}
+
+/// A mirrored file gets the server's mtime and permission bits (of a
+/// regular file only: a link's target, not a FIFO written into).
+fn finish_file(dest: &Path, s: &StatAnswer) -> Result<(), Error> {
+    set_mtime(dest, s.mtime).map_err(|e| local_error(dest, e))?;
+    if std::fs::metadata(dest).is_ok_and(|m| m.is_file()) && s.mode != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(s.mode & 0o777))
+            .map_err(|e| local_error(dest, e))?;
     }
     Ok(())
 }
