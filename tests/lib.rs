@@ -347,6 +347,30 @@ impl Tls {
     }
 }
 
+impl Tls {
+    /// A self-signed certificate for localhost that is its own CA
+    /// (`CA:TRUE`, what `openssl req -x509` makes): `ca` and `cert` are the
+    /// same file. TLS clients (rustls) refuse it as a server's certificate.
+    pub fn self_signed_ca(dir: &Path) -> Tls {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let tls = Tls {
+            ca: dir.join("self.pem"),
+            cert: dir.join("self.pem"),
+            key: dir.join("self-key.pem"),
+        };
+        std::fs::write(&tls.cert, cert.pem()).unwrap();
+        std::fs::write(&tls.key, key.serialize_pem()).unwrap();
+        tls
+    }
+}
+
 /// The nginx binary (installed by `.ci/run`).
 pub fn nginx_binary() -> PathBuf {
     ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]

@@ -141,6 +141,28 @@ async fn write_subcommands_and_auth() {
     assert!(out.contains("writable:  yes"), "{out}");
     let (_, out, _) = cli(a(&["--token", "tok", "probe", "--json", u])).await;
     assert_eq!(json(&out)["writable"], true, "{out}");
+    // The token from a file (not visible in `ps`); an empty file is an error.
+    let token_file = tree.path().join("token");
+    std::fs::write(&token_file, "tok\n").unwrap();
+    let (code, _, err) = cli(a(&[
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "put",
+        src.to_str().unwrap(),
+        &format!("{u}from-file.txt"),
+    ]))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(&token_file, "\n").unwrap();
+    let (code, _, err) = cli(a(&[
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "probe",
+        u,
+    ]))
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is empty"), "{err}");
     let t = ["--token", "tok"];
     let (code, out, _) = cli([
         &t[..],

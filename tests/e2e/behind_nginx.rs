@@ -307,3 +307,47 @@ async fn http2_and_http11_to_nginx_both_work() {
         s.nginx.error_log()
     );
 }
+
+/// A certificate made the usual way (`openssl req -x509`: its own CA) is
+/// refused by the client even with `--ca-cert` (rustls:
+/// `CaUsedAsEndEntity`; the CLI explains it and deploy/README.md gives a
+/// recipe that works), and `insecure` (`-k`) skips the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_ca_certificate_is_refused_unless_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("hello.txt"), b"hi\n").unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let tls = Tls::self_signed_ca(dir.path());
+    let gateways = [
+        Gateway::start(&tree, &token, &[]),
+        Gateway::start(&tree, &token, &[]),
+    ];
+    let ngx_dir = dir.path().join("nginx");
+    std::fs::create_dir_all(&ngx_dir).unwrap();
+    let nginx = Nginx::start(
+        &ngx_dir,
+        &tls,
+        [gateways[0].port, gateways[1].port],
+        &tree,
+        "",
+    );
+    let mut o = Options::default();
+    o.ca_cert = Some(tls.ca.clone());
+    let err = Transport::open(&nginx.url("/"), o.clone())
+        .await
+        .unwrap_err();
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    assert!(chain.contains("CaUsedAsEndEntity"), "{chain}");
+    o.insecure = true;
+    let t = Transport::open(&nginx.url("/"), o).await.unwrap();
+    assert!(t.is_smart());
+    assert_eq!(t.get("hello.txt").await.unwrap(), "hi\n");
+}

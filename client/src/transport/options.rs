@@ -31,6 +31,9 @@ pub struct Options {
     /// How long a download keeps retrying a dropped or refused connection
     /// (with exponential backoff and jitter) before it fails (default 60 s).
     pub retry_deadline: Duration,
+    /// Do not check the server's TLS certificate (default false; the CLI's
+    /// `--insecure` warns).
+    pub insecure: bool,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             http1_only: false,
             hooks: Hooks::default(),
             retry_deadline: DEFAULT_RETRY_DEADLINE,
+            insecure: false,
         }
     }
 }
@@ -58,7 +62,7 @@ impl Options {
     /// certificates when built, ~3 ms, and keeps a pool of connections
     /// that transports to the same server then share).
     pub fn http_client(&self) -> Result<reqwest::Client> {
-        type Key = (Duration, Duration, bool, Option<Vec<u8>>);
+        type Key = (Duration, Duration, bool, bool, Option<Vec<u8>>);
         static CLIENTS: std::sync::OnceLock<
             std::sync::Mutex<std::collections::HashMap<Key, reqwest::Client>>,
         > = std::sync::OnceLock::new();
@@ -73,6 +77,7 @@ impl Options {
             self.connect_timeout,
             self.read_timeout,
             self.http1_only,
+            self.insecure,
             pem.clone(),
         );
         let clients = CLIENTS.get_or_init(Default::default);
@@ -102,6 +107,9 @@ impl Options {
             .user_agent(concat!("framegate/", env!("CARGO_PKG_VERSION")));
         if self.http1_only {
             builder = builder.http1_only();
+        }
+        if self.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
         }
         if let (Some(path), Some(pem)) = (&self.ca_cert, &pem) {
             let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {

@@ -49,9 +49,17 @@ struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
-    /// Bearer token for writes.
+    /// Bearer token for writes (visible to other users in `ps`: prefer
+    /// --token-file or FRAMEGATE_TOKEN).
     #[arg(long, global = true, env = "FRAMEGATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the bearer token from FILE (its first line).
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// Do not check the server's TLS certificate (a warning is printed:
+    /// anyone on the path can read and change what is sent).
+    #[arg(long, short = 'k', global = true)]
+    insecure: bool,
     /// Extra CA certificate (PEM) to trust, besides the system roots.
     #[arg(long, global = true, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
@@ -179,7 +187,27 @@ async fn open(ctx: &Ctx, url: &str) -> Result<Transport, Error> {
 
 async fn run(cli: Cli) -> Result<u8, Error> {
     let mut options = Options::default();
-    options.token = cli.token.clone().filter(|t| !t.is_empty());
+    options.token = match &cli.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| local_error(path, e))?;
+            let token = text.lines().next().unwrap_or_default().trim().to_string();
+            if token.is_empty() {
+                return Err(Error::Usage(format!(
+                    "the token file {} is empty",
+                    path.display()
+                )));
+            }
+            Some(token)
+        }
+        None => cli.token.clone().filter(|t| !t.is_empty()),
+    };
+    if cli.insecure {
+        eprintln!(
+            "framegate: warning: --insecure: the server's certificate is not checked; \
+             anyone on the path can read and change this transfer"
+        );
+        options.insecure = true;
+    }
     options.ca_cert = cli.ca_cert.clone();
     options.compress = !cli.no_compress;
     options.connect_timeout = cli.connect_timeout;
@@ -474,6 +502,13 @@ fn main() -> ExitCode {
                     message.push_str(&format!(": {text}"));
                 }
                 source = s.source();
+            }
+            if message.contains("CaUsedAsEndEntity") {
+                message.push_str(
+                    "\nframegate: the server's certificate is a CA certificate (what \
+                     `openssl req -x509` makes): TLS clients refuse it as a server's own. \
+                     Sign a server certificate with it (deploy/README.md, \"Certificates\")",
+                );
             }
             eprintln!("framegate: {message}");
             ExitCode::from(exit_code(&err))
