@@ -407,3 +407,72 @@ async fn mirror_continues_past_a_failed_file_and_keeps_modes() {
         .mode();
     assert_eq!(mode & 0o777, 0o755, "the mode is kept");
 }
+
+/// File-operation habits: `ls -l` (kind, size, mtime; a newline in a name
+/// escaped), `put -` from stdin, `put FILE DIR/` keeping the name,
+/// `mkdir -p` of nested and existing directories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_long_put_from_stdin_and_into_a_directory_mkdir_parents() {
+    let tree = sample_tree();
+    std::fs::write(tree.path().join("two\nlines.txt"), "x").unwrap();
+    let s = smart_server(tree.path(), |c| c.allow_writes = true).await;
+    let u = &s.url;
+    let (code, out, err) = cli(a(&["ls", "-l", u])).await;
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.ends_with("hello.txt")).unwrap();
+    assert!(line.starts_with("file"), "{line}");
+    assert!(line.contains(" 13 "), "the size: {line}");
+    assert!(out.contains("two\\nlines.txt"), "escaped: {out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("dir") && l.ends_with("sub")),
+        "{out}"
+    );
+    let (_, out, _) = cli(a(&["ls", u])).await;
+    assert!(
+        out.contains("two\\nlines.txt") && !out.contains("two\nlines"),
+        "{out}"
+    );
+
+    let piped = tokio::task::spawn_blocking({
+        let url = format!("{u}from-stdin.txt");
+        move || {
+            assert_cmd::Command::cargo_bin("framegate")
+                .unwrap()
+                .args(["-q", "put", "-", &url])
+                .write_stdin("from a pipe\n")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(piped.status.success(), "{piped:?}");
+    assert_eq!(
+        std::fs::read(tree.path().join("from-stdin.txt")).unwrap(),
+        b"from a pipe\n"
+    );
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("with space.txt");
+    std::fs::write(&src, "kept name").unwrap();
+    let (code, _, err) = cli(a(&[
+        "-q",
+        "put",
+        src.to_str().unwrap(),
+        &format!("{u}sub/"),
+    ]))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(tree.path().join("sub/with space.txt")).unwrap(),
+        b"kept name"
+    );
+
+    let (code, _, err) = cli(a(&["mkdir", "-p", &format!("{u}p/q/r")])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(tree.path().join("p/q/r").is_dir());
+    let (code, _, err) = cli(a(&["mkdir", "-p", &format!("{u}p/q")])).await;
+    assert_eq!(code, 0, "an existing directory is fine: {err}");
+    let (code, _, _) = cli(a(&["mkdir", &format!("{u}p/q")])).await;
+    assert_eq!(code, 1, "without -p it exists");
+}

@@ -84,7 +84,13 @@ enum Cmd {
     /// Tell whether URL is served by framegate (smart) or plain HTTP.
     Probe { url: String },
     /// List a directory.
-    Ls { url: String },
+    Ls {
+        /// The directory's URL.
+        url: String,
+        /// Long form: kind, size, mtime (UTC) and name.
+        #[arg(short = 'l', long)]
+        long: bool,
+    },
     /// Write a file to stdout.
     Cat { url: String },
     /// Download a file: into `.NAME.framegate-partial` beside DEST, renamed
@@ -111,11 +117,23 @@ enum Cmd {
         r#continue: bool,
     },
     /// Upload a file (atomic replace).
-    Put { src: PathBuf, url: String },
+    Put {
+        /// The local file, or `-` for standard input.
+        src: PathBuf,
+        /// The remote file's URL, or a directory's (ending in `/`: the
+        /// file keeps its name).
+        url: String,
+    },
     /// Show a file's kind, size, mtime and mode.
     Stat { url: String },
     /// Create a directory.
-    Mkdir { url: String },
+    Mkdir {
+        /// The new directory's URL.
+        url: String,
+        /// Create missing parents too; an existing directory is fine.
+        #[arg(short = 'p', long)]
+        parents: bool,
+    },
     /// Rename within one tree: TO is a path relative to URL's directory, or a URL under it.
     Mv { url: String, to: String },
     /// Delete a file (or, with --dir, an empty directory).
@@ -155,6 +173,80 @@ fn split_url(url: &str) -> Result<(String, String), Error> {
         .decode_utf8_lossy()
         .into_owned();
     Ok((dir.to_string(), name))
+}
+
+/// A name as printed: control characters (a newline in a file name)
+/// escaped, so one line is one name.
+fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().any(char::is_control) {
+        name.escape_default().to_string().into()
+    } else {
+        name.into()
+    }
+}
+
+/// A reader that counts what it read.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.n += read as u64;
+        polled
+    }
+}
+
+/// `mkdir -p URL`: each missing level, from the deepest existing one.
+async fn mkdir_parents(ctx: &Ctx, url: &str) -> Result<(), Error> {
+    // The levels, deepest first: URL, its parent, ... while they split.
+    let mut levels = Vec::new();
+    let mut at = url.trim_end_matches('/').to_string();
+    while let Ok((dir, name)) = split_url(&at) {
+        levels.push((dir.clone(), name));
+        at = dir;
+    }
+    let mut missing = Vec::new();
+    for (dir, name) in levels {
+        let t = open(ctx, &dir).await;
+        let exists = match &t {
+            Ok(t) => match t.stat(&name).await {
+                Ok(s) if s.kind == framegate_client::FileKind::Dir => true,
+                Ok(_) => {
+                    return Err(Error::Remote {
+                        code: framegate_client::ErrorCode::FILE_EXISTS,
+                        message: format!("{dir}{name} exists and is not a directory"),
+                    });
+                }
+                Err(e) if e.is(&framegate_client::ErrorCode::NO_SUCH_FILE) => false,
+                Err(e) => return Err(e),
+            },
+            // The parent directory itself is missing (a refused base).
+            Err(e) if e.is(&framegate_client::ErrorCode::NO_SUCH_FILE) => false,
+            Err(_) => false,
+        };
+        if exists {
+            break;
+        }
+        missing.push((dir, name));
+    }
+    for (dir, name) in missing.into_iter().rev() {
+        match open(ctx, &dir).await?.mkdir(&name, None).await {
+            Ok(()) => {}
+            // Made meanwhile by someone else: fine.
+            Err(e) if e.is(&framegate_client::ErrorCode::FILE_EXISTS) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn bar(ctx: &Ctx, len: Option<u64>, what: &str) -> ProgressBar {
@@ -287,14 +379,48 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                 );
             }
         }
-        Cmd::Ls { url } => {
+        Cmd::Ls { url, long } => {
             let t = open(&ctx, &url).await?;
             let names = t.list_dir("").await?;
+            if !long {
+                if ctx.json {
+                    println!("{}", json!(names));
+                } else {
+                    for n in names {
+                        println!("{}", printable(&n));
+                    }
+                }
+                return Ok(0);
+            }
+            // One batch of `stat`s for the whole listing.
+            let mut batch = t.batch();
+            let slots: Vec<_> = names.iter().map(|n| batch.stat(n)).collect();
+            let mut results = batch.send().await?;
+            let mut rows = Vec::new();
+            for (n, slot) in names.iter().zip(slots) {
+                rows.push((n, results.take(slot)?));
+            }
             if ctx.json {
-                println!("{}", json!(names));
+                let rows: Vec<_> = rows
+                    .iter()
+                    .map(|(n, s)| {
+                        let mut v = stat_json(s);
+                        v["name"] = json!(n);
+                        v
+                    })
+                    .collect();
+                println!("{}", json!(rows));
             } else {
-                for n in names {
-                    println!("{n}");
+                for (n, s) in rows {
+                    let when = humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_secs_f64(s.mtime.max(0.0)),
+                    );
+                    println!(
+                        "{:<4} {:>12} {when} {}",
+                        format!("{:?}", s.kind).to_lowercase(),
+                        s.size,
+                        printable(n)
+                    );
                 }
             }
         }
@@ -354,24 +480,52 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             }
         }
         Cmd::Put { src, url } => {
+            let stdin = src.as_os_str() == "-";
+            // A directory URL: the file keeps its name there.
+            let url = if url.ends_with('/') {
+                let base = src
+                    .file_name()
+                    .filter(|_| !stdin)
+                    .and_then(|n| n.to_str())
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "{url} is a directory: name the remote file (standard input has no name)"
+                        ))
+                    })?;
+                format!(
+                    "{url}{}",
+                    percent_encoding::utf8_percent_encode(base, percent_encoding::NON_ALPHANUMERIC)
+                )
+            } else {
+                url
+            };
             let (dir, name) = split_url(&url)?;
             let t = open(&ctx, &dir).await?;
-            let file = tokio::fs::File::open(&src)
-                .await
-                .map_err(|e| local_error(&src, e))?;
-            let meta = file.metadata().await.map_err(|e| local_error(&src, e))?;
-            if meta.is_dir() {
-                return Err(local_error(
-                    &src,
-                    std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
-                ));
-            }
-            let len = meta.len();
-            let pb = bar(&ctx, Some(len), &name);
-            let mut reader = pb.wrap_async_read(file);
-            let result = t.put_from(&name, &mut reader, None).await;
+            let (mut reader, len): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) =
+                if stdin {
+                    (Box::new(tokio::io::stdin()), None)
+                } else {
+                    let file = tokio::fs::File::open(&src)
+                        .await
+                        .map_err(|e| local_error(&src, e))?;
+                    let meta = file.metadata().await.map_err(|e| local_error(&src, e))?;
+                    if meta.is_dir() {
+                        return Err(local_error(
+                            &src,
+                            std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
+                        ));
+                    }
+                    (Box::new(file), Some(meta.len()))
+                };
+            let pb = bar(&ctx, len, &name);
+            let mut counted = Counted {
+                inner: pb.wrap_async_read(&mut reader),
+                n: 0,
+            };
+            let result = t.put_from(&name, &mut counted, None).await;
             pb.finish_and_clear();
             result?;
+            let len = counted.n;
             if ctx.json {
                 println!("{}", json!({ "path": name, "bytes": len }));
             } else if !ctx.quiet {
@@ -395,9 +549,13 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                 );
             }
         }
-        Cmd::Mkdir { url } => {
+        Cmd::Mkdir { url, parents } => {
             let (dir, name) = split_url(&url)?;
-            open(&ctx, &dir).await?.mkdir(&name, None).await?;
+            if parents {
+                mkdir_parents(&ctx, &url).await?;
+            } else {
+                open(&ctx, &dir).await?.mkdir(&name, None).await?;
+            }
             if ctx.json {
                 println!("{}", json!({ "created": name }));
             }
