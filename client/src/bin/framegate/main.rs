@@ -12,8 +12,10 @@ use framegate_client::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod files;
 mod mirror;
 
+use files::{Counted, mkdir_parents, printable};
 use mirror::{Mirrored, local_error, mirror};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -173,80 +175,6 @@ fn split_url(url: &str) -> Result<(String, String), Error> {
         .decode_utf8_lossy()
         .into_owned();
     Ok((dir.to_string(), name))
-}
-
-/// A name as printed: control characters (a newline in a file name)
-/// escaped, so one line is one name.
-fn printable(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.chars().any(char::is_control) {
-        name.escape_default().to_string().into()
-    } else {
-        name.into()
-    }
-}
-
-/// A reader that counts what it read.
-struct Counted<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        self.n += read as u64;
-        polled
-    }
-}
-
-/// `mkdir -p URL`: each missing level, from the deepest existing one.
-async fn mkdir_parents(ctx: &Ctx, url: &str) -> Result<(), Error> {
-    // The levels, deepest first: URL, its parent, ... while they split.
-    let mut levels = Vec::new();
-    let mut at = url.trim_end_matches('/').to_string();
-    while let Ok((dir, name)) = split_url(&at) {
-        levels.push((dir.clone(), name));
-        at = dir;
-    }
-    let mut missing = Vec::new();
-    for (dir, name) in levels {
-        let t = open(ctx, &dir).await;
-        let exists = match &t {
-            Ok(t) => match t.stat(&name).await {
-                Ok(s) if s.kind == framegate_client::FileKind::Dir => true,
-                Ok(_) => {
-                    return Err(Error::Remote {
-                        code: framegate_client::ErrorCode::FILE_EXISTS,
-                        message: format!("{dir}{name} exists and is not a directory"),
-                    });
-                }
-                Err(e) if e.is(&framegate_client::ErrorCode::NO_SUCH_FILE) => false,
-                Err(e) => return Err(e),
-            },
-            // The parent directory itself is missing (a refused base).
-            Err(e) if e.is(&framegate_client::ErrorCode::NO_SUCH_FILE) => false,
-            Err(_) => false,
-        };
-        if exists {
-            break;
-        }
-        missing.push((dir, name));
-    }
-    for (dir, name) in missing.into_iter().rev() {
-        match open(ctx, &dir).await?.mkdir(&name, None).await {
-            Ok(()) => {}
-            // Made meanwhile by someone else: fine.
-            Err(e) if e.is(&framegate_client::ErrorCode::FILE_EXISTS) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn bar(ctx: &Ctx, len: Option<u64>, what: &str) -> ProgressBar {
