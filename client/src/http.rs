@@ -171,6 +171,7 @@ impl HttpMedium {
 
     /// POSTs a whole message body to `url` with the framegate headers.
     async fn post_message(&self, url: &str, body: Bytes) -> Result<reqwest::Response> {
+        tracing::debug!(url, bytes = body.len(), "POST message");
         self.message_request(url)
             .body(body)
             .send()

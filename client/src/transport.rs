@@ -207,6 +207,11 @@ impl Transport {
                 ),
             );
         }
+        tracing::info!(
+            base = %medium.base(),
+            server = hello.as_ref().map_or("plain HTTP", |h| h.server.as_str()),
+            "server chosen"
+        );
         let backend = match hello {
             Some(hello) => {
                 medium.set_peer_max_frame(

@@ -476,3 +476,25 @@ async fn ls_long_put_from_stdin_and_into_a_directory_mkdir_parents() {
     let (code, _, _) = cli(a(&["mkdir", &format!("{u}p/q")])).await;
     assert_eq!(code, 1, "without -p it exists");
 }
+
+/// `--json` errors are one object on stdout (layer, code, exit); `-v`
+/// logs what the client chose on stderr, `-vv` each message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_errors_and_verbose_logs() {
+    let tree = sample_tree();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let (code, out, _) = cli(a(&["--json", "cat", &format!("{}missing", s.url)])).await;
+    assert_eq!(code, 1);
+    let v = json(&out);
+    assert_eq!(v["error"]["layer"], "remote", "{out}");
+    assert_eq!(v["error"]["code"], "no-such-file", "{out}");
+    assert_eq!(v["error"]["exit"], 1, "{out}");
+    let (code, _, err) = cli(a(&["-v", "cat", &format!("{}hello.txt", s.url)])).await;
+    assert_eq!(code, 0);
+    assert!(err.contains("server chosen"), "{err}");
+    assert!(!err.contains("POST message"), "-v is not -vv: {err}");
+    let (_, _, err) = cli(a(&["-vv", "cat", &format!("{}hello.txt", s.url)])).await;
+    assert!(err.contains("POST message"), "{err}");
+    let (_, _, err) = cli(a(&["cat", &format!("{}hello.txt", s.url)])).await;
+    assert!(err.is_empty(), "quiet by default: {err}");
+}

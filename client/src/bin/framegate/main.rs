@@ -51,6 +51,10 @@ struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Log what the client does on stderr (-v: each request and retry;
+    /// -vv: every step). FRAMEGATE_LOG takes a filter instead.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Bearer token for writes (visible to other users in `ps`: prefer
     /// --token-file or FRAMEGATE_TOKEN).
     #[arg(long, global = true, env = "FRAMEGATE_TOKEN", hide_env_values = true)]
@@ -561,8 +565,26 @@ fn exit_code(err: &Error) -> u8 {
     }
 }
 
+/// The client's own log on stderr: `-v` info, `-vv` debug, or the filter
+/// in FRAMEGATE_LOG; nothing otherwise.
+fn init_logging(verbose: u8) {
+    let filter = match (std::env::var("FRAMEGATE_LOG"), verbose) {
+        (Ok(f), _) => f,
+        (Err(_), 0) => return,
+        (Err(_), 1) => "framegate_client=info,framegate=info".into(),
+        (Err(_), _) => "framegate_client=debug,framegate=debug".into(),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let json = cli.json;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -596,8 +618,22 @@ fn main() -> ExitCode {
                      Sign a server certificate with it (deploy/README.md, \"Certificates\")",
                 );
             }
-            eprintln!("framegate: {message}");
-            ExitCode::from(exit_code(&err))
+            let code = exit_code(&err);
+            if json {
+                // One object on stdout, as the command's output would be.
+                println!(
+                    "{}",
+                    json!({ "error": {
+                        "layer": format!("{:?}", err.layer()).to_lowercase(),
+                        "code": err.code().map(ToString::to_string),
+                        "exit": code,
+                        "message": message,
+                    }})
+                );
+            } else {
+                eprintln!("framegate: {message}");
+            }
+            ExitCode::from(code)
         }
     }
 }
