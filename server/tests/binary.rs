@@ -93,6 +93,25 @@ fn serves_from_a_toml_config_and_stops_cleanly_on_sigterm() {
         err.lines().any(|l| l.starts_with('{')),
         "JSON logs on stderr: {err}"
     );
+    // One access-log event per request, plain GETs included.
+    let access: Vec<serde_json::Value> = err
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["target"] == "framegate::access")
+        .collect();
+    let get = access
+        .iter()
+        .find(|v| v["fields"]["path"] == "/f.txt")
+        .unwrap_or_else(|| panic!("an access entry for GET /f.txt: {err}"));
+    assert_eq!(get["fields"]["method"], "GET");
+    assert_eq!(get["fields"]["status"], 200);
+    assert_eq!(get["fields"]["bytes"], 15, "{get}");
+    assert!(
+        access
+            .iter()
+            .any(|v| v["fields"]["path"] == "/.framegate/healthz"),
+        "{err}"
+    );
 }
 
 #[test]

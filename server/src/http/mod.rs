@@ -70,7 +70,65 @@ fn tree_path(url_path: &str) -> Option<PathBuf> {
     })
 }
 
-async fn dispatch(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+/// One access-log event per HTTP request (target `framegate::access`, at
+/// info): method, path, status, response bytes and duration, logged when
+/// the response body is done with (sent, or cut). A framegate message also
+/// logs `message done` with its commands.
+async fn dispatch(state: State<Arc<Gateway>>, request: Request) -> Response {
+    use http_body_util::BodyExt;
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = route(state, request).await;
+    let mut entry = AccessLog {
+        method,
+        path,
+        status: response.status().as_u16(),
+        started,
+        bytes: 0,
+    };
+    let (parts, body) = response.into_parts();
+    let body = body.map_frame(move |frame| {
+        // A method call: the closure owns the whole entry (and logs it
+        // when the body is dropped), not a copy of one field.
+        if let Some(data) = frame.data_ref() {
+            entry.sent(data.len());
+        }
+        frame
+    });
+    Response::from_parts(parts, axum::body::Body::new(body))
+}
+
+/// An access-log entry, written when dropped (with the response body).
+struct AccessLog {
+    method: Method,
+    path: String,
+    status: u16,
+    started: std::time::Instant,
+    bytes: u64,
+}
+
+impl AccessLog {
+    fn sent(&mut self, n: usize) {
+        self.bytes += n as u64;
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "framegate::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            bytes = self.bytes,
+            ms = self.started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
+}
+
+async fn route(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let path = request.uri().path().to_string();
     if path == "/.framegate/healthz" {
         return match gw.storage.health().await {
