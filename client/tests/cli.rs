@@ -498,3 +498,54 @@ async fn json_errors_and_verbose_logs() {
     let (_, _, err) = cli(a(&["cat", &format!("{}hello.txt", s.url)])).await;
     assert!(err.is_empty(), "quiet by default: {err}");
 }
+
+/// `mv` between directories of one tree (by URL or `../`), `rm -r` of a
+/// tree with nested and empty directories, and `call` of a command with
+/// key=value arguments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mv_between_directories_rm_recursive_and_call() {
+    let tree = tempfile::tempdir().unwrap();
+    let p = tree.path();
+    std::fs::create_dir_all(p.join("a")).unwrap();
+    std::fs::create_dir_all(p.join("b")).unwrap();
+    std::fs::write(p.join("a/x.txt"), "x").unwrap();
+    std::fs::write(p.join("a/w.txt"), "w").unwrap();
+    std::fs::create_dir_all(p.join("t/deep/er")).unwrap();
+    std::fs::create_dir_all(p.join("t/empty")).unwrap();
+    std::fs::write(p.join("t/deep/er/f"), "f").unwrap();
+    std::fs::write(p.join("t/g"), "g").unwrap();
+    let s = smart_server(p, |c| c.allow_writes = true).await;
+    let u = &s.url;
+    let (code, _, err) = cli(a(&["mv", &format!("{u}a/x.txt"), &format!("{u}b/y.txt")])).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(p.join("b/y.txt")).unwrap(), b"x");
+    let (code, _, err) = cli(a(&["mv", &format!("{u}a/w.txt"), "../b/w.txt"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(p.join("b/w.txt").exists() && !p.join("a/w.txt").exists());
+    let (code, _, _) = cli(a(&[
+        "mv",
+        &format!("{u}b/w.txt"),
+        "http://elsewhere.invalid/w",
+    ]))
+    .await;
+    assert_eq!(code, 2, "another server is a usage error");
+
+    let (code, _, err) = cli(a(&["rm", "-r", &format!("{u}t")])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(!p.join("t").exists(), "the whole tree is gone");
+
+    let url = u.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::cargo_bin("framegate")
+            .unwrap()
+            .args(["call", &url, "has", "path=b/y.txt"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, [0xf5], "the answer as sent: CBOR true");
+    let (code, _, _) = cli(a(&["call", u, "has", "no-equals-sign"])).await;
+    assert_eq!(code, 2);
+}

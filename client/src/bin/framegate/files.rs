@@ -1,7 +1,7 @@
 //! Helpers of the file commands: names as printed, counted uploads,
 //! `mkdir -p`.
 
-use framegate_client::Error;
+use framegate_client::{Error, ErrorCode, FileKind, Transport};
 
 use crate::{Ctx, open, split_url};
 
@@ -75,6 +75,93 @@ pub(crate) async fn mkdir_parents(ctx: &Ctx, url: &str) -> Result<(), Error> {
             Err(e) if e.is(&framegate_client::ErrorCode::FILE_EXISTS) => {}
             Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+/// `mv URL TO`: the directory both are under, and the two paths relative
+/// to it (a move between directories of one tree; a TO relative to URL's
+/// directory may climb with `../`).
+pub(crate) fn move_paths(url: &str, to: &str) -> Result<(String, String, String), Error> {
+    let from = reqwest::Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{url}: {e}")))?;
+    let target = if to.contains("://") {
+        reqwest::Url::parse(to).map_err(|e| Error::InvalidUrl(format!("{to}: {e}")))?
+    } else {
+        from.join(to)
+            .map_err(|e| Error::InvalidUrl(format!("{to}: {e}")))?
+    };
+    if from.origin() != target.origin() {
+        return Err(Error::Usage(format!(
+            "{to} is on another server: mv moves within one tree"
+        )));
+    }
+    // The longest common directory of the two paths.
+    let a: Vec<&str> = from.path().split('/').collect();
+    let b: Vec<&str> = target.path().split('/').collect();
+    let common = a
+        .iter()
+        .zip(&b)
+        .take(a.len().min(b.len()).saturating_sub(1))
+        .take_while(|(x, y)| x == y)
+        .count();
+    let rel = |parts: &[&str]| {
+        percent_encoding::percent_decode_str(&parts[common..].join("/"))
+            .decode_utf8_lossy()
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let (from_rel, to_rel) = (rel(&a), rel(&b));
+    if from_rel.is_empty() || to_rel.is_empty() {
+        return Err(Error::Usage(format!("cannot move {url} to {to}")));
+    }
+    let mut base = from.clone();
+    base.set_path(&format!("{}/", a[..common].join("/")));
+    Ok((base.to_string(), from_rel, to_rel))
+}
+
+/// `rm -r`: every file below `dir` (one batch per 1,000), then its
+/// directories, deepest first, then `dir` itself.
+pub(crate) async fn remove_tree(t: &Transport, dir: &str) -> Result<(), Error> {
+    let stat = t.stat(dir).await?;
+    if stat.kind != FileKind::Dir {
+        return t.delete(dir).await;
+    }
+    let files = t.iter_files_recursive(dir).await?;
+    for chunk in files.chunks(1000) {
+        let mut batch = t.batch();
+        let slots: Vec<_> = chunk
+            .iter()
+            .map(|f| batch.delete(&format!("{dir}/{f}")))
+            .collect();
+        let mut results = batch.send().await?;
+        for slot in slots {
+            match results.take(slot) {
+                Ok(()) => {}
+                Err(e) if e.is(&ErrorCode::NO_SUCH_FILE) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    // Directories: every one below `dir` (empty ones too), deepest first.
+    let mut dirs = Vec::new();
+    let mut stack = vec![dir.to_string()];
+    while let Some(d) = stack.pop() {
+        let names = t.list_dir(&d).await?;
+        let mut batch = t.batch();
+        let slots: Vec<_> = names
+            .iter()
+            .map(|n| (format!("{d}/{n}"), batch.stat(&format!("{d}/{n}"))))
+            .collect();
+        let mut results = batch.send().await?;
+        for (path, slot) in slots {
+            if results.take(slot).is_ok_and(|s| s.kind == FileKind::Dir) {
+                stack.push(path);
+            }
+        }
+        dirs.push(d);
+    }
+    for d in dirs.iter().rev() {
+        t.rmdir(d).await?;
     }
     Ok(())
 }

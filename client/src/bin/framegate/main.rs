@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 mod files;
 mod mirror;
 
-use files::{Counted, mkdir_parents, printable};
+use files::{Counted, mkdir_parents, move_paths, printable, remove_tree};
 use mirror::{Mirrored, local_error, mirror};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -141,13 +141,37 @@ enum Cmd {
         parents: bool,
     },
     /// Rename within one tree: TO is a path relative to URL's directory, or a URL under it.
-    Mv { url: String, to: String },
-    /// Delete a file (or, with --dir, an empty directory).
+    Mv {
+        /// The file or directory to move.
+        url: String,
+        /// Where to: a URL on the same server, or a path relative to URL's
+        /// directory (`../other/name` included).
+        to: String,
+    },
+    /// Delete a file (with --dir an empty directory, with -r a directory
+    /// and everything below it).
     Rm {
+        /// What to delete.
         url: String,
         /// Remove an empty directory instead.
         #[arg(long)]
         dir: bool,
+        /// Remove a directory and everything below it.
+        #[arg(short = 'r', long, conflicts_with = "dir")]
+        recursive: bool,
+    },
+    /// Call a command the server offers (its own, beyond the file
+    /// commands): `call URL NAME key=value ...`; the answer goes to stdout.
+    Call {
+        /// The directory URL the command runs against.
+        url: String,
+        /// The command's name.
+        name: String,
+        /// Arguments, as key=value.
+        args: Vec<String>,
+        /// Send it to the read-write endpoint (a command that writes).
+        #[arg(long)]
+        write: bool,
     },
     /// Download a whole tree into DIR, in batches; skips files with the same size and mtime.
     Mirror { url: String, dir: PathBuf },
@@ -493,25 +517,22 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             }
         }
         Cmd::Mv { url, to } => {
-            let (dir, name) = split_url(&url)?;
-            let to = match to.strip_prefix(dir.as_str()) {
-                Some(rel) => rel.to_string(),
-                None if to.contains("://") => {
-                    return Err(Error::Usage(format!(
-                        "{to} is not under {dir}: mv works within one tree"
-                    )));
-                }
-                None => to,
-            };
-            open(&ctx, &dir).await?.rename(&name, &to).await?;
+            let (base, from, to) = move_paths(&url, &to)?;
+            open(&ctx, &base).await?.rename(&from, &to).await?;
             if ctx.json {
-                println!("{}", json!({ "from": name, "to": to }));
+                println!("{}", json!({ "from": from, "to": to }));
             }
         }
-        Cmd::Rm { url, dir: is_dir } => {
+        Cmd::Rm {
+            url,
+            dir: is_dir,
+            recursive,
+        } => {
             let (dir, name) = split_url(&url)?;
             let t = open(&ctx, &dir).await?;
-            if is_dir {
+            if recursive {
+                remove_tree(&t, &name).await?;
+            } else if is_dir {
                 t.rmdir(&name).await?
             } else {
                 t.delete(&name).await?
@@ -519,6 +540,27 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             if ctx.json {
                 println!("{}", json!({ "removed": name }));
             }
+        }
+        Cmd::Call {
+            url,
+            name,
+            args,
+            write,
+        } => {
+            let mut arguments = framegate_wire::Arguments::new();
+            for kv in &args {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| Error::Usage(format!("{kv:?}: arguments are key=value")))?;
+                arguments
+                    .insert(k, v.to_string())
+                    .map_err(|e| Error::Usage(format!("{kv:?}: {e}")))?;
+            }
+            let t = open(&ctx, &url).await?;
+            let answer = t.call(&name, arguments, None, write).await?;
+            let mut stdout = tokio::io::stdout();
+            stdout.write_all(&answer).await?;
+            stdout.flush().await?;
         }
         Cmd::Mirror { url, dir } => {
             if let Mirrored::Partly = mirror(&ctx, &url, &dir).await? {
