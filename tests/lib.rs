@@ -372,11 +372,24 @@ impl Tls {
 }
 
 /// The nginx binary (installed by `.ci/run`).
+/// `FRAMEGATE_NGINX` names another; else `nginx` on `PATH`, else the usual
+/// sbin places (Debian puts it in /usr/sbin, often not on a user's PATH).
 pub fn nginx_binary() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    if let Some(path) = std::env::var_os("FRAMEGATE_NGINX") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("nginx"))
+            .find(|p| p.is_file())
+    });
+    on_path
+        .or_else(|| {
+            ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+        })
         .expect("nginx is not installed: .ci/run installs it with apt-get")
 }
 

@@ -93,12 +93,18 @@ impl Drop for Nginx {
 }
 
 pub fn nginx_binary() -> PathBuf {
-    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"] {
-        if Path::new(candidate).exists() {
-            return candidate.into();
-        }
+    // `FRAMEGATE_NGINX`, else `nginx` on PATH, else the usual sbin places.
+    if let Some(path) = std::env::var_os("FRAMEGATE_NGINX") {
+        return path.into();
     }
-    which("nginx").expect("nginx is not installed: .ci/run installs it (apt-get install nginx)")
+    which("nginx")
+        .or_else(|| {
+            ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+        })
+        .expect("nginx is not installed: .ci/run installs it (apt-get install nginx)")
 }
 
 fn which(name: &str) -> Option<PathBuf> {
