@@ -396,6 +396,14 @@ async fn mirror_continues_past_a_failed_file_and_keeps_modes() {
     let mirror = out_dir.path().join("m");
     // A directory where a.txt goes: that file cannot be written.
     std::fs::create_dir_all(mirror.join("a.txt/inside")).unwrap();
+    // A dry run says what would come, and writes nothing.
+    let (code, out, err) = cli(a(&["mirror", "-n", &s.url, mirror.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("run.sh (10 bytes)") && out.contains("z.txt"),
+        "{out}"
+    );
+    assert!(!mirror.join("z.txt").exists(), "nothing written");
     let (code, _, err) = cli(a(&["mirror", &s.url, mirror.to_str().unwrap()])).await;
     assert_eq!(code, 8, "{err}");
     assert!(err.contains("a.txt"), "the failed file is named: {err}");

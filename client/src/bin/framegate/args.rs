@@ -158,8 +158,17 @@ pub(crate) enum Cmd {
         #[arg(long)]
         write: bool,
     },
-    /// Download a whole tree into DIR, in batches; skips files with the same size and mtime.
-    Mirror { url: String, dir: PathBuf },
+    /// Download a whole tree into DIR, in batches; skips files with the
+    /// same size and mtime; a file that fails is named and skipped (exit 8).
+    Mirror {
+        /// The tree's URL (a directory).
+        url: String,
+        /// The local directory.
+        dir: PathBuf,
+        /// Only say what would be downloaded (one line per file).
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }

@@ -405,8 +405,8 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             stdout.write_all(&answer).await?;
             stdout.flush().await?;
         }
-        Cmd::Mirror { url, dir } => {
-            if let Mirrored::Partly = mirror(&ctx, &url, &dir).await? {
+        Cmd::Mirror { url, dir, dry_run } => {
+            if let Mirrored::Partly = mirror(&ctx, &url, &dir, dry_run).await? {
                 return Ok(EXIT_PARTLY);
             }
         }

@@ -22,7 +22,12 @@ pub(crate) enum Mirrored {
     Partly,
 }
 
-pub(crate) async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<Mirrored, Error> {
+pub(crate) async fn mirror(
+    ctx: &Ctx,
+    url: &str,
+    dir: &Path,
+    dry_run: bool,
+) -> Result<Mirrored, Error> {
     let t = open(ctx, url).await?;
     // Names that are not plain relative paths (absolute, `..`) never
     // reach the disk: a server's listing cannot write outside `dir`.
@@ -62,6 +67,27 @@ pub(crate) async fn mirror(ctx: &Ctx, url: &str, dir: &Path) -> Result<Mirrored,
         }
     }
     let total: u64 = wanted.iter().map(|(_, s)| s.size).sum();
+    if dry_run {
+        for (f, s) in &wanted {
+            if ctx.json {
+                println!("{}", json!({ "path": f, "size": s.size }));
+            } else {
+                println!("{f} ({} bytes)", s.size);
+            }
+        }
+        if !ctx.quiet && !ctx.json {
+            eprintln!(
+                "{} files: {} to download ({total} bytes), {skipped} up to date, {failed} failed (dry run: nothing written)",
+                files.len(),
+                wanted.len()
+            );
+        }
+        return Ok(if failed == 0 {
+            Mirrored::All
+        } else {
+            Mirrored::Partly
+        });
+    }
     let pb = bar(ctx, Some(total), "mirror");
     let mut downloaded = 0u64;
     let mut bytes_done = 0u64;
