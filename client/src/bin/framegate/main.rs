@@ -437,7 +437,7 @@ fn watch_file(pb: ProgressBar, path: PathBuf) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// The exit code of an error: its layer (see [`EXIT_CODES`]).
+/// The exit code of an error: its layer (see [`args::EXIT_CODES`]).
 fn exit_code(err: &Error) -> u8 {
     match err.layer() {
         Layer::Remote => 1,
