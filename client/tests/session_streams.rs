@@ -266,3 +266,35 @@ async fn session_transfers_keep_client_memory_flat() {
     println!("CLIENT RSS put over TCP {mib} MiB: peak {peak:.1} MiB");
     assert!(peak < 64.0, "put over TCP: client peak RSS {peak:.1} MiB");
 }
+
+/// The CLI shows the server's text output on stderr — not under `-q` or
+/// `--json`, where stderr is for errors only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_text_output_is_quiet_under_q_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _stop) = tcp(dir.path(), |_| {}).await;
+    let run = |extra: &'static [&'static str]| {
+        let url = format!("framegate://{addr}/");
+        tokio::task::spawn_blocking(move || {
+            assert_cmd::Command::cargo_bin("framegate")
+                .unwrap()
+                .args(extra)
+                .args(["call", &url, "say"])
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(&[]).await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"said");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hello from the server"));
+    for quiet in [&["-q"][..], &["--json"][..]] {
+        let out = run(quiet).await.unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{quiet:?}: {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

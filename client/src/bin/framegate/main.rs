@@ -104,8 +104,15 @@ async fn run(cli: Cli) -> Result<u8, Error> {
     options.connect_timeout = cli.connect_timeout;
     options.read_timeout = cli.read_timeout;
     options.retry_deadline = cli.retry_deadline;
+    // The server's text output goes to stderr, unless asked for quiet or
+    // machine-readable output.
+    let text: Option<Arc<dyn Fn(&str) + Send + Sync>> = if cli.quiet || cli.json {
+        None
+    } else {
+        Some(Arc::new(|text: &str| eprint!("{text}")))
+    };
     options.hooks = Hooks {
-        on_text: Some(Arc::new(|text: &str| eprint!("{text}"))),
+        on_text: text,
         on_progress: None,
     };
     let ctx = Ctx {
