@@ -106,7 +106,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
     options.retry_deadline = cli.retry_deadline;
     // The server's text output goes to stderr, unless asked for quiet or
     // machine-readable output.
-    let text: Option<Arc<dyn Fn(&str) + Send + Sync>> = if cli.quiet || cli.json {
+    let text: Option<framegate_client::smart::TextHook> = if cli.quiet || cli.json {
         None
     } else {
         Some(Arc::new(|text: &str| eprint!("{text}")))
