@@ -317,6 +317,12 @@ impl Transport {
         self.single(|b| b.stat(path)).await
     }
 
+    /// The file's SHA-256 (with the version and size it covers), computed
+    /// by the server: framegate servers only.
+    pub async fn digest(&self, path: &str) -> Result<framegate_wire::DigestAnswer> {
+        self.single(|b| b.digest(path)).await
+    }
+
     /// Entry names of a directory, sorted.
     pub async fn list_dir(&self, path: &str) -> Result<Vec<String>> {
         self.single(|b| b.list_dir(path)).await

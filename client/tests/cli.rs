@@ -557,3 +557,66 @@ async fn mv_between_directories_rm_recursive_and_call() {
     let (code, _, _) = cli(a(&["call", u, "has", "no-equals-sign"])).await;
     assert_eq!(code, 2);
 }
+
+/// `get --verify` checks the copy against the server's SHA-256; against a
+/// plain server it says a framegate server is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_verify_uses_the_servers_digest() {
+    let tree = sample_tree();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("a.bin");
+    let (code, _, err) = cli(a(&[
+        "-q",
+        "get",
+        "--verify",
+        &format!("{}sub/a.bin", s.url),
+        dest.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    // A server whose digest does not match what it sent: the copy is
+    // reported (exit 5), not silently accepted.
+    let mut registry = framegate_server::Registry::files();
+    registry.register(
+        "digest",
+        framegate_server::command::read_command(|_call| async move {
+            Ok(framegate_server::command::Answer::cbor(
+                &framegate_wire::DigestAnswer {
+                    algorithm: "sha256".into(),
+                    digest: "00".repeat(32),
+                    size: 100_000,
+                    etag: "x".into(),
+                },
+            ))
+        }),
+    );
+    let gateway =
+        framegate_server::Gateway::new(framegate_server::GatewayConfig::new(tree.path()), registry)
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar = framegate_server::serve(gateway, listener, None)
+        .await
+        .unwrap();
+    let (code, _, err) = cli(a(&[
+        "-q",
+        "get",
+        "--verify",
+        &format!("http://{}/sub/a.bin", liar.local_addr),
+        dir.path().join("c.bin").to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("is not the server's"), "{err}");
+    let ngx = nginx(tree.path());
+    let (code, _, err) = cli(a(&[
+        "-q",
+        "get",
+        "--verify",
+        &format!("{}sub/a.bin", ngx.url("json")),
+        dir.path().join("b.bin").to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("digest needs a framegate server"), "{err}");
+}

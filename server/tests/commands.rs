@@ -479,3 +479,44 @@ async fn incompressible_files_are_sent_unencoded_on_a_zstd_stream() {
     assert_eq!(o[0].ok().as_ref(), &noise[..]);
     assert_eq!(o[1].ok().len(), 520_000);
 }
+
+/// `digest`: the SHA-256 of a file (read in pieces on the pool), with its
+/// size and version; a version that no longer holds is `file-changed`; a
+/// directory is not a file.
+#[tokio::test]
+async fn digest_is_the_files_sha256() {
+    use sha2::{Digest, Sha256};
+    let s = TestServer::start(|_| {}).await;
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    s.write("big.bin", &big);
+    s.write("small.txt", b"abc");
+    std::fs::create_dir(s.path("d")).unwrap();
+    let hex = |b: &[u8]| -> String {
+        Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    let mut b = Batch::new();
+    b.add("digest", &[("path", b"big.bin")], None);
+    b.add("digest", &[("path", b"small.txt")], None);
+    b.add(
+        "digest",
+        &[("path", b"small.txt"), ("if-match", b"not-the-version")],
+        None,
+    );
+    b.add("digest", &[("path", b"d")], None);
+    b.add("digest", &[("path", b"missing")], None);
+    let (o, _) = b.send(&s.ro()).await;
+    let big_d: framegate_wire::DigestAnswer = o[0].cbor();
+    assert_eq!(big_d.algorithm, "sha256");
+    assert_eq!(big_d.digest, hex(&big));
+    assert_eq!(big_d.size, big.len() as u64);
+    let small: framegate_wire::DigestAnswer = o[1].cbor();
+    assert_eq!(small.digest, hex(b"abc"));
+    assert_eq!(o[2].code(), "file-changed");
+    assert_eq!(o[3].code(), "is-a-directory");
+    assert_eq!(o[4].code(), "no-such-file");
+}

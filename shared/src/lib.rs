@@ -76,7 +76,9 @@ pub use client::{ClientConfig, ClientEvent, ClientReactor, ClientUsageError, Pee
 pub use codec::FrameDecoder;
 pub use error::{ErrorCode, FrameError, PayloadError, ProtocolError};
 pub use frame::{ErrorKind, Frame, FrameBody, RequestId, StreamId};
-pub use payload::{ErrorPayload, FileKind, HelloPayload, ProgressPayload, StatAnswer, TextAtom};
+pub use payload::{
+    DigestAnswer, ErrorPayload, FileKind, HelloPayload, ProgressPayload, StatAnswer, TextAtom,
+};
 pub use preamble::PreambleError;
 pub use ranges::RangesError;
 pub use request::{Arguments, RequestEncoder, RequestError};

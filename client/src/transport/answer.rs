@@ -3,7 +3,7 @@
 //! [`Slot`](super::Slot)s use.
 
 use bytes::Bytes;
-use framegate_wire::{ErrorCode, StatAnswer};
+use framegate_wire::{DigestAnswer, ErrorCode, StatAnswer};
 
 use super::ops::Op;
 use crate::error::{Error, Misbehavior, Result};
@@ -74,6 +74,13 @@ pub(crate) fn decode_stat(op: &Op, a: Answer) -> Result<StatAnswer> {
     match a {
         Answer::Wire(b) => cbor(op, &b),
         Answer::Plain(PlainAnswer::Stat(v)) => Ok(v),
+        Answer::Plain(_) => Err(mismatch(op)),
+    }
+}
+
+pub(crate) fn decode_digest(op: &Op, a: Answer) -> Result<DigestAnswer> {
+    match a {
+        Answer::Wire(b) => cbor(op, &b),
         Answer::Plain(_) => Err(mismatch(op)),
     }
 }

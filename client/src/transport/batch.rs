@@ -3,11 +3,11 @@
 use std::marker::PhantomData;
 
 use bytes::Bytes;
-use framegate_wire::{Arguments, ErrorCode, StatAnswer};
+use framegate_wire::{Arguments, DigestAnswer, ErrorCode, StatAnswer};
 
 use super::answer::{
-    Answer, PlainAnswer, decode_bool, decode_bytes, decode_names, decode_ranges, decode_stat,
-    decode_u64, decode_unit,
+    Answer, PlainAnswer, decode_bool, decode_bytes, decode_digest, decode_names, decode_ranges,
+    decode_stat, decode_u64, decode_unit,
 };
 use super::backend::{Backend, Streamed};
 use super::ops::Op;
@@ -85,6 +85,9 @@ impl<'t> Batch<'t> {
         has(path: &str) -> bool = decode_bool, Op::Has(path.into()));
     batch_op!(/// `stat`.
         stat(path: &str) -> StatAnswer = decode_stat, Op::Stat(path.into()));
+    batch_op!(/// `digest`: the file's SHA-256, with the version and size it covers
+        /// (framegate servers only; plain HTTP has none).
+        digest(path: &str) -> DigestAnswer = decode_digest, Op::Digest(path.into()));
     batch_op!(/// `list_dir`.
         list_dir(path: &str) -> Vec<String> = decode_names, Op::ListDir(path.into()));
     batch_op!(/// `iter_files_recursive`.

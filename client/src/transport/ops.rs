@@ -29,6 +29,7 @@ pub(super) enum Op {
     Readv(String, Vec<(u64, u64)>),
     Has(String),
     Stat(String),
+    Digest(String),
     ListDir(String),
     Iter(String),
     Put(String, Bytes, Option<u32>),
@@ -65,6 +66,7 @@ impl Op {
             Op::Readv(..) => "readv",
             Op::Has(_) => "has",
             Op::Stat(_) => "stat",
+            Op::Digest(_) => "digest",
             Op::ListDir(_) => "list_dir",
             Op::Iter(_) => "iter_files_recursive",
             Op::Put(..) => "put",
@@ -91,6 +93,7 @@ impl Op {
             Op::Get(p)
             | Op::Has(p)
             | Op::Stat(p)
+            | Op::Digest(p)
             | Op::ListDir(p)
             | Op::Iter(p)
             | Op::Delete(p)

@@ -25,7 +25,7 @@ pub const MAX_ITER_FILES: usize = 1_000_000;
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;
 
 pub(crate) use read::listing_slot;
-pub use read::{LISTING_SLOTS, VALIDATED_ANSWER_MIN};
+pub use read::{DIGEST_PIECE, LISTING_SLOTS, VALIDATED_ANSWER_MIN};
 
 impl Registry {
     /// The file commands of §9 (`get`, `readv`, `has`, `stat`, `list_dir`,
@@ -44,6 +44,7 @@ fn register(registry: &mut Registry) {
         .register("readv", Arc::new(Reader(read::readv)))
         .register("has", Arc::new(Reader(read::has)))
         .register("stat", Arc::new(Reader(read::stat)))
+        .register("digest", Arc::new(Reader(read::digest)))
         .register("list_dir", Arc::new(Reader(read::list_dir)))
         .register(
             "iter_files_recursive",

@@ -148,3 +148,91 @@ pub(super) fn iter_files_recursive(mut call: Call) -> Fut {
         encode_listing(files).await
     })
 }
+
+/// Bytes hashed per read of a `digest`.
+pub const DIGEST_PIECE: usize = 1 << 20;
+
+/// `digest {path, [if-match]}`: the SHA-256 of a file, read from the open
+/// file on the file pool in [`DIGEST_PIECE`]s (never whole in memory), with
+/// the version and size it covers — what `get --verify` and
+/// `mirror --checksum` compare a local copy against. A file rewritten
+/// while it is hashed is `file-changed`.
+pub(super) fn digest(mut call: Call) -> Fut {
+    Box::pin(async move {
+        let path = path_arg(&call, "path")?;
+        let if_match = if_match_arg(&call)?;
+        call.turn.wait().await?;
+        let FileRead { answer, etag } = call
+            .ctx
+            .storage
+            .read(&path, ReadRanges::Whole, if_match.as_deref())
+            .await?;
+        let (digest, size) = hash_answer(answer).await?;
+        Ok(Answer::cbor(&framegate_wire::DigestAnswer {
+            algorithm: "sha256".into(),
+            digest,
+            size,
+            etag: etag.as_str().to_owned(),
+        }))
+    })
+}
+
+/// SHA-256 (hex) and length of an answer's bytes.
+async fn hash_answer(answer: Answer) -> Result<(String, u64), CommandError> {
+    use sha2::{Digest, Sha256};
+    match answer {
+        Answer::Bytes(b) => Ok((hex_of(&Sha256::digest(&b)), b.len() as u64)),
+        Answer::File { file, ranges } => {
+            blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let before = crate::driver::Fingerprint::of(&file);
+                let mut hasher = Sha256::new();
+                let mut buf = vec![0u8; DIGEST_PIECE];
+                let mut total = 0u64;
+                for (mut offset, mut len) in ranges {
+                    while len > 0 {
+                        let want = usize::try_from(len)
+                            .unwrap_or(DIGEST_PIECE)
+                            .min(DIGEST_PIECE);
+                        let piece = buf.get_mut(..want).unwrap_or_default();
+                        file.read_exact_at(piece, offset)
+                            .map_err(CommandError::internal)?;
+                        hasher.update(&*piece);
+                        offset += want as u64;
+                        len -= want as u64;
+                        total += want as u64;
+                    }
+                }
+                let now = crate::driver::Fingerprint::of(&file);
+                if !matches!((before, now), (Some(b), Some(n)) if !n.rewritten_since(&b)) {
+                    return Err(CommandError::new(
+                        framegate_wire::ErrorCode::FILE_CHANGED,
+                        "the file was rewritten while it was hashed",
+                    ));
+                }
+                Ok((hex_of(&hasher.finalize()), total))
+            })
+            .await
+        }
+        Answer::Stream(mut stream) => {
+            use futures_util::StreamExt;
+            let mut hasher = Sha256::new();
+            let mut total = 0u64;
+            while let Some(piece) = stream.next().await {
+                let piece = piece?;
+                total += piece.len() as u64;
+                hasher.update(&piece);
+            }
+            Ok((hex_of(&hasher.finalize()), total))
+        }
+        Answer::Announced { answer, .. } => Box::pin(hash_answer(*answer)).await,
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

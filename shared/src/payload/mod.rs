@@ -5,9 +5,11 @@
 //! byte.
 
 mod cbor;
+mod digest;
 mod stat;
 mod text;
 
 pub use cbor::{ErrorPayload, HelloPayload, ProgressPayload, decode_cbor, encode_cbor};
+pub use digest::DigestAnswer;
 pub use stat::{FileKind, StatAnswer};
 pub use text::{TextAtom, decode_atoms, encode_atoms};

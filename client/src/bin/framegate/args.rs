@@ -106,6 +106,10 @@ pub(crate) enum Cmd {
         /// server still has the same version (else start over).
         #[arg(long, short = 'c')]
         r#continue: bool,
+        /// Check the copy against the server's SHA-256 of the file
+        /// (framegate servers only).
+        #[arg(long)]
+        verify: bool,
     },
     /// Upload a file (atomic replace).
     Put {

@@ -165,3 +165,51 @@ pub(crate) async fn remove_tree(t: &Transport, dir: &str) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// `get --verify`: the copy's SHA-256 against the server's digest of the
+/// file. A server that changed the file since is named as such; a
+/// different digest of the same version means the copy is not the file.
+pub(crate) async fn verify_copy(
+    t: &Transport,
+    name: &str,
+    dest: &std::path::Path,
+) -> Result<(), Error> {
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncReadExt;
+    let remote = t.digest(name).await?;
+    let mut file = tokio::fs::File::open(dest)
+        .await
+        .map_err(|e| crate::mirror::local_error(dest, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| crate::mirror::local_error(dest, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let local: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if local == remote.digest && size == remote.size {
+        return Ok(());
+    }
+    Err(Error::Misbehaved(
+        framegate_client::Misbehavior::Malformed {
+            what: format!("the copy of {name} in {}", dest.display()),
+            reason: format!(
+                "its SHA-256 {local} ({size} bytes) is not the server's {} ({} bytes, version {}): \
+             the file may have changed on the server since, or the copy is damaged",
+                remote.digest, remote.size, remote.etag
+            ),
+        },
+    ))
+}

@@ -17,7 +17,7 @@ mod files;
 mod mirror;
 
 use args::{Cli, Cmd, EXIT_BROKEN_PIPE, EXIT_PARTLY};
-use files::{Counted, mkdir_parents, move_paths, printable, remove_tree};
+use files::{Counted, mkdir_parents, move_paths, printable, remove_tree, verify_copy};
 use mirror::{Mirrored, local_error, mirror};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -242,6 +242,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             dest,
             output,
             r#continue,
+            verify,
         } => {
             let (dir, name) = split_url(&url)?;
             let dest = output.or(dest);
@@ -279,6 +280,9 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             watcher.abort();
             pb.finish_and_clear();
             let n = result?;
+            if verify {
+                verify_copy(&t, &name, &dest).await?;
+            }
             if ctx.json {
                 println!("{}", json!({ "path": name, "dest": dest, "bytes": n }));
             } else if !ctx.quiet {
