@@ -258,6 +258,17 @@ impl Error {
         }
     }
 
+    /// The connection to `url` was lost (or a body could not be read).
+    pub(crate) fn lost(
+        url: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Transport(TransportError::Lost {
+            url: url.into(),
+            source: source.into(),
+        })
+    }
+
     pub(crate) fn remote(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::Remote {
             code,

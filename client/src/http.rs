@@ -34,7 +34,7 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::error::{Error, Misbehavior, Refusal, Result, TransportError};
+use crate::error::{Error, Misbehavior, Refusal, Result};
 
 /// What every medium answers (Bazaar's `SmartClientMedium`).
 pub trait ClientMedium: Send + Sync {
@@ -515,10 +515,7 @@ impl MessageReader {
             match self.stream.next().await {
                 Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
                 Some(Err(e)) => {
-                    return Err(Error::Transport(TransportError::Lost {
-                        url: self.url.clone(),
-                        source: e.into(),
-                    }));
+                    return Err(Error::lost(self.url.clone(), e));
                 }
                 None => self.ended = true,
             }

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use reqwest::{StatusCode, Url, header};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::error::{Error, Refusal, Result, TransportError};
+use crate::error::{Error, Refusal, Result};
 use crate::http::HttpMedium;
 use crate::ranges::RangeCollector;
 
@@ -167,12 +167,9 @@ pub(crate) async fn get(medium: &HttpMedium, path: &str) -> Result<Bytes> {
         ));
     }
     check_stand_in(medium, path, &resp).await?;
-    resp.bytes().await.map_err(|e| {
-        Error::Transport(TransportError::Lost {
-            url: url.to_string(),
-            source: e.into(),
-        })
-    })
+    resp.bytes()
+        .await
+        .map_err(|e| Error::lost(url.to_string(), e))
 }
 
 pub(crate) async fn get_into(
@@ -192,12 +189,7 @@ pub(crate) async fn get_into(
     let mut stream = resp.bytes_stream();
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            Error::Transport(TransportError::Lost {
-                url: url.to_string(),
-                source: e.into(),
-            })
-        })?;
+        let chunk = chunk.map_err(|e| Error::lost(url.to_string(), e))?;
         out.write_all(&chunk).await?;
         written += chunk.len() as u64;
     }
@@ -397,12 +389,7 @@ pub(crate) async fn readv(
             let mut collector = RangeCollector::new(group);
             let mut stream = resp.bytes_stream();
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| {
-                    Error::Transport(TransportError::Lost {
-                        url: url.to_string(),
-                        source: e.into(),
-                    })
-                })?;
+                let chunk = chunk.map_err(|e| Error::lost(url.to_string(), e))?;
                 collector.feed(&chunk);
             }
             if let Ok(parts) = collector.finish() {
@@ -418,12 +405,7 @@ pub(crate) async fn readv(
             .saturating_add(4096 + 512 * group.len());
         let body = crate::http::read_at_most(resp, limit)
             .await
-            .map_err(|e| {
-                Error::Transport(TransportError::Lost {
-                    url: url.to_string(),
-                    source: e.into(),
-                })
-            })?
+            .map_err(|e| Error::lost(url.to_string(), e))?
             .map_err(|_| {
                 Error::Refused(Refusal::Status {
                     status: status.as_u16(),

@@ -420,12 +420,7 @@ pub(crate) async fn probe(medium: &HttpMedium) -> Result<Probe> {
     // not read whole).
     let bytes = crate::http::read_at_most(resp, MAX_PROBE_ANSWER)
         .await
-        .map_err(|e| {
-            Error::Transport(TransportError::Lost {
-                url: url.clone(),
-                source: e.into(),
-            })
-        })?
+        .map_err(|e| Error::lost(url.clone(), e))?
         .map_err(|_| {
             Error::Misbehaved(Misbehavior::Malformed {
                 what: "the hello answer".into(),

@@ -22,6 +22,11 @@ struct Stack {
 const TOKEN: &str = "e2e-write-token";
 
 fn stack() -> Stack {
+    stack_with(Tls::generate)
+}
+
+/// The stack with the certificates `make_tls` makes.
+fn stack_with(make_tls: fn(&Path) -> Tls) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     std::fs::create_dir_all(tree.join("sub")).unwrap();
@@ -29,7 +34,7 @@ fn stack() -> Stack {
     std::fs::write(tree.join("sub/data.bin"), noise(200_000, 1)).unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
-    let tls = Tls::generate(dir.path());
+    let tls = make_tls(dir.path());
     let gateways = vec![
         Gateway::start(&tree, &token, &[]),
         Gateway::start(&tree, &token, &[]),
@@ -314,26 +319,8 @@ async fn http2_and_http11_to_nginx_both_work() {
 /// recipe that works), and `insecure` (`-k`) skips the check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_signed_ca_certificate_is_refused_unless_insecure() {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("hello.txt"), b"hi\n").unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap();
-    let tls = Tls::self_signed_ca(dir.path());
-    let gateways = [
-        Gateway::start(&tree, &token, &[]),
-        Gateway::start(&tree, &token, &[]),
-    ];
-    let ngx_dir = dir.path().join("nginx");
-    std::fs::create_dir_all(&ngx_dir).unwrap();
-    let nginx = Nginx::start(
-        &ngx_dir,
-        &tls,
-        [gateways[0].port, gateways[1].port],
-        &tree,
-        "",
-    );
+    let stack = stack_with(Tls::self_signed_ca);
+    let (tls, nginx) = (&stack.tls, &stack.nginx);
     let mut o = Options::default();
     o.ca_cert = Some(tls.ca.clone());
     let err = Transport::open(&nginx.url("/"), o.clone())
@@ -349,5 +336,5 @@ async fn a_self_signed_ca_certificate_is_refused_unless_insecure() {
     o.insecure = true;
     let t = Transport::open(&nginx.url("/"), o).await.unwrap();
     assert!(t.is_smart());
-    assert_eq!(t.get("hello.txt").await.unwrap(), "hi\n");
+    assert_eq!(t.get("hello.txt").await.unwrap(), "hello over https\n");
 }

@@ -5,7 +5,7 @@ use framegate_wire::ErrorCode;
 use reqwest::header;
 
 use super::{dir_url, send};
-use crate::error::{Error, Result, TransportError};
+use crate::error::{Error, Result};
 use crate::http::HttpMedium;
 
 /// Longest listing page read (nginx's JSON for 100,000 entries is ~10 MB).
@@ -27,12 +27,7 @@ async fn listing(medium: &HttpMedium, path: &str) -> Result<Vec<(String, bool)>>
         .to_ascii_lowercase();
     let body = crate::http::read_at_most(resp, MAX_LISTING_BYTES)
         .await
-        .map_err(|e| {
-            Error::Transport(TransportError::Lost {
-                url: url.to_string(),
-                source: e.into(),
-            })
-        })?
+        .map_err(|e| Error::lost(url.to_string(), e))?
         .map_err(|_| {
             Error::remote(
                 ErrorCode::NOT_SUPPORTED,

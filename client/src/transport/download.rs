@@ -291,12 +291,7 @@ impl Transport {
         let mut end = answer.from;
         let mut body = answer.resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                Error::Transport(TransportError::Lost {
-                    url: url.clone(),
-                    source: e.into(),
-                })
-            })?;
+            let chunk = chunk.map_err(|e| Error::lost(url.clone(), e))?;
             partial
                 .file
                 .write_all(&chunk)
