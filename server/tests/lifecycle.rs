@@ -322,9 +322,11 @@ async fn pieces_of_a_small_get_batch(s: &TestServer) -> (usize, bool) {
 /// one-KiB `get`s answered in ~1,000 HTTP chunks (one per answer) cost
 /// both ends a write, a read and a wake each — 40 ms instead of 13 ms for
 /// the batch on loopback. While the message's commands still run, an
-/// answer waits up to `coalesce_wait` for others; with it set to zero
-/// each goes out alone (the old behaviour, asserted so that this test
-/// can fail).
+/// answer waits up to `coalesce_wait` for others. With it set to zero
+/// (the old behaviour) this batch came in 776–912 pieces on this machine;
+/// how many depends on timing (under heavy load answers pile up before the
+/// output runs and go out together anyway), so that side is printed, not
+/// asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_of_small_commands_go_out_in_few_chunks() {
     let s = TestServer::start(|_| {}).await;
@@ -344,8 +346,4 @@ async fn answers_of_small_commands_go_out_in_few_chunks() {
     let (pieces_alone, whole) = pieces_of_a_small_get_batch(&alone).await;
     assert!(whole);
     eprintln!("pieces: {pieces} coalesced, {pieces_alone} without");
-    assert!(
-        pieces_alone > pieces,
-        "without coalescing: {pieces_alone} pieces, with: {pieces}"
-    );
 }
