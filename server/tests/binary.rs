@@ -3,6 +3,15 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
+/// Everything a finished (or killed) child wrote to its piped stderr.
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut err).unwrap();
+    }
+    err
+}
+
 /// The port in `line` after `marker`, if any.
 fn port_after(line: &str, marker: &str) -> Option<u16> {
     let rest = &line[line.find(marker)? + marker.len()..];
@@ -82,13 +91,7 @@ fn serves_from_a_toml_config_and_stops_cleanly_on_sigterm() {
         printed.contains(&format!("http://127.0.0.1:{port}/")),
         "prints the URL to use: {printed}{rest}"
     );
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     assert!(
         err.lines().any(|l| l.starts_with('{')),
         "JSON logs on stderr: {err}"
@@ -181,13 +184,7 @@ fn start_briefly(args: &[&str]) -> (Option<i32>, String, String) {
     } else {
         child.wait().unwrap().code()
     };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     (code, out, err)
 }
 
