@@ -412,14 +412,24 @@ pub(crate) enum HeadVerdict {
 /// missing base is a remote `no-such-file` ("no such directory"), any
 /// other an HTTP error with the server's reason.
 pub(crate) async fn refusal_error(resp: reqwest::Response, url: &str, reason: &str) -> Error {
+    let dir = url
+        .strip_suffix(framegate_wire::http_binding::Endpoint::ReadOnly.path())
+        .or_else(|| url.strip_suffix(framegate_wire::http_binding::Endpoint::ReadWrite.path()))
+        .unwrap_or(url);
     if reason == framegate_wire::http_binding::REFUSAL_NO_SUCH_DIRECTORY {
-        let dir = url
-            .strip_suffix(framegate_wire::http_binding::Endpoint::ReadOnly.path())
-            .or_else(|| url.strip_suffix(framegate_wire::http_binding::Endpoint::ReadWrite.path()))
-            .unwrap_or(url);
         return Error::remote(
             framegate_wire::ErrorCode::NO_SUCH_FILE,
             format!("no such directory: {dir}"),
+        );
+    }
+    if reason == framegate_wire::http_binding::REFUSAL_READ_ONLY {
+        // The same error as a byte stream's `read-only` answer.
+        return Error::remote(
+            framegate_wire::ErrorCode::READ_ONLY,
+            format!(
+                "{dir}: {} (the server runs without --allow-writes)",
+                error_body(resp).await
+            ),
         );
     }
     Error::Refused(Refusal::Status {

@@ -22,7 +22,7 @@ pub mod smart;
 pub mod transport;
 
 pub use error::{Error, Layer, Misbehavior, Refusal, Result, TransportError};
-pub use framegate_wire::{DigestAnswer, ErrorCode, FileKind, StatAnswer};
+pub use framegate_wire::{DigestAnswer, ErrorCode, FileKind, StatAnswer, TreeEntry};
 pub use session::{Connector, RunState, Session, SshTarget};
 pub use smart::Hooks;
 pub use transport::{

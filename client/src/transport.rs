@@ -333,6 +333,12 @@ impl Transport {
         self.single(|b| b.iter_files_recursive(path)).await
     }
 
+    /// Every entry below `path` (files, directories, links not followed),
+    /// sorted: framegate servers that offer `tree` only.
+    pub async fn tree(&self, path: &str) -> Result<Vec<framegate_wire::TreeEntry>> {
+        self.single(|b| b.tree(path)).await
+    }
+
     /// Replaces (atomically) or creates a file.
     pub async fn put(&self, path: &str, data: impl Into<Bytes>, mode: Option<u32>) -> Result<()> {
         let data = data.into();

@@ -2,36 +2,8 @@
 
 mod common;
 
-use assert_cmd::Command;
 use common::*;
 use serde_json::Value;
-
-/// Runs the CLI off the async runtime; returns (exit code, stdout, stderr).
-async fn cli(args: Vec<String>) -> (i32, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::cargo_bin("framegate")
-            .unwrap()
-            .args(&args)
-            .env_remove("FRAMEGATE_TOKEN")
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
-
-fn a(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_subcommands_and_json_shapes() {
@@ -544,7 +516,7 @@ async fn mv_between_directories_rm_recursive_and_call() {
 
     let url = u.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::cargo_bin("framegate")
+        assert_cmd::Command::cargo_bin("framegate")
             .unwrap()
             .args(["call", &url, "has", "path=b/y.txt"])
             .output()

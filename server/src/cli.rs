@@ -84,6 +84,16 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     #[serde(default)]
     pub(crate) allow_unauthenticated_writes: bool,
+    /// Offer only these commands (comma-separated; `hello` is always
+    /// offered); others are left out of `hello` and answered
+    /// `command-refused`. In TOML: a list.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub(crate) allow_commands: Option<Vec<String>>,
+    /// Refuse these commands (comma-separated), e.g.
+    /// `iter_files_recursive,tree` on a public mirror. In TOML: a list.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    #[serde(default)]
+    pub(crate) deny_commands: Vec<String>,
     /// Largest frame payload accepted [default: 65535].
     #[arg(long, value_name = "BYTES")]
     pub(crate) max_frame_size: Option<usize>,
@@ -263,6 +273,14 @@ mod opt_duration {
 }
 
 impl ServeArgs {
+    /// The operator's command policy.
+    pub(crate) fn command_policy(&self) -> framegate_server::CommandPolicy {
+        framegate_server::CommandPolicy {
+            allow: self.allow_commands.clone(),
+            deny: self.deny_commands.clone(),
+        }
+    }
+
     /// Command-line values over file values.
     pub(crate) fn merge(self, file: ServeArgs) -> ServeArgs {
         ServeArgs {
@@ -273,6 +291,12 @@ impl ServeArgs {
             write_token_file: self.write_token_file.or(file.write_token_file),
             allow_unauthenticated_writes: self.allow_unauthenticated_writes
                 || file.allow_unauthenticated_writes,
+            allow_commands: self.allow_commands.or(file.allow_commands),
+            deny_commands: if self.deny_commands.is_empty() {
+                file.deny_commands
+            } else {
+                self.deny_commands
+            },
             max_frame_size: self.max_frame_size.or(file.max_frame_size),
             max_receiving_requests: self.max_receiving_requests.or(file.max_receiving_requests),
             max_requests_per_message: self

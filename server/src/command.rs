@@ -106,8 +106,10 @@ impl Turn {
     /// Waits for the turn. Errors if the message was abandoned.
     pub async fn wait(&mut self) -> Result<(), CommandError> {
         if let Some(rx) = self.rx.take() {
+            let asked = std::time::Instant::now();
             rx.await
                 .map_err(|_| CommandError::new(ErrorCode::INTERNAL, "message abandoned"))?;
+            tracing::debug!(waited_us = asked.elapsed().as_micros() as u64, "turn");
         }
         Ok(())
     }
@@ -248,11 +250,36 @@ where
     Arc::new(Writer(f))
 }
 
-/// Commands by name.
+/// Commands by name, and the names the operator's policy refuses.
 #[derive(Clone, Default)]
 pub struct Registry {
     commands: BTreeMap<String, Arc<dyn Command>>,
+    refused: std::collections::BTreeSet<String>,
 }
+
+/// Which commands a server offers (`serve --allow-commands` /
+/// `--deny-commands`): a refused command is missing from `hello` and
+/// answered with `command-refused`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandPolicy {
+    /// Only these (and `hello`), if given.
+    pub allow: Option<Vec<String>>,
+    /// Never these.
+    pub deny: Vec<String>,
+}
+
+/// A policy naming a command the server does not have (a typo would
+/// otherwise leave a command open), or refusing `hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError(pub String);
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PolicyError {}
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -278,7 +305,42 @@ impl Registry {
         self.commands.get(name)
     }
 
-    /// All names, `hello` included, sorted.
+    /// Applies an operator's policy: the commands it does not allow, or
+    /// denies, are refused (kept out of `hello`, answered
+    /// `command-refused`). Every name must be a command of this registry;
+    /// `hello` cannot be refused (clients need it to learn what is offered).
+    pub fn apply(&mut self, policy: &CommandPolicy) -> Result<(), PolicyError> {
+        let all: Vec<String> = self.names();
+        let named = policy.allow.iter().flatten().chain(&policy.deny);
+        for name in named {
+            if !all.contains(name) {
+                return Err(PolicyError(format!(
+                    "no command named {name:?} (the server has: {})",
+                    all.join(", ")
+                )));
+            }
+        }
+        if policy.deny.iter().any(|n| n == "hello") {
+            return Err(PolicyError(
+                "`hello` cannot be refused: clients ask it what the server offers".into(),
+            ));
+        }
+        for name in all {
+            let allowed = policy.allow.as_ref().is_none_or(|a| a.contains(&name));
+            if name != "hello" && (!allowed || policy.deny.contains(&name)) {
+                self.commands.remove(&name);
+                self.refused.insert(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the operator's policy refuses `name` ([`Registry::apply`]).
+    pub fn is_refused(&self, name: &str) -> bool {
+        self.refused.contains(name)
+    }
+
+    /// All names offered, `hello` included, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.commands.keys().cloned().collect();
         if !self.commands.contains_key("hello") {

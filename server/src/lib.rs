@@ -37,8 +37,8 @@ mod stream;
 mod tree;
 
 pub use command::{
-    Access, Answer, Call, Command, CommandError, Context, MAX_ERROR_MESSAGE, Registry, Turn,
-    Upload, read_command, write_command,
+    Access, Answer, Call, Command, CommandError, CommandPolicy, Context, MAX_ERROR_MESSAGE,
+    PolicyError, Registry, Turn, Upload, read_command, write_command,
 };
 pub use driver::{
     ANSWER_PIECE, BODY_CHUNK, COALESCE_BYTES, COALESCE_WAIT, COMPRESSION_SAMPLE,
@@ -46,7 +46,7 @@ pub use driver::{
 };
 pub use fs::{
     DIGEST_PIECE, LISTING_SLOTS, MAX_ITER_FILES, MAX_LIST_ENTRIES, MAX_READV_RANGES,
-    VALIDATED_ANSWER_MIN,
+    PROGRESS_INTERVAL, VALIDATED_ANSWER_MIN,
 };
 pub use gateway::{Gateway, GatewayConfig};
 pub use http::BODY_CHANNEL_CHUNKS;
@@ -60,7 +60,7 @@ pub use serve::{HTTP1_MAX_BUF, LISTEN_BACKLOG, ServeHandle, listen, serve};
 pub use stop::GraceExpired;
 pub use storage::{
     EntryKind, EntryMeta, Etag, FileRead, LocalStorage, MAX_INLINE_ANSWER, ReadRanges,
-    StagedUpload, Storage, StorageFuture, SweepReport, UPLOAD_BUFFER,
+    StagedUpload, Storage, StorageFuture, SweepReport, Tally, UPLOAD_BUFFER,
 };
 pub use stream::{DEFAULT_TCP_PORT, WritePolicy, serve_connection, serve_stdio, serve_tcp};
 pub use tree::{RESERVED_COMPONENT, TEMP_PREFIX, clean_path};

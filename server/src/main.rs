@@ -88,7 +88,11 @@ async fn run(args: ServeArgs) -> Result<(), Failure> {
     } else {
         "read-only"
     };
-    let gateway = Gateway::new(config, Registry::files())
+    let mut registry = Registry::files();
+    registry
+        .apply(&args.command_policy())
+        .map_err(|e| Failure::Usage(format!("--allow-commands/--deny-commands: {e}")))?;
+    let gateway = Gateway::new(config, registry)
         .map_err(|e| Failure::Error(format!("cannot open {}: {e}", root.display())))?;
     // Handlers are installed before anything is served: a signal never
     // meets the default action (which would kill the process mid-answer).

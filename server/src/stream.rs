@@ -108,6 +108,25 @@ where
 async fn run_session<R, W>(
     mut driver: Driver,
     reader: R,
+    writer: W,
+    idle: Duration,
+    min_rate: u64,
+    max_frame: usize,
+    stop: CancellationToken,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let result = session_loop(&mut driver, reader, writer, idle, min_rate, max_frame, stop).await;
+    // However it ended: the session's access-log event and metrics.
+    driver.finish_metrics();
+    result
+}
+
+async fn session_loop<R, W>(
+    driver: &mut Driver,
+    reader: R,
     mut writer: W,
     idle: Duration,
     min_rate: u64,
@@ -202,7 +221,6 @@ where
             () = std::future::ready(()), if feeding => {}
         }
     }
-    driver.finish_metrics();
     writer.shutdown().await
 }
 
@@ -288,7 +306,10 @@ pub async fn serve_tcp(
                 tracker.spawn(async move {
                     let _slot = slot;
                     let (mut r, w) = stream.into_split();
-                    let session = serve_connection(gw, &mut r, w, WritePolicy::TokenInHello, stop);
+                    let session = tracing::Instrument::instrument(
+                        serve_connection(gw, &mut r, w, WritePolicy::TokenInHello, stop),
+                        tracing::info_span!("tcp", %peer),
+                    );
                     tokio::select! {
                         result = session => {
                             if let Err(e) = result {

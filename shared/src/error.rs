@@ -21,8 +21,8 @@ macro_rules! codes {
         impl ErrorCode {
             $( $(#[$doc])* pub const $konst: ErrorCode = ErrorCode(Cow::Borrowed($text)); )*
 
-            /// Every code defined by PROTOCOL.md §10, and `file-changed`
-            /// (our extension).
+            /// Every code defined by PROTOCOL.md §10, and `file-changed` and
+            /// `command-refused` (our extensions).
             pub const KNOWN: &'static [ErrorCode] = &[$(Self::$konst),*];
 
             /// Whether this code belongs to the `protocol` class (§10).
@@ -104,6 +104,10 @@ codes! {
     /// already has. An extension of §10 (the project's `docs/protocol.md`):
     /// an older client keeps it as an unknown code.
     FILE_CHANGED = "file-changed", false;
+    /// The server has the command, but its operator's policy refuses it
+    /// (`serve --deny-commands`). An extension of §10 (the project's
+    /// `docs/protocol.md`).
+    COMMAND_REFUSED = "command-refused", false;
     /// The server (or a plain HTTP fallback) cannot do this.
     NOT_SUPPORTED = "not-supported", false;
     /// The server failed in a way that is not the client's fault.

@@ -18,6 +18,11 @@ pub const ACCEPT_ENCODING_HEADER: &str = "framegate-accept-encoding";
 /// `too-large`, `unavailable`.
 pub const REFUSAL_HEADER: &str = "framegate-refusal";
 
+/// [`REFUSAL_HEADER`]'s value when the server takes no writes (a 403 on
+/// `rw`): a client reports it as the `read-only` error code, as over a
+/// byte stream.
+pub const REFUSAL_READ_ONLY: &str = "read-only";
+
 /// [`REFUSAL_HEADER`]'s value when the base directory does not exist.
 pub const REFUSAL_NO_SUCH_DIRECTORY: &str = "no-such-directory";
 

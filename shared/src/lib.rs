@@ -78,6 +78,7 @@ pub use error::{ErrorCode, FrameError, PayloadError, ProtocolError};
 pub use frame::{ErrorKind, Frame, FrameBody, RequestId, StreamId};
 pub use payload::{
     DigestAnswer, ErrorPayload, FileKind, HelloPayload, ProgressPayload, StatAnswer, TextAtom,
+    TreeEntry,
 };
 pub use preamble::PreambleError;
 pub use ranges::RangesError;

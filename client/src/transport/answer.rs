@@ -3,7 +3,7 @@
 //! [`Slot`](super::Slot)s use.
 
 use bytes::Bytes;
-use framegate_wire::{DigestAnswer, ErrorCode, StatAnswer};
+use framegate_wire::{DigestAnswer, ErrorCode, StatAnswer, TreeEntry};
 
 use super::ops::Op;
 use crate::error::{Error, Misbehavior, Result};
@@ -79,6 +79,13 @@ pub(crate) fn decode_stat(op: &Op, a: Answer) -> Result<StatAnswer> {
 }
 
 pub(crate) fn decode_digest(op: &Op, a: Answer) -> Result<DigestAnswer> {
+    match a {
+        Answer::Wire(b) => cbor(op, &b),
+        Answer::Plain(_) => Err(mismatch(op)),
+    }
+}
+
+pub(crate) fn decode_tree(op: &Op, a: Answer) -> Result<Vec<TreeEntry>> {
     match a {
         Answer::Wire(b) => cbor(op, &b),
         Answer::Plain(_) => Err(mismatch(op)),

@@ -3,11 +3,11 @@
 use std::marker::PhantomData;
 
 use bytes::Bytes;
-use framegate_wire::{Arguments, DigestAnswer, ErrorCode, StatAnswer};
+use framegate_wire::{Arguments, DigestAnswer, ErrorCode, StatAnswer, TreeEntry};
 
 use super::answer::{
     Answer, PlainAnswer, decode_bool, decode_bytes, decode_digest, decode_names, decode_ranges,
-    decode_stat, decode_u64, decode_unit,
+    decode_stat, decode_tree, decode_u64, decode_unit,
 };
 use super::backend::{Backend, Streamed};
 use super::ops::Op;
@@ -92,6 +92,9 @@ impl<'t> Batch<'t> {
         list_dir(path: &str) -> Vec<String> = decode_names, Op::ListDir(path.into()));
     batch_op!(/// `iter_files_recursive`.
         iter_files_recursive(path: &str) -> Vec<String> = decode_names, Op::Iter(path.into()));
+    batch_op!(/// `tree`: every entry below a directory, links not followed
+        /// (framegate servers that offer it; see [`Transport::supports`]).
+        tree(path: &str) -> Vec<TreeEntry> = decode_tree, Op::Tree(path.into()));
     batch_op!(/// `put`.
         put(path: &str, data: Bytes, mode: Option<u32>) -> () = decode_unit, Op::Put(path.into(), data, mode));
     batch_op!(/// `append`: the size before.

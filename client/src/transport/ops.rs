@@ -32,6 +32,7 @@ pub(super) enum Op {
     Digest(String),
     ListDir(String),
     Iter(String),
+    Tree(String),
     Put(String, Bytes, Option<u32>),
     Append(String, Bytes),
     Mkdir(String, Option<u32>),
@@ -69,6 +70,7 @@ impl Op {
             Op::Digest(_) => "digest",
             Op::ListDir(_) => "list_dir",
             Op::Iter(_) => "iter_files_recursive",
+            Op::Tree(_) => "tree",
             Op::Put(..) => "put",
             Op::Append(..) => "append",
             Op::Mkdir(..) => "mkdir",
@@ -96,6 +98,7 @@ impl Op {
             | Op::Digest(p)
             | Op::ListDir(p)
             | Op::Iter(p)
+            | Op::Tree(p)
             | Op::Delete(p)
             | Op::Rmdir(p) => Request::new(self.name(), path_args(p), None),
             Op::Readv(p, ranges) => {

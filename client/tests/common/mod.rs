@@ -195,3 +195,40 @@ pub fn server_binary() -> PathBuf {
     );
     p.canonicalize().unwrap()
 }
+
+/// Runs the `framegate` CLI off the async runtime (no FRAMEGATE_TOKEN, no
+/// netrc); returns (exit code, stdout, stderr).
+pub async fn cli(args: Vec<String>) -> (i32, String, String) {
+    cli_with(args, Vec::new()).await
+}
+
+/// [`cli`] with extra environment variables.
+pub async fn cli_with(args: Vec<String>, env: Vec<(String, String)>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = assert_cmd::Command::cargo_bin("framegate")
+            .unwrap()
+            .args(&args)
+            .env_remove("FRAMEGATE_TOKEN")
+            .env("NETRC", "/nonexistent/netrc")
+            .envs(env)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// Owned argument strings.
+pub fn a(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Parses one JSON value, or fails with the text.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

@@ -402,7 +402,7 @@ impl Driver {
             };
             let (command, call) = *boxed;
             let span = tracing::debug_span!("command", name = %entry.name, request = id.0);
-            let run = in_share(self.share, async move { command.run(call).await });
+            let run = in_share(self.share, traced(command, call));
             let handle = self.tasks.spawn(run.instrument(span));
             self.task_ids.insert(handle.id(), id);
             entry.task = Some(handle.id());
@@ -433,10 +433,20 @@ impl Driver {
             self.gw.registry.get(&cmd.name).cloned()
         };
         let Some(command) = command else {
-            let err = CommandError::new(
-                ErrorCode::UNKNOWN_COMMAND,
-                format!("unknown command {:?}", cmd.name),
-            );
+            let err = if self.gw.registry.is_refused(&cmd.name) {
+                CommandError::new(
+                    ErrorCode::COMMAND_REFUSED,
+                    format!(
+                        "this server does not offer {:?} (its operator's policy)",
+                        cmd.name
+                    ),
+                )
+            } else {
+                CommandError::new(
+                    ErrorCode::UNKNOWN_COMMAND,
+                    format!("unknown command {:?}", cmd.name),
+                )
+            };
             self.fail_now(id, &cmd.name, err);
             return;
         };
@@ -480,7 +490,7 @@ impl Driver {
                 turn: Turn::pending(go_rx),
             };
             let span = tracing::debug_span!("command", name = %cmd.name, request = id.0);
-            let run = in_share(self.share, async move { command.run(call).await });
+            let run = in_share(self.share, traced(command, call));
             let handle = self.tasks.spawn(run.instrument(span));
             self.task_ids.insert(handle.id(), id);
             (Some(tx), Start::Waiting(go_tx), Some(handle.id()))
@@ -514,7 +524,10 @@ impl Driver {
     fn count(&self, name: &str, error: Option<&ErrorCode>) {
         let outcome = error.map_or("ok", |c| c.as_str());
         // Unknown names are one label, so clients cannot grow the series.
-        let name = if self.gw.registry.get(name).is_some() || name == "hello" {
+        let name = if self.gw.registry.get(name).is_some()
+            || self.gw.registry.is_refused(name)
+            || name == "hello"
+        {
             name
         } else {
             "unknown"
@@ -573,4 +586,18 @@ impl Driver {
         self.answer(id, result, slot);
         self.budget.sync(self.lazy.len());
     }
+}
+
+/// A command's run, with debug events in its span: when it starts, and how
+/// it ended (the answer's size when known, or the error).
+async fn traced(command: Arc<dyn Command>, call: Call) -> Result<Answer, CommandError> {
+    let started = std::time::Instant::now();
+    tracing::debug!(data = call.data.is_some(), "started");
+    let result = command.run(call).await;
+    let us = started.elapsed().as_micros() as u64;
+    match &result {
+        Ok(answer) => tracing::debug!(bytes = answer.len_hint(), us, "answered"),
+        Err(err) => tracing::debug!(code = %err.code, message = %err.message, us, "failed"),
+    }
+    result
 }

@@ -85,14 +85,29 @@ impl Driver {
             .latency
             .with_label_values(&[self.spec.endpoint])
             .observe(self.started.elapsed().as_secs_f64());
-        tracing::info!(
-            base = %self.spec.base_display,
-            endpoint = self.spec.endpoint,
-            commands = self.commands,
-            bytes_in = self.bytes_in,
-            bytes_out = self.bytes_out,
-            ms = self.started.elapsed().as_millis() as u64,
-            "message done"
-        );
+        let ms = self.started.elapsed().as_millis() as u64;
+        if self.spec.endpoint == "stream" {
+            // A byte-stream session has no HTTP request: this is its
+            // access-log event.
+            tracing::info!(
+                target: "framegate::access",
+                endpoint = self.spec.endpoint,
+                commands = self.commands,
+                bytes_in = self.bytes_in,
+                bytes_out = self.bytes_out,
+                ms,
+                "session"
+            );
+        } else {
+            tracing::info!(
+                base = %self.spec.base_display,
+                endpoint = self.spec.endpoint,
+                commands = self.commands,
+                bytes_in = self.bytes_in,
+                bytes_out = self.bytes_out,
+                ms,
+                "message done"
+            );
+        }
     }
 }

@@ -25,12 +25,12 @@ pub const MAX_ITER_FILES: usize = 1_000_000;
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;
 
 pub(crate) use read::listing_slot;
-pub use read::{DIGEST_PIECE, LISTING_SLOTS, VALIDATED_ANSWER_MIN};
+pub use read::{DIGEST_PIECE, LISTING_SLOTS, PROGRESS_INTERVAL, VALIDATED_ANSWER_MIN};
 
 impl Registry {
     /// The file commands of §9 (`get`, `readv`, `has`, `stat`, `list_dir`,
     /// `iter_files_recursive`, `put`, `append`, `mkdir`, `rename`, `delete`,
-    /// `rmdir`).
+    /// `rmdir`) and our `digest` and `tree`.
     pub fn files() -> Self {
         let mut registry = Registry::empty();
         register(&mut registry);
@@ -50,6 +50,7 @@ fn register(registry: &mut Registry) {
             "iter_files_recursive",
             Arc::new(Reader(read::iter_files_recursive)),
         )
+        .register("tree", Arc::new(Reader(read::tree)))
         .register("put", Arc::new(Writer(write::put, DATA)))
         .register("append", Arc::new(Writer(write::append, DATA)))
         .register("mkdir", Arc::new(Writer(write::mkdir, NO_DATA)))

@@ -4,8 +4,8 @@
 
 use framegate_wire::ProgressPayload;
 
-use crate::command::{Answer, Call, CommandError};
-use crate::storage::{EntryKind, FileRead, ReadRanges};
+use crate::command::{Answer, Call, CommandError, Context};
+use crate::storage::{EntryKind, FileRead, ReadRanges, Tally};
 
 use super::{Fut, MAX_ITER_FILES, MAX_LIST_ENTRIES, MAX_READV_RANGES, optional_path, path_arg};
 use crate::pool::blocking;
@@ -144,8 +144,35 @@ pub(super) fn iter_files_recursive(mut call: Call) -> Fut {
         let path = optional_path(&call)?;
         call.turn.wait().await?;
         let _slot = listing_slot().await?;
-        let files = call.ctx.storage.walk(&path, MAX_ITER_FILES).await?;
+        let ticker = Ticker::new(&call.ctx, "iter_files_recursive", "files", 0);
+        let files = call
+            .ctx
+            .storage
+            .walk(&path, MAX_ITER_FILES, ticker.tally())
+            .await?;
+        ticker.end();
         encode_listing(files).await
+    })
+}
+
+/// `tree {path}` (our extension, docs/protocol.md): every entry below a
+/// directory — files, directories, symbolic links not followed, with kind,
+/// size, mtime, mode and an in-tree link's target — sorted; what `mirror`
+/// needs to recreate a tree (empty directories and links included) in one
+/// command instead of a listing and a `stat` per file.
+pub(super) fn tree(mut call: Call) -> Fut {
+    Box::pin(async move {
+        let path = optional_path(&call)?;
+        call.turn.wait().await?;
+        let _slot = listing_slot().await?;
+        let ticker = Ticker::new(&call.ctx, "tree", "entries", 0);
+        let entries = call
+            .ctx
+            .storage
+            .tree(&path, MAX_ITER_FILES, ticker.tally())
+            .await?;
+        ticker.end();
+        blocking(move || Ok(Answer::cbor(&entries))).await
     })
 }
 
@@ -167,7 +194,10 @@ pub(super) fn digest(mut call: Call) -> Fut {
             .storage
             .read(&path, ReadRanges::Whole, if_match.as_deref())
             .await?;
-        let (digest, size) = hash_answer(answer).await?;
+        let total = answer.len_hint().unwrap_or(0);
+        let ticker = Ticker::new(&call.ctx, "digest", "bytes", total);
+        let (digest, size) = hash_answer(answer, ticker.tally()).await?;
+        ticker.end();
         Ok(Answer::cbor(&framegate_wire::DigestAnswer {
             algorithm: "sha256".into(),
             digest,
@@ -178,7 +208,7 @@ pub(super) fn digest(mut call: Call) -> Fut {
 }
 
 /// SHA-256 (hex) and length of an answer's bytes.
-async fn hash_answer(answer: Answer) -> Result<(String, u64), CommandError> {
+async fn hash_answer(answer: Answer, tally: Tally) -> Result<(String, u64), CommandError> {
     use sha2::{Digest, Sha256};
     match answer {
         Answer::Bytes(b) => Ok((hex_of(&Sha256::digest(&b)), b.len() as u64)),
@@ -201,6 +231,7 @@ async fn hash_answer(answer: Answer) -> Result<(String, u64), CommandError> {
                         offset += want as u64;
                         len -= want as u64;
                         total += want as u64;
+                        tally(total);
                     }
                 }
                 let now = crate::driver::Fingerprint::of(&file);
@@ -225,7 +256,7 @@ async fn hash_answer(answer: Answer) -> Result<(String, u64), CommandError> {
             }
             Ok((hex_of(&hasher.finalize()), total))
         }
-        Answer::Announced { answer, .. } => Box::pin(hash_answer(*answer)).await,
+        Answer::Announced { answer, .. } => Box::pin(hash_answer(*answer, tally)).await,
     }
 }
 
@@ -235,4 +266,82 @@ fn hex_of(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+/// Least time between two `progress` frames of one command: a long walk or
+/// digest reports a few times a second, and one that ends sooner reports
+/// nothing (its frames would only weigh on a batch of small commands).
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Sends a long command's progress (topic, unit, total; `total` 0 when
+/// not known), at most once per [`PROGRESS_INTERVAL`], and the end of the
+/// topic (`pos` -1) if it sent any.
+struct Ticker {
+    inner: std::sync::Arc<TickerInner>,
+}
+
+struct TickerInner {
+    ctx: Context,
+    topic: &'static str,
+    label: &'static str,
+    total: u64,
+    /// When the next report is due; `None` until the first tick.
+    next: std::sync::Mutex<Option<std::time::Instant>>,
+    sent: std::sync::atomic::AtomicBool,
+}
+
+impl Ticker {
+    fn new(ctx: &Context, topic: &'static str, label: &'static str, total: u64) -> Ticker {
+        Ticker {
+            inner: std::sync::Arc::new(TickerInner {
+                ctx: ctx.clone(),
+                topic,
+                label,
+                total,
+                next: std::sync::Mutex::new(None),
+                sent: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The callback storage and hashing call with the running count.
+    fn tally(&self) -> Tally {
+        let inner = self.inner.clone();
+        std::sync::Arc::new(move |pos| inner.tick(pos))
+    }
+
+    fn end(self) {
+        if self.inner.sent.load(std::sync::atomic::Ordering::Relaxed) {
+            self.inner.send(-1);
+        }
+    }
+}
+
+impl TickerInner {
+    fn tick(&self, pos: u64) {
+        let now = std::time::Instant::now();
+        let Ok(mut next) = self.next.lock() else {
+            return;
+        };
+        match *next {
+            None => *next = Some(now + PROGRESS_INTERVAL),
+            Some(due) if now >= due => {
+                *next = Some(now + PROGRESS_INTERVAL);
+                drop(next);
+                self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.send(i64::try_from(pos).unwrap_or(i64::MAX));
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn send(&self, pos: i64) {
+        self.ctx.progress(ProgressPayload {
+            topic: self.topic.to_owned(),
+            pos,
+            total: self.total,
+            label: Some(self.label.to_owned()),
+            item: None,
+        });
+    }
 }

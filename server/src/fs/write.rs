@@ -24,7 +24,8 @@ async fn stage(call: &mut Call) -> Result<Box<dyn StagedUpload>, CommandError> {
             staged.write(chunk).await?;
         }
     }
-    staged.finish().await?;
+    let bytes = staged.finish().await?;
+    tracing::debug!(bytes, "staged");
     Ok(staged)
 }
 

@@ -18,12 +18,12 @@ use framegate_wire::ErrorCode;
 
 use super::journal;
 use super::local_read::{
-    dir_entries, dir_names, is_a_directory, meta_of, not_regular, read_file, walk,
+    dir_entries, dir_names, is_a_directory, meta_of, not_regular, read_file, tree, walk,
 };
 use super::lock::{LockedFile, Open, PathLocks, lock_file, sync_dir};
 use super::staging::STAGING_MODE;
 use super::staging::{LocalStaged, UPLOAD_BUFFER};
-use super::{EntryMeta, FileRead, ReadRanges, StagedUpload, Storage, StorageFuture};
+use super::{EntryMeta, FileRead, ReadRanges, StagedUpload, Storage, StorageFuture, Tally};
 use crate::answer::CommandError;
 use crate::pool::blocking;
 use crate::tree::{RESERVED_COMPONENT, io_error, split_parent};
@@ -504,9 +504,23 @@ impl Storage for LocalStorage {
         on_view(&self.view, move |view| dir_names(&view.base, &path, max))
     }
 
-    fn walk(&self, path: &Path, max: usize) -> StorageFuture<'_, Vec<String>> {
+    fn walk(&self, path: &Path, max: usize, tally: Tally) -> StorageFuture<'_, Vec<String>> {
         let path = path.to_path_buf();
-        on_view(&self.view, move |view| walk(&view.base, &path, max))
+        on_view(&self.view, move |view| {
+            walk(&view.base, &path, max, &*tally)
+        })
+    }
+
+    fn tree(
+        &self,
+        path: &Path,
+        max: usize,
+        tally: Tally,
+    ) -> StorageFuture<'_, Vec<framegate_wire::TreeEntry>> {
+        let path = path.to_path_buf();
+        on_view(&self.view, move |view| {
+            tree(&view.base, &path, max, &*tally)
+        })
     }
 
     fn stage(&self) -> StorageFuture<'_, Box<dyn StagedUpload>> {

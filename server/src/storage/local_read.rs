@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptionsExt as _};
-use framegate_wire::ErrorCode;
+use framegate_wire::{ErrorCode, TreeEntry};
 
 use super::{EntryKind, EntryMeta, Etag, FileRead, ReadRanges};
 use crate::answer::{Answer, CommandError};
@@ -194,7 +194,12 @@ pub(super) fn dir_names(base: &Dir, path: &Path, max: usize) -> Result<Vec<Strin
     Ok(names)
 }
 
-pub(super) fn walk(base: &Dir, root: &Path, max: usize) -> Result<Vec<String>, CommandError> {
+pub(super) fn walk(
+    base: &Dir,
+    root: &Path,
+    max: usize,
+    tally: &(dyn Fn(u64) + Send + Sync),
+) -> Result<Vec<String>, CommandError> {
     let mut files = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -225,9 +230,102 @@ pub(super) fn walk(base: &Dir, root: &Path, max: usize) -> Result<Vec<String>, C
                     ));
                 }
                 files.push(child.to_string_lossy().into_owned());
+                tally(files.len() as u64);
             }
         }
     }
     files.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     Ok(files)
+}
+
+/// Every entry below `root` (symbolic links reported, not followed),
+/// sorted bytewise by path; at most `max`.
+pub(super) fn tree(
+    base: &Dir,
+    root: &Path,
+    max: usize,
+    tally: &(dyn Fn(u64) + Send + Sync),
+) -> Result<Vec<TreeEntry>, CommandError> {
+    let mut entries = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        for entry in base.read_dir(&dir).map_err(|e| io_error(&e, &dir))? {
+            let entry = entry.map_err(|e| io_error(&e, &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if hidden(&name) {
+                continue;
+            }
+            // Not followed: a link is reported as a link.
+            let meta = entry.metadata().map_err(|e| io_error(&e, &dir))?;
+            let meta = meta_of(&meta);
+            let child = rel.join(&name);
+            let target = match meta.kind {
+                EntryKind::Symlink => inside_target(base, &root.join(&child)),
+                EntryKind::Dir => {
+                    stack.push(child.clone());
+                    None
+                }
+                _ => None,
+            };
+            if entries.len() == max {
+                return Err(CommandError::new(
+                    ErrorCode::NOT_SUPPORTED,
+                    format!("more than {max} entries below this path"),
+                ));
+            }
+            entries.push(TreeEntry {
+                kind: wire_kind(meta.kind),
+                mode: meta.mode,
+                path: child.to_string_lossy().into_owned(),
+                size: meta.size,
+                mtime: meta.mtime,
+                target,
+            });
+            tally(entries.len() as u64);
+        }
+    }
+    entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    Ok(entries)
+}
+
+/// The wire's name for a kind.
+pub(crate) fn wire_kind(kind: EntryKind) -> framegate_wire::FileKind {
+    match kind {
+        EntryKind::File => framegate_wire::FileKind::File,
+        EntryKind::Dir => framegate_wire::FileKind::Dir,
+        EntryKind::Symlink => framegate_wire::FileKind::Symlink,
+        EntryKind::Other => framegate_wire::FileKind::Other,
+    }
+}
+
+/// A link's target if it is relative, UTF-8, and (read lexically from the
+/// link's directory) stays below the view's base; else nothing, so that no
+/// path outside the tree is revealed.
+fn inside_target(base: &Dir, link: &Path) -> Option<String> {
+    let target = base.read_link(link).ok()?;
+    let text = target.to_str()?.to_owned();
+    if target.is_absolute() || text.is_empty() {
+        return None;
+    }
+    let mut depth: Vec<&std::ffi::OsStr> = link
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    for c in target.components() {
+        match c {
+            std::path::Component::Normal(n) => depth.push(n),
+            std::path::Component::ParentDir => {
+                depth.pop()?;
+            }
+            std::path::Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(text)
 }

@@ -40,6 +40,10 @@ pub use local_read::MAX_INLINE_ANSWER;
 pub(crate) use local_read::open_to_read;
 pub use staging::UPLOAD_BUFFER;
 
+/// Told a running count while a long operation works (a walk's entries);
+/// called often: the callee throttles what it sends on.
+pub type Tally = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// A future returned by a storage operation.
 pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CommandError>> + Send + 'a>>;
 
@@ -152,8 +156,27 @@ pub trait Storage: Send + Sync + 'static {
         })
     }
     /// Relative paths of all files below `path`, sorted; at most `max`
-    /// (more is `not-supported`).
-    fn walk(&self, path: &Path, max: usize) -> StorageFuture<'_, Vec<String>>;
+    /// (more is `not-supported`); `tally` is told the count as it grows.
+    fn walk(&self, path: &Path, max: usize, tally: Tally) -> StorageFuture<'_, Vec<String>>;
+    /// Every entry below `path` (files, directories, symbolic links not
+    /// followed), sorted bytewise by path; at most `max` (more is
+    /// `not-supported`); `tally` is told the count as it grows. A link's
+    /// target is given only when relative and inside the tree. The default
+    /// is `not-supported` (a store without directories or links).
+    fn tree(
+        &self,
+        path: &Path,
+        max: usize,
+        tally: Tally,
+    ) -> StorageFuture<'_, Vec<framegate_wire::TreeEntry>> {
+        let _ = (path, max, tally);
+        Box::pin(async {
+            Err(CommandError::new(
+                framegate_wire::ErrorCode::NOT_SUPPORTED,
+                "this storage has no tree of directories and links",
+            ))
+        })
+    }
     /// Starts staging an upload.
     fn stage(&self) -> StorageFuture<'_, Box<dyn StagedUpload>>;
     /// Replaces (or creates) `path` with the staged bytes, atomically.

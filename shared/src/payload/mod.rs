@@ -8,8 +8,10 @@ mod cbor;
 mod digest;
 mod stat;
 mod text;
+mod tree;
 
 pub use cbor::{ErrorPayload, HelloPayload, ProgressPayload, decode_cbor, encode_cbor};
 pub use digest::DigestAnswer;
 pub use stat::{FileKind, StatAnswer};
 pub use text::{TextAtom, decode_atoms, encode_atoms};
+pub use tree::TreeEntry;

@@ -174,31 +174,8 @@ pub(crate) async fn verify_copy(
     name: &str,
     dest: &std::path::Path,
 ) -> Result<(), Error> {
-    use sha2::{Digest, Sha256};
-    use tokio::io::AsyncReadExt;
     let remote = t.digest(name).await?;
-    let mut file = tokio::fs::File::open(dest)
-        .await
-        .map_err(|e| crate::mirror::local_error(dest, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| crate::mirror::local_error(dest, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    let local: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let (local, size) = local_sha256(dest).await?;
     if local == remote.digest && size == remote.size {
         return Ok(());
     }
@@ -212,4 +189,33 @@ pub(crate) async fn verify_copy(
             ),
         },
     ))
+}
+
+/// SHA-256 (lower-case hex) and size of a local file, read in 1 MiB pieces.
+pub(crate) async fn local_sha256(path: &std::path::Path) -> Result<(String, u64), Error> {
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| crate::mirror::local_error(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| crate::mirror::local_error(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((hex, size))
 }

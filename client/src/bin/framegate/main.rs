@@ -10,21 +10,25 @@ use clap::{CommandFactory, Parser};
 use framegate_client::{
     DownloadOptions, Error, Hooks, Layer, Options, StatAnswer, Transport, partial_path,
 };
-use indicatif::{ProgressBar, ProgressStyle};
 
 mod args;
 mod files;
 mod mirror;
+mod netrc;
+mod progress;
 
 use args::{Cli, Cmd, EXIT_BROKEN_PIPE, EXIT_PARTLY};
 use files::{Counted, mkdir_parents, move_paths, printable, remove_tree, verify_copy};
-use mirror::{Mirrored, local_error, mirror};
+use mirror::{Filter, MirrorArgs, Mirrored, local_error, mirror};
+use progress::{PROGRESS_POLL, bar, spinner, watch_file};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 struct Ctx {
     json: bool,
     quiet: bool,
+    /// `--progress` (true) or `--no-progress` (false); else by the terminal.
+    progress: Option<bool>,
     options: Options,
 }
 
@@ -46,24 +50,6 @@ fn split_url(url: &str) -> Result<(String, String), Error> {
         .decode_utf8_lossy()
         .into_owned();
     Ok((dir.to_string(), name))
-}
-
-fn bar(ctx: &Ctx, len: Option<u64>, what: &str) -> ProgressBar {
-    if ctx.quiet || ctx.json || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let pb = match len {
-        Some(n) => ProgressBar::new(n),
-        None => ProgressBar::new_spinner(),
-    };
-    let style = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    pb.set_style(style);
-    pb.set_message(what.to_string());
-    pb
 }
 
 fn stat_json(s: &StatAnswer) -> serde_json::Value {
@@ -92,6 +78,13 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         }
         None => cli.token.clone().filter(|t| !t.is_empty()),
     };
+    if options.token.is_none()
+        && let Some(host) = cli.command.url().and_then(|u| url::Url::parse(u).ok())
+        && let Some(host) = host.host_str()
+        && let Some(netrc) = netrc::netrc_path()
+    {
+        options.token = netrc::token_for(&netrc, host);
+    }
     if cli.insecure {
         eprintln!(
             "framegate: warning: --insecure: the server's certificate is not checked; \
@@ -118,6 +111,11 @@ async fn run(cli: Cli) -> Result<u8, Error> {
     let ctx = Ctx {
         json: cli.json,
         quiet: cli.quiet,
+        progress: match (cli.progress, cli.no_progress) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         options,
     };
     match cli.command {
@@ -241,6 +239,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             url,
             dest,
             output,
+            remote_name: _,
             r#continue,
             verify,
         } => {
@@ -416,8 +415,21 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             stdout.write_all(&answer).await?;
             stdout.flush().await?;
         }
-        Cmd::Mirror { url, dir, dry_run } => {
-            if let Mirrored::Partly = mirror(&ctx, &url, &dir, dry_run).await? {
+        Cmd::Mirror {
+            url,
+            dir,
+            dry_run,
+            delete,
+            exclude,
+            checksum,
+        } => {
+            let args = MirrorArgs {
+                dry_run,
+                delete,
+                checksum,
+                filter: Filter::new(&exclude)?,
+            };
+            if let Mirrored::Partly = mirror(&ctx, &url, &dir, &args).await? {
                 return Ok(EXIT_PARTLY);
             }
         }
@@ -431,21 +443,6 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         }
     }
     Ok(0)
-}
-
-/// How often a download's progress bar looks at the file's size.
-const PROGRESS_POLL: Duration = Duration::from_millis(100);
-
-/// Moves a progress bar along with a file being written.
-fn watch_file(pb: ProgressBar, path: PathBuf) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            if let Ok(meta) = tokio::fs::metadata(&path).await {
-                pb.set_position(meta.len());
-            }
-            tokio::time::sleep(PROGRESS_POLL).await;
-        }
-    })
 }
 
 /// The exit code of an error: its layer (see [`args::EXIT_CODES`]).

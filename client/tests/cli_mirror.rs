@@ -1,0 +1,281 @@
+//! `framegate mirror` as rsync users expect it: empty directories, links
+//! inside the tree (others skipped, counted), modes and mtimes, `--delete`,
+//! `--exclude`, `--checksum`, a server without `tree`, and progress.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use framegate_server::{CommandPolicy, Gateway, GatewayConfig, Registry, serve};
+
+fn set_mtime(path: &Path, secs: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        .unwrap();
+}
+
+/// A tree with what rsync users meet: an executable, an empty directory,
+/// links to a file and to a directory inside the tree, links leaving it
+/// (relative and absolute), and a FIFO.
+fn rich_tree() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path();
+    std::fs::create_dir_all(r.join("sub/empty")).unwrap();
+    std::fs::create_dir_all(r.join("also-empty")).unwrap();
+    std::fs::write(r.join("a.txt"), "alpha").unwrap();
+    std::fs::write(r.join("sub/run.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(r.join("sub/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    set_mtime(&r.join("a.txt"), 1_600_000_000);
+    symlink("a.txt", r.join("link")).unwrap();
+    symlink("../a.txt", r.join("sub/uplink")).unwrap();
+    symlink("sub", r.join("dirlink")).unwrap();
+    symlink("../../outside", r.join("sub/escape")).unwrap();
+    symlink("/etc/passwd", r.join("absolute")).unwrap();
+    nix_mkfifo(&r.join("fifo"));
+    t
+}
+
+fn nix_mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_recreates_empty_directories_and_links_inside_the_tree() {
+    let tree = rich_tree();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let out = tempfile::tempdir().unwrap();
+    let m = out.path().join("m");
+    let ms = m.to_str().unwrap();
+    let (code, stdout, err) = cli(a(&["--json", "mirror", &s.url, ms])).await;
+    assert_eq!(code, 0, "{err}");
+    let summary = json(&stdout);
+    assert_eq!(summary["files"], 2, "{summary}");
+    assert_eq!(summary["downloaded"], 2, "{summary}");
+    assert_eq!(summary["links"], 3, "{summary}");
+    assert_eq!(summary["links_skipped"], 2, "{summary}");
+    assert_eq!(summary["other_skipped"], 1, "{summary}");
+    assert!(m.join("sub/empty").is_dir() && m.join("also-empty").is_dir());
+    assert_eq!(
+        std::fs::read_link(m.join("link")).unwrap(),
+        Path::new("a.txt")
+    );
+    assert_eq!(
+        std::fs::read_link(m.join("sub/uplink")).unwrap(),
+        Path::new("../a.txt")
+    );
+    assert_eq!(
+        std::fs::read_link(m.join("dirlink")).unwrap(),
+        Path::new("sub")
+    );
+    assert!(std::fs::symlink_metadata(m.join("sub/escape")).is_err());
+    assert!(std::fs::symlink_metadata(m.join("absolute")).is_err());
+    assert!(std::fs::symlink_metadata(m.join("fifo")).is_err());
+    assert!(
+        err.contains("skipping link absolute") && err.contains("sub/escape"),
+        "{err}"
+    );
+    let meta = std::fs::metadata(m.join("sub/run.sh")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        std::fs::metadata(m.join("a.txt")).unwrap().mtime(),
+        1_600_000_000
+    );
+    // Again: nothing to download, links kept as they are; the text summary
+    // counts the links skipped.
+    let (code, _, err) = cli(a(&["mirror", &s.url, ms])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("0 downloaded") && err.contains("2 up to date"),
+        "{err}"
+    );
+    assert!(err.contains("(2 skipped: outside the tree)"), "{err}");
+    // A local link where the server has a file is replaced by the file,
+    // not written through (its target stays as it was).
+    let victim = out.path().join("victim");
+    std::fs::write(&victim, "mine").unwrap();
+    std::fs::remove_file(m.join("a.txt")).unwrap();
+    symlink(&victim, m.join("a.txt")).unwrap();
+    let (code, _, err) = cli(a(&["-q", "mirror", &s.url, ms])).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"mine");
+    assert!(
+        !std::fs::symlink_metadata(m.join("a.txt"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(m.join("a.txt")).unwrap(), b"alpha");
+    assert!(err.is_empty(), "-q prints no warnings: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_delete_and_exclude_like_rsync() {
+    let tree = tempfile::tempdir().unwrap();
+    let r = tree.path();
+    std::fs::create_dir_all(r.join("keep/deep")).unwrap();
+    std::fs::create_dir_all(r.join("build")).unwrap();
+    std::fs::write(r.join("keep/deep/x.txt"), "x").unwrap();
+    std::fs::write(r.join("keep/y.tmp"), "tmp").unwrap();
+    std::fs::write(r.join("build/out.bin"), "bin").unwrap();
+    std::fs::write(r.join("top.txt"), "top").unwrap();
+    let s = smart_server(r, |_| {}).await;
+    let out = tempfile::tempdir().unwrap();
+    let m = out.path();
+    let ms = m.to_str().unwrap();
+    // Local things the server does not have, and an excluded local file.
+    std::fs::create_dir_all(m.join("gone/dir")).unwrap();
+    std::fs::write(m.join("gone/dir/f"), "f").unwrap();
+    std::fs::write(m.join("stale.txt"), "stale").unwrap();
+    std::fs::write(m.join("local.tmp"), "mine").unwrap();
+    let ex = ["--exclude", "*.tmp", "--exclude", "/build"];
+    // The dry run names what would go, and changes nothing.
+    let mut args = a(&["mirror", "-n", "--delete", &s.url, ms]);
+    args.extend(a(&ex));
+    let (code, stdout, err) = cli(args).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("deleting gone") && stdout.contains("deleting stale.txt"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("local.tmp"), "excluded: kept: {stdout}");
+    assert!(m.join("stale.txt").exists() && m.join("gone/dir/f").exists());
+    assert!(!m.join("top.txt").exists());
+    let mut args = a(&["--json", "mirror", "--delete", &s.url, ms]);
+    args.extend(a(&ex));
+    let (code, stdout, err) = cli(args).await;
+    assert_eq!(code, 0, "{err}");
+    let summary = json(&stdout);
+    assert_eq!(summary["deleted"], 2, "{summary}");
+    assert!(!m.join("stale.txt").exists() && !m.join("gone").exists());
+    assert_eq!(std::fs::read(m.join("local.tmp")).unwrap(), b"mine");
+    assert!(
+        !m.join("keep/y.tmp").exists(),
+        "excluded by name at any depth"
+    );
+    assert!(!m.join("build").exists(), "excluded from the top");
+    assert_eq!(std::fs::read(m.join("keep/deep/x.txt")).unwrap(), b"x");
+    // Without --delete nothing local is removed.
+    std::fs::write(m.join("extra.txt"), "e").unwrap();
+    let (code, _, _) = cli(a(&["-q", "mirror", &s.url, ms])).await;
+    assert_eq!(code, 0);
+    assert!(m.join("extra.txt").exists());
+    // A bad pattern is a usage error.
+    let (code, _, err) = cli(a(&["mirror", "--exclude", "[", &s.url, ms])).await;
+    assert_eq!(code, 2, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_checksum_finds_a_change_that_kept_size_and_mtime() {
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("f.txt"), "server!").unwrap();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let out = tempfile::tempdir().unwrap();
+    let ms = out.path().to_str().unwrap();
+    let (code, _, err) = cli(a(&["-q", "mirror", &s.url, ms])).await;
+    assert_eq!(code, 0, "{err}");
+    // Same size, same mtime, other bytes: only --checksum sees it.
+    let f = out.path().join("f.txt");
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    std::fs::write(&f, "damaged").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let (code, _, _) = cli(a(&["-q", "mirror", &s.url, ms])).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        std::fs::read(&f).unwrap(),
+        b"damaged",
+        "size and mtime agree"
+    );
+    let (code, stdout, err) = cli(a(&["--json", "mirror", "-c", &s.url, ms])).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&stdout)["downloaded"], 1, "{stdout}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"server!");
+    let (code, stdout, _) = cli(a(&["--json", "mirror", "--checksum", &s.url, ms])).await;
+    assert_eq!((code, json(&stdout)["skipped"].clone()), (0, 1.into()));
+    // Plain HTTP has no digest: said, nothing downloaded.
+    let ngx = nginx(tree.path());
+    let plain = tempfile::tempdir().unwrap();
+    let (code, _, err) = cli(a(&[
+        "mirror",
+        "--checksum",
+        &ngx.url("json"),
+        plain.path().to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--checksum needs a framegate server"), "{err}");
+    assert!(!plain.path().join("f.txt").exists());
+}
+
+/// A server that does not offer `tree` (an older one, or one whose policy
+/// refuses it) is mirrored from its file list, and the user is told that
+/// empty directories and links are left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_without_tree_falls_back_to_files_and_says_so() {
+    let tree = rich_tree();
+    let mut registry = Registry::files();
+    registry
+        .apply(&CommandPolicy {
+            allow: None,
+            deny: vec!["tree".into()],
+        })
+        .unwrap();
+    let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = serve(gateway, listener, None).await.unwrap();
+    let url = format!("http://{}/", handle.local_addr);
+    let out = tempfile::tempdir().unwrap();
+    let (code, _, err) = cli(a(&["mirror", &url, out.path().to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("lists files only"), "{err}");
+    assert_eq!(std::fs::read(out.path().join("a.txt")).unwrap(), b"alpha");
+    assert!(!out.path().join("also-empty").exists());
+}
+
+/// `--progress` shows progress where stderr is no terminal (plain lines,
+/// with the file count); without it, or with `--no-progress`, none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_shows_file_counts_when_asked_and_stays_quiet_otherwise() {
+    let tree = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        std::fs::write(tree.path().join(format!("f{i}")), vec![b'x'; 1000]).unwrap();
+    }
+    let s = smart_server(tree.path(), |_| {}).await;
+    let out = tempfile::tempdir().unwrap();
+    let m = out.path().join("a");
+    let (code, _, err) = cli(a(&["mirror", "--progress", &s.url, m.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("/5 files ["),
+        "a bar with the file count: {err}"
+    );
+    let m = out.path().join("b");
+    let (code, _, err) = cli(a(&["mirror", &s.url, m.to_str().unwrap()])).await;
+    assert_eq!(code, 0);
+    assert!(!err.contains("files ["), "not a terminal: no bar: {err}");
+    let m = out.path().join("c");
+    let (code, _, err) = cli(a(&[
+        "mirror",
+        "--progress",
+        "--no-progress",
+        &s.url,
+        m.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 0);
+    assert!(!err.contains("files ["), "the last flag wins: {err}");
+}
