@@ -161,14 +161,21 @@ impl<'t> Batch<'t> {
             if i < first && results.get(i).is_some_and(Option::is_some) {
                 continue;
             }
-            if t.supports(op.name()) {
+            // An application command goes to the server even if `hello`
+            // does not list it: the server says why (`unknown-command`, or
+            // `command-refused` by its policy).
+            if t.supports(op.name()) || matches!(op, Op::Call { .. }) {
                 send_idx.push(i);
             } else if matches!(op, Op::Readv(..)) && t.supports("get") {
                 emulate.push(i);
             } else if let Some(slot) = results.get_mut(i) {
                 *slot = Some(Err(Error::remote(
                     ErrorCode::UNKNOWN_COMMAND,
-                    format!("the server does not offer {}", op.name()),
+                    format!(
+                        "the server does not offer {} (not in its hello: an older server, \
+                         or one whose operator refuses it)",
+                        op.name()
+                    ),
                 )));
             }
         }

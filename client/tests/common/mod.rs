@@ -232,3 +232,83 @@ pub fn a(list: &[&str]) -> Vec<String> {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// A `framegate-server` process started by a test, stopped (SIGTERM) when
+/// dropped; its stderr is kept in a file.
+pub struct ServerProcess {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT/` (None with --no-http).
+    pub http: Option<String>,
+    /// `framegate://127.0.0.1:PORT/` (with --tcp).
+    pub tcp: Option<String>,
+    pub stderr: tempfile::NamedTempFile,
+}
+
+/// Starts `framegate-server serve ARGS` (listening on port 0 unless ARGS
+/// say otherwise) and waits for the addresses it prints.
+pub fn spawn_server(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+    use std::io::BufRead;
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(server_binary())
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(stderr.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wants_http = !args.contains(&"--no-http");
+    let wants_tcp = args.iter().any(|a| a.starts_with("--tcp"));
+    std::thread::spawn(move || {
+        let (mut http, mut tcp) = (None, None);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find(" at http://")
+                && !line.contains("metrics")
+            {
+                http = Some(line[at + 4..].to_string());
+            }
+            if let Some(at) = line.find(" at framegate://") {
+                tcp = Some(line[at + 4..].to_string());
+            }
+            if (http.is_some() || !wants_http) && (tcp.is_some() || !wants_tcp) {
+                let _ = tx.send((http.take(), tcp.take()));
+            }
+        }
+    });
+    let (http, tcp) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "the server did not start: {}",
+                std::fs::read_to_string(stderr.path()).unwrap_or_default()
+            )
+        });
+    ServerProcess {
+        child,
+        http,
+        tcp,
+        stderr,
+    }
+}
+
+impl ServerProcess {
+    /// Stops it with SIGTERM and returns what it logged.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
