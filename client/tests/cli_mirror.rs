@@ -8,8 +8,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use common::proxy::{Conn, no_hook, proxy};
 use common::*;
-use framegate_server::{CommandPolicy, Gateway, GatewayConfig, Registry, serve};
+use framegate_server::{
+    CommandError, CommandPolicy, Gateway, GatewayConfig, Registry, read_command, serve,
+};
 
 fn set_mtime(path: &Path, secs: u64) {
     std::fs::File::options()
@@ -278,4 +281,90 @@ async fn progress_shows_file_counts_when_asked_and_stays_quiet_otherwise() {
     .await;
     assert_eq!(code, 0);
     assert!(!err.contains("files ["), "the last flag wins: {err}");
+}
+
+/// The bar moves inside a file too large for a batch (streamed to disk):
+/// with the answer slowed to about 30 MiB/s, a progress line shows part of
+/// the file written (it used to stand still until the file was done).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bar_moves_inside_a_large_file() {
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("a-small"), vec![b's'; 1000]).unwrap();
+    std::fs::write(tree.path().join("big"), common::proxy::content(65 << 20, 7)).unwrap();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let p = proxy(
+        s.handle.local_addr,
+        std::sync::Arc::new(|_| Conn::Slow(30 << 20)),
+        no_hook(),
+    )
+    .await;
+    let url = format!("http://{}/", p.addr);
+    let out = tempfile::tempdir().unwrap();
+    let (code, _, err) = cli(a(&[
+        "--no-compress",
+        "mirror",
+        "--progress",
+        &url,
+        out.path().to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let moved = err.lines().filter(|l| l.contains("files [")).any(|l| {
+        let Some((done, _)) = l.split_once("/65.00 MiB") else {
+            return false;
+        };
+        let mut words = done.rsplit(' ');
+        let (unit, value) = (words.next(), words.next());
+        let value: f64 = value.and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        unit == Some("MiB") && value > 0.5 && value < 64.9
+    });
+    assert!(moved, "a line with part of the large file: {err}");
+    assert_eq!(
+        std::fs::metadata(out.path().join("big")).unwrap().len(),
+        65 << 20
+    );
+}
+
+/// A file the server cannot read (here: `get` answers `permission-denied`
+/// for it, as for a file the server's user may not open) is named and
+/// skipped; the rest is mirrored; exit 8 (it used to end the run, exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_the_server_cannot_read_is_skipped_and_the_rest_mirrored() {
+    let tree = tempfile::tempdir().unwrap();
+    for name in ["a.txt", "secret.txt", "z.txt"] {
+        std::fs::write(tree.path().join(name), name).unwrap();
+    }
+    let mut registry = Registry::files();
+    let get = registry.get("get").cloned().unwrap();
+    registry.register(
+        "get",
+        read_command(move |call: framegate_server::Call| {
+            let get = get.clone();
+            async move {
+                if call
+                    .args
+                    .get("path")
+                    .is_some_and(|p| p.as_ref() == b"secret.txt")
+                {
+                    return Err(CommandError::new(
+                        framegate_wire::ErrorCode::PERMISSION_DENIED,
+                        "permission denied",
+                    ));
+                }
+                get.run(call).await
+            }
+        }),
+    );
+    let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = serve(gateway, listener, None).await.unwrap();
+    let url = format!("http://{}/", handle.local_addr);
+    let out = tempfile::tempdir().unwrap();
+    let (code, _, err) = cli(a(&["mirror", &url, out.path().to_str().unwrap()])).await;
+    assert_eq!(code, 8, "{err}");
+    assert!(err.contains("secret.txt: permission-denied"), "{err}");
+    assert!(err.contains("1 failed"), "{err}");
+    assert_eq!(std::fs::read(out.path().join("a.txt")).unwrap(), b"a.txt");
+    assert_eq!(std::fs::read(out.path().join("z.txt")).unwrap(), b"z.txt");
+    assert!(!out.path().join("secret.txt").exists());
 }
