@@ -127,49 +127,92 @@ async fn a_listing_cannot_make_mirror_write_outside_its_directory() {
         assert_eq!(out.status.code(), Some(0), "{ctype}: {err}");
     }
 
-    // A framegate server whose `iter_files_recursive` names paths outside:
-    // the mirror skips them and says the server misbehaved (exit 5).
+    // A framegate server whose `tree` (or, without it, whose
+    // `iter_files_recursive`) names paths outside, and links out: the
+    // mirror skips them and says the server misbehaved (exit 5).
     let tree = sample_tree();
     let names = vec![
         target.display().to_string(),
         "../escape.txt".to_string(),
         "hello.txt".to_string(),
     ];
-    let mut registry = Registry::files();
-    registry.register(
-        "iter_files_recursive",
-        framegate_server::command::read_command(move |_call| {
-            let names = names.clone();
-            async move {
-                Ok(framegate_server::command::Answer::Bytes(
-                    framegate_wire::payload::encode_cbor(&names),
-                ))
-            }
-        }),
-    );
-    let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = framegate_server::serve(gateway, listener, None)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mirror = dir.path().join("mir");
-    let out = cli_async(vec![
-        "-q".into(),
-        "mirror".into(),
-        format!("http://{}/", handle.local_addr),
-        mirror.display().to_string(),
-    ])
-    .await;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!target.exists(), "wrote outside the mirror: {err}");
-    assert!(!dir.path().join("escape.txt").exists(), "{err}");
-    assert_eq!(out.status.code(), Some(5), "{err}");
-    assert!(err.contains("not a relative path"), "{err}");
-    assert_eq!(
-        std::fs::read(mirror.join("hello.txt")).unwrap(),
-        b"hello, world\n"
-    );
+    let entry = |path: &str, kind: &str, target: Option<&str>| framegate_wire::TreeEntry {
+        kind: framegate_wire::FileKind::from_name(kind),
+        mode: 0o644,
+        path: path.into(),
+        size: 13,
+        mtime: 0.0,
+        target: target.map(Into::into),
+    };
+    let entries = vec![
+        entry(&target.display().to_string(), "file", None),
+        entry("../escape.txt", "file", None),
+        entry("../up", "dir", None),
+        entry("sneaky", "symlink", Some("../../escape-link")),
+        entry("abs", "symlink", Some("/etc")),
+        entry("hello.txt", "file", None),
+    ];
+    for with_tree in [true, false] {
+        let mut registry = Registry::files();
+        let names = names.clone();
+        registry.register(
+            "iter_files_recursive",
+            framegate_server::command::read_command(move |_call| {
+                let names = names.clone();
+                async move {
+                    Ok(framegate_server::command::Answer::Bytes(
+                        framegate_wire::payload::encode_cbor(&names),
+                    ))
+                }
+            }),
+        );
+        let entries = entries.clone();
+        registry.register(
+            "tree",
+            framegate_server::command::read_command(move |_call| {
+                let entries = entries.clone();
+                async move {
+                    Ok(framegate_server::command::Answer::Bytes(
+                        framegate_wire::payload::encode_cbor(&entries),
+                    ))
+                }
+            }),
+        );
+        if !with_tree {
+            registry
+                .apply(&framegate_server::CommandPolicy {
+                    allow: None,
+                    deny: vec!["tree".into()],
+                })
+                .unwrap();
+        }
+        let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let handle = framegate_server::serve(gateway, listener, None)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path().join("mir");
+        let out = cli_async(vec![
+            "-q".into(),
+            "mirror".into(),
+            format!("http://{}/", handle.local_addr),
+            mirror.display().to_string(),
+        ])
+        .await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!target.exists(), "wrote outside the mirror: {err}");
+        assert!(!dir.path().join("escape.txt").exists(), "{err}");
+        assert!(!dir.path().join("up").exists(), "{err}");
+        assert!(std::fs::symlink_metadata(mirror.join("sneaky")).is_err(), "{err}");
+        assert!(std::fs::symlink_metadata(mirror.join("abs")).is_err(), "{err}");
+        assert_eq!(out.status.code(), Some(5), "tree {with_tree}: {err}");
+        assert!(err.contains("not a relative path"), "{err}");
+        assert_eq!(
+            std::fs::read(mirror.join("hello.txt")).unwrap(),
+            b"hello, world\n"
+        );
+    }
 }
 
 /// A server that claims framegate and sends an endless body, and one that

@@ -41,7 +41,11 @@ pub(super) async fn list(t: &Transport, dir: &Path, filter: &Filter) -> Result<R
         let mut entries = Vec::with_capacity(files.len());
         // A `stat` per file, in batches (skipping excluded and unsafe names
         // first: they are never asked about).
-        let files: Vec<String> = files.into_iter().filter(|f| !filter.excludes(f)).collect();
+        let (files, unsafe_names): (Vec<String>, Vec<String>) = files
+            .into_iter()
+            .filter(|f| !filter.excludes(f))
+            .partition(|f| local_path_below(dir, f).is_some());
+        remote.unsafe_names = unsafe_names;
         for chunk in files.chunks(MIRROR_BATCH_FILES) {
             let mut batch = t.batch();
             let slots: Vec<_> = chunk.iter().map(|f| batch.stat(f)).collect();
