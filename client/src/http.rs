@@ -424,12 +424,15 @@ pub(crate) async fn refusal_error(resp: reqwest::Response, url: &str, reason: &s
     }
     if reason == framegate_wire::http_binding::REFUSAL_READ_ONLY {
         // The same error as a byte stream's `read-only` answer.
+        let body = error_body(resp).await;
+        let why = if body.is_empty() {
+            "the server does not accept writes".to_string()
+        } else {
+            body
+        };
         return Error::remote(
             framegate_wire::ErrorCode::READ_ONLY,
-            format!(
-                "{dir}: {} (the server runs without --allow-writes)",
-                error_body(resp).await
-            ),
+            format!("{dir}: {why} (the server runs without --allow-writes)"),
         );
     }
     Error::Refused(Refusal::Status {

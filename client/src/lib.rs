@@ -27,7 +27,7 @@ pub use session::{Connector, RunState, Session, SshTarget};
 pub use smart::Hooks;
 pub use transport::{
     Batch, BatchResults, DownloadOptions, Options, Slot, Transport, local_path_below, partial_path,
-    replace_file,
+    partial_record_path, replace_file,
 };
 
 /// The README's Rust examples, compiled as doctests.

@@ -47,7 +47,9 @@ use ops::path_args;
 pub use options::{DEFAULT_RETRY_DEADLINE, MAX_REDIRECTS, Options};
 
 pub use download::{DownloadOptions, FIRST_BACKOFF, MAX_BACKOFF};
-pub use partial::{PARTIAL_SUFFIX, local_path_below, partial_path, replace_file};
+pub use partial::{
+    PARTIAL_SUFFIX, local_path_below, partial_path, partial_record_path, replace_file,
+};
 
 /// Requests per message: the protocol's default per-message limit.
 pub const MAX_REQUESTS_PER_MESSAGE: usize = 4096;

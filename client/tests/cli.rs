@@ -379,6 +379,10 @@ async fn mirror_continues_past_a_failed_file_and_keeps_modes() {
     let (code, _, err) = cli(a(&["mirror", &s.url, mirror.to_str().unwrap()])).await;
     assert_eq!(code, 8, "{err}");
     assert!(err.contains("a.txt"), "the failed file is named: {err}");
+    assert!(
+        err.contains("a directory here, a file on the server (--delete replaces it)"),
+        "and why: {err}"
+    );
     assert!(err.contains("1 failed"), "{err}");
     assert_eq!(std::fs::read(mirror.join("z.txt")).unwrap(), b"z");
     let mode = std::fs::metadata(mirror.join("run.sh"))

@@ -140,6 +140,9 @@ async fn mirror_delete_and_exclude_like_rsync() {
     std::fs::write(m.join("gone/dir/f"), "f").unwrap();
     std::fs::write(m.join("stale.txt"), "stale").unwrap();
     std::fs::write(m.join("local.tmp"), "mine").unwrap();
+    std::fs::create_dir_all(m.join("old")).unwrap();
+    std::fs::write(m.join("old/keep.tmp"), "excluded").unwrap();
+    std::fs::write(m.join("old/drop.txt"), "extra").unwrap();
     let ex = ["--exclude", "*.tmp", "--exclude", "/build"];
     // The dry run names what would go, and changes nothing.
     let mut args = a(&["mirror", "-n", "--delete", &s.url, ms]);
@@ -158,7 +161,14 @@ async fn mirror_delete_and_exclude_like_rsync() {
     let (code, stdout, err) = cli(args).await;
     assert_eq!(code, 0, "{err}");
     let summary = json(&stdout);
-    assert_eq!(summary["deleted"], 2, "{summary}");
+    // gone/dir/f, gone/dir, gone, stale.txt, old/drop.txt (one by one).
+    assert_eq!(summary["deleted"], 5, "{summary}");
+    assert_eq!(
+        std::fs::read(m.join("old/keep.tmp")).unwrap(),
+        b"excluded",
+        "excluded, so kept, with its directory"
+    );
+    assert!(!m.join("old/drop.txt").exists());
     assert!(!m.join("stale.txt").exists() && !m.join("gone").exists());
     assert_eq!(std::fs::read(m.join("local.tmp")).unwrap(), b"mine");
     assert!(
@@ -247,6 +257,51 @@ async fn mirror_without_tree_falls_back_to_files_and_says_so() {
     assert!(err.contains("lists files only"), "{err}");
     assert_eq!(std::fs::read(out.path().join("a.txt")).unwrap(), b"alpha");
     assert!(!out.path().join("also-empty").exists());
+    // --delete still reaches into subdirectories, and keeps a file whose
+    // `stat` failed (the server still has it).
+    std::fs::write(out.path().join("sub/zzz"), "extra").unwrap();
+    let mut registry = Registry::files();
+    let stat = registry.get("stat").cloned().unwrap();
+    registry.register(
+        "stat",
+        read_command(move |call: framegate_server::Call| {
+            let stat = stat.clone();
+            async move {
+                if call
+                    .args
+                    .get("path")
+                    .is_some_and(|p| p.as_ref() == b"a.txt")
+                {
+                    return Err(CommandError::new(
+                        framegate_wire::ErrorCode::PERMISSION_DENIED,
+                        "permission denied",
+                    ));
+                }
+                stat.run(call).await
+            }
+        }),
+    );
+    registry
+        .apply(&CommandPolicy {
+            allow: None,
+            deny: vec!["tree".into()],
+        })
+        .unwrap();
+    let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = serve(gateway, listener, None).await.unwrap();
+    let url = format!("http://{}/", handle.local_addr);
+    let (code, _, err) = cli(a(&[
+        "-q",
+        "mirror",
+        "--delete",
+        &url,
+        out.path().to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 8, "{err}");
+    assert!(!out.path().join("sub/zzz").exists(), "{err}");
+    assert_eq!(std::fs::read(out.path().join("a.txt")).unwrap(), b"alpha");
 }
 
 /// `--progress` shows progress where stderr is no terminal (plain lines,
@@ -367,4 +422,170 @@ async fn a_file_the_server_cannot_read_is_skipped_and_the_rest_mirrored() {
     assert_eq!(std::fs::read(out.path().join("a.txt")).unwrap(), b"a.txt");
     assert_eq!(std::fs::read(out.path().join("z.txt")).unwrap(), b"z.txt");
     assert!(!out.path().join("secret.txt").exists());
+}
+
+/// Links never lead a mirror outside its directory: a server link passing
+/// through another link (`x/c -> ..`, `esc -> x/c/..`) is not recreated
+/// (the server does not even reveal its target), and a local link where
+/// the server has a directory is replaced by a directory, never written
+/// through — also without `tree`, where the file below it fails instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_never_lead_outside_the_mirror() {
+    let tree = tempfile::tempdir().unwrap();
+    let r = tree.path();
+    std::fs::create_dir_all(r.join("x")).unwrap();
+    symlink("..", r.join("x/c")).unwrap();
+    symlink("x/c/..", r.join("esc")).unwrap();
+    std::fs::create_dir_all(r.join("sub")).unwrap();
+    std::fs::write(r.join("sub/file"), "in the tree").unwrap();
+    let s = smart_server(r, |_| {}).await;
+    // The server reveals the first link's target, not the chained one's.
+    let t = framegate_client::Transport::open(&s.url, Default::default())
+        .await
+        .unwrap();
+    let entries = t.tree("").await.unwrap();
+    let target_of = |p: &str| entries.iter().find(|e| e.path == p).unwrap().target.clone();
+    assert_eq!(target_of("x/c").as_deref(), Some(".."));
+    assert_eq!(target_of("esc"), None);
+    let top = tempfile::tempdir().unwrap();
+    let outside = top.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let m = top.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    // A local link where the server has the directory `sub`.
+    symlink(&outside, m.join("sub")).unwrap();
+    let (code, stdout, err) = cli(a(&["--json", "mirror", &s.url, m.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::symlink_metadata(m.join("esc")).is_err(), "{err}");
+    assert_eq!(json(&stdout)["links_skipped"], 1, "{stdout}");
+    assert!(err.contains("skipping link esc"), "{err}");
+    assert_eq!(std::fs::read_link(m.join("x/c")).unwrap(), Path::new(".."));
+    assert!(std::fs::symlink_metadata(m.join("sub")).unwrap().is_dir());
+    assert_eq!(std::fs::read(m.join("sub/file")).unwrap(), b"in the tree");
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing outside"
+    );
+
+    // Without `tree` (files only): the link stays, the file below it fails.
+    let mut registry = Registry::files();
+    registry
+        .apply(&CommandPolicy {
+            allow: None,
+            deny: vec!["tree".into()],
+        })
+        .unwrap();
+    let gateway = Gateway::new(GatewayConfig::new(r), registry).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = serve(gateway, listener, None).await.unwrap();
+    let url = format!("http://{}/", handle.local_addr);
+    let m2 = top.path().join("m2");
+    std::fs::create_dir(&m2).unwrap();
+    symlink(&outside, m2.join("sub")).unwrap();
+    let (code, _, err) = cli(a(&["mirror", "--delete", &url, m2.to_str().unwrap()])).await;
+    assert_eq!(code, 8, "{err}");
+    assert!(err.contains("not written through"), "{err}");
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing outside"
+    );
+}
+
+/// What stands in the way locally: a FIFO where the server has a file is
+/// replaced (it used to block the mirror for ever), a directory where the
+/// server has a file is replaced with `--delete`; a server mode change
+/// reaches an up-to-date copy; a destination that is a file is one local
+/// error (exit 6); server names with control characters are escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_stands_in_the_way_is_replaced_and_modes_follow() {
+    let tree = tempfile::tempdir().unwrap();
+    let r = tree.path();
+    std::fs::write(r.join("a.txt"), "alpha").unwrap();
+    std::fs::write(r.join("b.txt"), "beta").unwrap();
+    std::fs::write(r.join("bell\x07"), "ding").unwrap();
+    let s = smart_server(r, |_| {}).await;
+    let out = tempfile::tempdir().unwrap();
+    let m = out.path();
+    nix_mkfifo(&m.join("a.txt"));
+    std::fs::create_dir_all(m.join("b.txt/inside")).unwrap();
+    let (code, stdout, _) = cli(a(&["mirror", "-n", &s.url, m.to_str().unwrap()])).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("bell\\u{7}") && !stdout.contains('\x07'),
+        "{stdout:?}"
+    );
+    let run = cli(a(&[
+        "-q",
+        "mirror",
+        "--delete",
+        &s.url,
+        m.to_str().unwrap(),
+    ]));
+    let (code, _, err) = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("no hang on a FIFO");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(m.join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(std::fs::read(m.join("b.txt")).unwrap(), b"beta");
+    // A mode change on the server, same size and mtime: only the mode.
+    std::fs::set_permissions(r.join("a.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, stdout, _) = cli(a(&["--json", "mirror", &s.url, m.to_str().unwrap()])).await;
+    assert_eq!((code, json(&stdout)["downloaded"].clone()), (0, 0.into()));
+    let mode = std::fs::metadata(m.join("a.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // DIR is a file: one local error.
+    let file = out.path().join("a.txt");
+    let (code, _, err) = cli(a(&["mirror", &s.url, file.to_str().unwrap()])).await;
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("not a directory"), "{err}");
+}
+
+/// Read-only files mirror (and converge) for a user who is not root: the
+/// mtime is set before the mode takes write permission away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_files_mirror_for_an_unprivileged_user() {
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("r.txt"), "read only").unwrap();
+    std::fs::set_permissions(
+        tree.path().join("r.txt"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    let s = smart_server(tree.path(), |_| {}).await;
+    let out = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let m = out.path().join("m");
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false);
+    let bin = assert_cmd::cargo::cargo_bin("framegate");
+    for _ in 0..2 {
+        let mut cmd = if root {
+            // As root the permission bits do not bind: run as nobody.
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&bin);
+            c
+        } else {
+            std::process::Command::new(&bin)
+        };
+        cmd.args(["--json", "mirror", &s.url, m.to_str().unwrap()])
+            .env("NETRC", "/nonexistent");
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        let (stdout, err) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{stdout}{err}");
+        assert_eq!(json(&stdout)["failed"], 0, "{stdout}");
+    }
+    let meta = std::fs::metadata(m.join("r.txt")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o444);
 }

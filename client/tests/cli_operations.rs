@@ -56,6 +56,40 @@ async fn command_policy_hides_and_refuses_on_every_binding() {
         assert!(out.contains("hello.txt"), "{out}");
     }
     drop(s);
+    // Plain HTTP follows the policy: `get` for files, `list_dir` for
+    // listings; a TOML list and the command line's add up.
+    let config = tree.path().join("deny.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\ndeny-commands = [\"get\"]\n",
+    )
+    .unwrap();
+    let s = spawn_server(
+        &[
+            d,
+            "--config",
+            config.to_str().unwrap(),
+            "--deny-commands",
+            "list_dir",
+        ],
+        &[],
+    );
+    let url = s.http.clone().unwrap();
+    let http = reqwest::Client::new();
+    for path in ["hello.txt", ""] {
+        let r = http.get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{path:?}");
+        assert_eq!(r.headers()["framegate-refusal"], "command-refused");
+    }
+    let (code, out, _) = cli(a(&["--json", "probe", &url])).await;
+    assert_eq!(code, 0);
+    let names = json(&out)["commands"].to_string();
+    assert!(
+        !names.contains("\"get\"") && !names.contains("list_dir"),
+        "{names}"
+    );
+    assert!(names.contains("\"stat\""), "{names}");
+    drop(s);
     // From TOML, as an allow list.
     let config = tree.path().join("policy.toml");
     std::fs::write(
@@ -182,10 +216,15 @@ async fn netrc_gives_the_hosts_token_and_flags_win() {
         cli_with(args, env)
     };
     let with_netrc = || vec![("NETRC".to_string(), netrc.display().to_string())];
-    // Another host's entry: no token sent, 401.
-    std::fs::write(&netrc, "machine other.example password s3cret\n").unwrap();
-    let (code, _, err) = put(with_netrc(), &[]).await;
-    assert_eq!(code, 4, "{err}");
+    // Another host's entry, or only a `default`: no token sent, 401.
+    for text in [
+        "machine other.example password s3cret\n",
+        "default login anonymous password s3cret\n",
+    ] {
+        std::fs::write(&netrc, text).unwrap();
+        let (code, _, err) = put(with_netrc(), &[]).await;
+        assert_eq!(code, 4, "{text}: {err}");
+    }
     // This host's entry (after a default with a wrong one).
     std::fs::write(
         &netrc,

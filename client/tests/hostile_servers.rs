@@ -150,7 +150,17 @@ async fn a_listing_cannot_make_mirror_write_outside_its_directory() {
         entry("../up", "dir", None),
         entry("sneaky", "symlink", Some("../../escape-link")),
         entry("abs", "symlink", Some("/etc")),
-        entry("hello.txt", "file", None),
+        // A chain: `x/c -> ..` is inside, `esc -> x/c/..` passes through
+        // it to the mirror's parent; a file below `esc`.
+        entry("x", "dir", None),
+        entry("x/c", "symlink", Some("..")),
+        entry("esc", "symlink", Some("x/c/..")),
+        entry("esc/victim", "file", None),
+        // A time that is no time (the client once panicked on it).
+        framegate_wire::TreeEntry {
+            mtime: f64::INFINITY,
+            ..entry("hello.txt", "file", None)
+        },
     ];
     for with_tree in [true, false] {
         let mut registry = Registry::files();
@@ -204,10 +214,21 @@ async fn a_listing_cannot_make_mirror_write_outside_its_directory() {
         assert!(!target.exists(), "wrote outside the mirror: {err}");
         assert!(!dir.path().join("escape.txt").exists(), "{err}");
         assert!(!dir.path().join("up").exists(), "{err}");
-        assert!(std::fs::symlink_metadata(mirror.join("sneaky")).is_err(), "{err}");
-        assert!(std::fs::symlink_metadata(mirror.join("abs")).is_err(), "{err}");
+        assert!(
+            std::fs::symlink_metadata(mirror.join("sneaky")).is_err(),
+            "{err}"
+        );
+        assert!(
+            std::fs::symlink_metadata(mirror.join("abs")).is_err(),
+            "{err}"
+        );
+        assert!(!dir.path().join("victim").exists(), "{err}");
+        assert!(
+            std::fs::symlink_metadata(mirror.join("esc")).map_or(true, |m| m.is_dir()),
+            "esc is no link: {err}"
+        );
         assert_eq!(out.status.code(), Some(5), "tree {with_tree}: {err}");
-        assert!(err.contains("not a relative path"), "{err}");
+        assert!(err.contains("are not relative paths"), "{err}");
         assert_eq!(
             std::fs::read(mirror.join("hello.txt")).unwrap(),
             b"hello, world\n"

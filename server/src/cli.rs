@@ -90,7 +90,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub(crate) allow_commands: Option<Vec<String>>,
     /// Refuse these commands (comma-separated), e.g.
-    /// `iter_files_recursive,tree` on a public mirror. In TOML: a list.
+    /// `iter_files_recursive,tree` on a public mirror; added to the TOML
+    /// file's list. Plain HTTP follows `get` (files) and `list_dir`
+    /// (listings).
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     #[serde(default)]
     pub(crate) deny_commands: Vec<String>,
@@ -292,11 +294,13 @@ impl ServeArgs {
             allow_unauthenticated_writes: self.allow_unauthenticated_writes
                 || file.allow_unauthenticated_writes,
             allow_commands: self.allow_commands.or(file.allow_commands),
-            deny_commands: if self.deny_commands.is_empty() {
-                file.deny_commands
-            } else {
-                self.deny_commands
-            },
+            // Refusals add up: a command line cannot reopen what the file
+            // refuses.
+            deny_commands: file
+                .deny_commands
+                .into_iter()
+                .chain(self.deny_commands)
+                .collect(),
             max_frame_size: self.max_frame_size.or(file.max_frame_size),
             max_receiving_requests: self.max_receiving_requests.or(file.max_receiving_requests),
             max_requests_per_message: self

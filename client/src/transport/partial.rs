@@ -24,6 +24,12 @@ pub(super) fn meta_path(dest: &Path) -> PathBuf {
     beside(dest, &format!("{PARTIAL_SUFFIX}.json"))
 }
 
+/// The record beside a partial file (`.NAME.framegate-partial.json`: the
+/// source, version and size it continues).
+pub fn partial_record_path(dest: &Path) -> PathBuf {
+    meta_path(dest)
+}
+
 /// Longest file name most file systems take (bytes).
 const NAME_MAX: usize = 255;
 

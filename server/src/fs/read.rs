@@ -288,6 +288,8 @@ struct TickerInner {
     /// When the next report is due; `None` until the first tick.
     next: std::sync::Mutex<Option<std::time::Instant>>,
     sent: std::sync::atomic::AtomicBool,
+    /// Reports sent.
+    count: std::sync::atomic::AtomicU64,
 }
 
 impl Ticker {
@@ -300,6 +302,7 @@ impl Ticker {
                 total,
                 next: std::sync::Mutex::new(None),
                 sent: std::sync::atomic::AtomicBool::new(false),
+                count: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -326,7 +329,14 @@ impl TickerInner {
         match *next {
             None => *next = Some(now + PROGRESS_INTERVAL),
             Some(due) if now >= due => {
-                *next = Some(now + PROGRESS_INTERVAL);
+                // Reports come less often as a command goes on (the interval
+                // doubles every 16 reports): while output is deferred they
+                // queue, and this keeps a long command's queue short.
+                let sent = self
+                    .count
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let interval = PROGRESS_INTERVAL * 2u32.saturating_pow((sent / 16).min(10) as u32);
+                *next = Some(now + interval);
                 drop(next);
                 self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
                 self.send(i64::try_from(pos).unwrap_or(i64::MAX));

@@ -300,30 +300,43 @@ pub(crate) fn wire_kind(kind: EntryKind) -> framegate_wire::FileKind {
 }
 
 /// A link's target if it is relative, UTF-8, and (read lexically from the
-/// link's directory) stays below the view's base; else nothing, so that no
-/// path outside the tree is revealed.
+/// link's directory) stays below the view's base without passing through
+/// another link (`x/c -> ..` then `esc -> x/c/..` would leave it); else
+/// nothing, so that no path outside the tree is revealed.
 fn inside_target(base: &Dir, link: &Path) -> Option<String> {
+    use std::path::Component;
     let target = base.read_link(link).ok()?;
     let text = target.to_str()?.to_owned();
     if target.is_absolute() || text.is_empty() {
         return None;
     }
-    let mut depth: Vec<&std::ffi::OsStr> = link
+    let mut at: Vec<&std::ffi::OsStr> = link
         .parent()
         .into_iter()
         .flat_map(Path::components)
         .filter_map(|c| match c {
-            std::path::Component::Normal(n) => Some(n),
+            Component::Normal(n) => Some(n),
             _ => None,
         })
         .collect();
-    for c in target.components() {
+    let parts: Vec<Component<'_>> = target.components().collect();
+    for (i, c) in parts.iter().enumerate() {
         match c {
-            std::path::Component::Normal(n) => depth.push(n),
-            std::path::Component::ParentDir => {
-                depth.pop()?;
+            Component::Normal(n) => {
+                at.push(n);
+                let passed_through = i + 1 < parts.len();
+                if passed_through
+                    && base
+                        .symlink_metadata(at.iter().collect::<PathBuf>())
+                        .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    return None;
+                }
             }
-            std::path::Component::CurDir => {}
+            Component::ParentDir => {
+                at.pop()?;
+            }
+            Component::CurDir => {}
             _ => return None,
         }
     }

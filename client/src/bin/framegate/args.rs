@@ -20,8 +20,10 @@ Environment:
   FRAMEGATE_REMOTE_COMMAND  what framegate+ssh:// runs on the server
                             [default: framegate-server serve --stdio /]
   FRAMEGATE_LOG             log filter for -v (e.g. framegate_client=debug)
-  NETRC                     the netrc file [default: ~/.netrc]: a token is
-                            the `password` of the server's `machine` entry
+  NETRC                     the netrc file [default: ~/.netrc]: without
+                            --token/--token-file/FRAMEGATE_TOKEN, a token
+                            is the `password` of the host's `machine` entry
+                            (`default` is not used)
 
 Examples:
   framegate probe https://mirror.example/pub/
@@ -254,7 +256,8 @@ pub(crate) enum Cmd {
         delete: bool,
         /// Leave out PATTERN (repeatable): without `/` a name at any depth
         /// (`*.tmp`), with `/` a path from the top (`/build`, `docs/*/old`);
-        /// `*` stays within a name, `**` crosses `/`.
+        /// a trailing `/` matches directories only (`cache/`); `*` stays
+        /// within a name, `**` crosses `/`.
         #[arg(long, value_name = "PATTERN")]
         exclude: Vec<String>,
         /// Compare files of the same size by content (the server's

@@ -219,3 +219,12 @@ pub(crate) async fn local_sha256(path: &std::path::Path) -> Result<(String, u64)
         .collect();
     Ok((hex, size))
 }
+
+/// A server's mtime as a time; a value that is no time (NaN, infinite,
+/// past the year 292 billion) is the epoch, not a panic.
+pub(crate) fn time_of(mtime: f64) -> std::time::SystemTime {
+    std::time::Duration::try_from_secs_f64(mtime.max(0.0))
+        .ok()
+        .and_then(|d| std::time::UNIX_EPOCH.checked_add(d))
+        .unwrap_or(std::time::UNIX_EPOCH)
+}

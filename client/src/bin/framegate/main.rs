@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use framegate_client::{
@@ -83,7 +82,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         && let Some(host) = host.host_str()
         && let Some(netrc) = netrc::netrc_path()
     {
-        options.token = netrc::token_for(&netrc, host);
+        options.token = netrc::token_for(&netrc, host, cli.quiet);
     }
     if cli.insecure {
         eprintln!(
@@ -216,9 +215,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                 println!("{}", json!(rows));
             } else {
                 for (n, s) in rows {
-                    let when = humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + Duration::from_secs_f64(s.mtime.max(0.0)),
-                    );
+                    let when = humantime::format_rfc3339_seconds(files::time_of(s.mtime));
                     println!(
                         "{:<4} {:>12} {when} {}",
                         format!("{:?}", s.kind).to_lowercase(),
@@ -349,7 +346,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                 println!("{}", stat_json(&s));
             } else {
                 let kind = &s.kind;
-                let when = std::time::UNIX_EPOCH + Duration::from_secs_f64(s.mtime.max(0.0));
+                let when = files::time_of(s.mtime);
                 println!(
                     "{name}: {kind}, {} bytes, mode {:o}, modified {}",
                     s.size,
@@ -445,6 +442,21 @@ async fn run(cli: Cli) -> Result<u8, Error> {
     Ok(0)
 }
 
+/// An error with its chain of causes, each once (a cause the message
+/// already quotes is not repeated).
+pub(crate) fn describe(err: &Error) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(&format!(": {text}"));
+        }
+        source = s.source();
+    }
+    message
+}
+
 /// The exit code of an error: its layer (see [`args::EXIT_CODES`]).
 fn exit_code(err: &Error) -> u8 {
     match err.layer() {
@@ -493,17 +505,7 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_BROKEN_PIPE)
         }
         Err(err) => {
-            // The chain of causes, each once (a cause the message already
-            // quotes is not repeated).
-            let mut message = err.to_string();
-            let mut source = std::error::Error::source(&err);
-            while let Some(s) = source {
-                let text = s.to_string();
-                if !message.contains(&text) {
-                    message.push_str(&format!(": {text}"));
-                }
-                source = s.source();
-            }
+            let mut message = describe(&err);
             if message.contains("CaUsedAsEndEntity") {
                 message.push_str(
                     "\nframegate: the server's certificate is a CA certificate (what \

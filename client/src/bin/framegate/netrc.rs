@@ -14,12 +14,13 @@ pub(crate) fn netrc_path() -> Option<PathBuf> {
 }
 
 /// The token for `host` in the netrc file at `path`, if it has one.
-/// A file others may read is used, with a warning (as curl does).
-pub(crate) fn token_for(path: &Path, host: &str) -> Option<String> {
+/// A file others may read is used, with a warning (as curl does) unless
+/// `quiet`.
+pub(crate) fn token_for(path: &Path, host: &str, quiet: bool) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let token = lookup(&text, host)?;
     use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+    if !quiet && std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
         eprintln!(
             "framegate: warning: {} can be read by other users (chmod 600 it)",
             path.display()
@@ -28,51 +29,78 @@ pub(crate) fn token_for(path: &Path, host: &str) -> Option<String> {
     Some(token)
 }
 
-/// The `password` of `host`'s entry, else of `default`.
-fn lookup(text: &str, host: &str) -> Option<String> {
-    let mut words = Vec::new();
-    // `macdef NAME` runs to the next empty line: not credentials.
+/// The words of a netrc file: whitespace-separated, `"quoted strings"`
+/// with `\"` and `\\` escapes (curl's reading); a line whose first word
+/// starts with `#` is a comment; `macdef NAME` and its lines up to the
+/// next empty line are skipped.
+fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
     let mut in_macro = false;
     for line in text.lines() {
         if in_macro {
             in_macro = !line.trim().is_empty();
             continue;
         }
-        let mut it = line.split_whitespace();
-        while let Some(w) = it.next() {
-            if w.starts_with('#') && words.last().is_none_or(|l| *l != "password") {
-                break;
-            }
-            if w == "macdef" {
-                it.next();
-                in_macro = true;
-                break;
-            }
-            words.push(w);
+        if line.trim_start().starts_with('#') {
+            continue;
         }
+        let mut chars = line.chars().peekable();
+        let mut line_words = Vec::new();
+        loop {
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            let Some(&first) = chars.peek() else { break };
+            let mut word = String::new();
+            if first == '"' {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => word.extend(chars.next()),
+                        c => word.push(c),
+                    }
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() {
+                        break;
+                    }
+                    word.push(c);
+                    chars.next();
+                }
+            }
+            line_words.push(word);
+        }
+        if line_words.first().is_some_and(|w| w == "macdef") {
+            in_macro = true;
+            continue;
+        }
+        out.extend(line_words);
     }
-    let mut found: Option<String> = None;
-    let mut default: Option<String> = None;
-    // Which entry the words belong to: Some(true) ours, Some(false) another,
-    // None `default`.
-    let mut current: Option<Option<bool>> = None;
+    out
+}
+
+/// The `password` of `host`'s `machine` entry. A `default` entry is not
+/// used: its password is usually an FTP anonymous one, and a bearer token
+/// belongs to one server (curl would send it to any host).
+fn lookup(text: &str, host: &str) -> Option<String> {
+    let words = words(text);
+    let mut ours = false;
     let mut i = 0;
     while i < words.len() {
-        match words[i] {
+        match words[i].as_str() {
             "machine" => {
-                current = Some(Some(words.get(i + 1) == Some(&host)));
+                ours = words.get(i + 1).is_some_and(|m| m == host);
                 i += 2;
             }
             "default" => {
-                current = Some(None);
+                ours = false;
                 i += 1;
             }
             "password" => {
-                let value = words.get(i + 1).map(|s| s.to_string());
-                match current {
-                    Some(Some(true)) if found.is_none() => found = value,
-                    Some(None) if default.is_none() => default = value,
-                    _ => {}
+                if ours {
+                    return words.get(i + 1).filter(|t| !t.is_empty()).cloned();
                 }
                 i += 2;
             }
@@ -80,7 +108,7 @@ fn lookup(text: &str, host: &str) -> Option<String> {
             _ => i += 1,
         }
     }
-    found.or(default).filter(|t| !t.is_empty())
+    None
 }
 
 #[cfg(test)]
@@ -88,15 +116,22 @@ mod tests {
     use super::lookup;
 
     #[test]
-    fn finds_the_hosts_password_or_the_default() {
+    fn finds_the_hosts_password_and_never_the_default() {
         let text = "machine a.example login u password tokA\n\
                     # a comment\n\
                     macdef init\nmachine b.example password evil\n\n\
-                    machine b.example\n  login x\n  password tokB\n\
+                    machine b.example\n  login #x\n  password tokB\n\
+                    machine q.example password \"two words \\\" here\"\n\
+                    machine nopw.example login me\n\
                     default login anon password tokD\n";
         assert_eq!(lookup(text, "a.example").as_deref(), Some("tokA"));
         assert_eq!(lookup(text, "b.example").as_deref(), Some("tokB"));
-        assert_eq!(lookup(text, "c.example").as_deref(), Some("tokD"));
+        assert_eq!(
+            lookup(text, "q.example").as_deref(),
+            Some("two words \" here")
+        );
+        assert_eq!(lookup(text, "c.example"), None, "default is not used");
+        assert_eq!(lookup(text, "nopw.example"), None);
         assert_eq!(lookup("machine a password x", "b"), None);
         assert_eq!(lookup("", "a"), None);
     }

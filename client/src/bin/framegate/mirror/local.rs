@@ -1,10 +1,11 @@
 //! The local side of a mirror: directories, links, file metadata, and
-//! what `--delete` removes.
+//! what `--delete` removes. Nothing is ever written, replaced or deleted
+//! through a link: a path whose parent components include a link is
+//! refused, and a link in the way of a file or directory is replaced.
 
 use std::collections::HashSet;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
 
 use framegate_client::{Error, TreeEntry};
 
@@ -14,6 +15,39 @@ pub(crate) fn local_error(path: &Path, source: std::io::Error) -> Error {
         path: path.to_path_buf(),
         source,
     }
+}
+
+fn refused(path: &Path, why: &str) -> Error {
+    local_error(path, std::io::Error::other(why.to_string()))
+}
+
+/// Refuses `rel` below `dir` if one of its parent components is a link
+/// (a link made by an earlier entry, or one that was there): writing there
+/// would write wherever the link points. Missing components are fine
+/// (they are created as directories).
+pub(super) fn no_link_above(dir: &Path, rel: &str) -> Result<(), Error> {
+    let mut at = dir.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in parts.iter().take(parts.len().saturating_sub(1)) {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refused(
+                    &at,
+                    "a link where the server has a directory: not written through",
+                ));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(refused(
+                    &at,
+                    "not a directory here, a directory on the server",
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 /// Creates the directories a mirrored entry goes into.
@@ -26,21 +60,25 @@ pub(super) async fn make_parent(dest: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Makes `dest` a directory: an existing one is kept; a file or link in the
-/// way is removed with `replace` (`--delete`), else it is an error.
+/// Whether a local entry holds no data of its own: a link, FIFO, socket
+/// or device node (replacing it loses nothing).
+fn holds_no_data(m: &std::fs::Metadata) -> bool {
+    let t = m.file_type();
+    t.is_symlink() || t.is_fifo() || t.is_socket() || t.is_char_device() || t.is_block_device()
+}
+
+/// Makes `dest` a directory: an existing one is kept; a link or special
+/// file in the way is replaced; a file only with `replace` (`--delete`).
 pub(super) async fn ensure_dir(dest: &Path, replace: bool) -> Result<(), Error> {
     match tokio::fs::symlink_metadata(dest).await {
         Ok(m) if m.is_dir() => return Ok(()),
-        Ok(_) if replace => tokio::fs::remove_file(dest)
+        Ok(m) if holds_no_data(&m) || replace => tokio::fs::remove_file(dest)
             .await
             .map_err(|e| local_error(dest, e))?,
         Ok(_) => {
-            return Err(local_error(
+            return Err(refused(
                 dest,
-                std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "not a directory here, a directory on the server (--delete replaces it)",
-                ),
+                "a file here, a directory on the server (--delete replaces it)",
             ));
         }
         Err(_) => {}
@@ -50,32 +88,56 @@ pub(super) async fn ensure_dir(dest: &Path, replace: bool) -> Result<(), Error> 
         .map_err(|e| local_error(dest, e))
 }
 
-/// Before a file is written at `dest`: a link there is removed (the file
-/// replaces the link, as rsync does, instead of writing where it points).
-pub(super) async fn unlink_if_link(dest: &Path) -> Result<(), Error> {
-    if tokio::fs::symlink_metadata(dest)
-        .await
-        .is_ok_and(|m| m.file_type().is_symlink())
-    {
-        tokio::fs::remove_file(dest)
+/// Before a file is written at `dest`: a link, FIFO, socket or device
+/// there is removed (the file replaces it, as rsync does, instead of
+/// writing where it points or blocking on a FIFO); a directory only with
+/// `replace` (`--delete`).
+pub(super) async fn clear_for_file(dest: &Path, replace: bool) -> Result<(), Error> {
+    match tokio::fs::symlink_metadata(dest).await {
+        Ok(m) if holds_no_data(&m) => tokio::fs::remove_file(dest)
             .await
-            .map_err(|e| local_error(dest, e))?;
+            .map_err(|e| local_error(dest, e)),
+        Ok(m) if m.is_dir() && replace => tokio::fs::remove_dir_all(dest)
+            .await
+            .map_err(|e| local_error(dest, e)),
+        Ok(m) if m.is_dir() => Err(refused(
+            dest,
+            "a directory here, a file on the server (--delete replaces it)",
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
-/// Whether a link's target, read from the link's directory `at` (relative
-/// to the mirror's top), stays inside the mirror.
-pub(super) fn target_inside(at: &str, target: &str) -> bool {
+/// Whether a link at `at` (relative to the mirror's top) with `target`
+/// stays inside the mirror: read lexically from the link's directory, it
+/// never climbs above the top, and passes through no other link of the
+/// tree (`links`: whose targets could lead anywhere, e.g. `x/c -> ..`
+/// then `esc -> x/c/..`).
+pub(super) fn target_inside(at: &str, target: &str, links: &HashSet<String>) -> bool {
     if target.is_empty() || target.starts_with('/') {
         return false;
     }
-    let mut depth = at.split('/').count().saturating_sub(1);
-    for c in Path::new(target).components() {
+    let mut path: Vec<&str> = at.split('/').collect();
+    path.pop();
+    let parts: Vec<Component<'_>> = Path::new(target).components().collect();
+    for (i, c) in parts.iter().enumerate() {
         match c {
-            Component::Normal(_) => depth += 1,
+            Component::Normal(n) => {
+                let Some(n) = n.to_str() else {
+                    return false;
+                };
+                path.push(n);
+                // A link may be the last component, not one passed through.
+                if i + 1 < parts.len() && links.contains(&path.join("/")) {
+                    return false;
+                }
+            }
             Component::CurDir => {}
-            Component::ParentDir if depth > 0 => depth -= 1,
+            Component::ParentDir => {
+                if path.pop().is_none() {
+                    return false;
+                }
+            }
             _ => return false,
         }
     }
@@ -89,8 +151,8 @@ pub(super) enum Linked {
 }
 
 /// Makes `dest` a link to `target`: one already pointing there is kept;
-/// a file or link in the way is replaced; a directory in the way is
-/// replaced only with `replace` (`--delete`).
+/// a file, link or special file in the way is replaced; a directory only
+/// with `replace` (`--delete`).
 pub(super) async fn make_link(dest: &Path, target: &str, replace: bool) -> Result<Linked, Error> {
     match tokio::fs::symlink_metadata(dest).await {
         Ok(m) if m.file_type().is_symlink() => {
@@ -106,12 +168,9 @@ pub(super) async fn make_link(dest: &Path, target: &str, replace: bool) -> Resul
         }
         Ok(m) if m.is_dir() => {
             if !replace {
-                return Err(local_error(
+                return Err(refused(
                     dest,
-                    std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "a directory here, a link on the server (--delete replaces it)",
-                    ),
+                    "a directory here, a link on the server (--delete replaces it)",
                 ));
             }
             tokio::fs::remove_dir_all(dest)
@@ -129,8 +188,10 @@ pub(super) async fn make_link(dest: &Path, target: &str, replace: bool) -> Resul
     Ok(Linked::Made)
 }
 
-/// A mirrored file or directory gets the server's mtime and permission
-/// bits (not a link's target, not a FIFO written into).
+/// A mirrored file or directory gets the server's mtime, then its
+/// permission bits (in that order: a read-only file's mtime is set while it
+/// may still be opened; the mtime is set through a read-only descriptor,
+/// which its owner may do). Links and special files are left alone.
 pub(super) fn finish(dest: &Path, e: &TreeEntry) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     let Ok(meta) = std::fs::symlink_metadata(dest) else {
@@ -139,8 +200,16 @@ pub(super) fn finish(dest: &Path, e: &TreeEntry) -> Result<(), Error> {
     if !(meta.is_file() || meta.is_dir()) {
         return Ok(());
     }
+    let when = crate::files::time_of(e.mtime);
+    std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(dest)
+        .and_then(|f| f.set_modified(when))
+        .map_err(|err| local_error(dest, err))?;
     if e.mode != 0 {
-        // A directory stays writable and searchable by us while we work.
+        // A directory stays writable and searchable by us: later runs
+        // write into it.
         let mode = if meta.is_dir() {
             e.mode & 0o777 | 0o700
         } else {
@@ -149,41 +218,51 @@ pub(super) fn finish(dest: &Path, e: &TreeEntry) -> Result<(), Error> {
         std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
             .map_err(|err| local_error(dest, err))?;
     }
-    let when = std::time::UNIX_EPOCH + Duration::from_secs_f64(e.mtime.max(0.0));
-    let file = if meta.is_dir() {
-        std::fs::File::open(dest)
-    } else {
-        std::fs::File::options()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(dest)
-    };
-    file.and_then(|f| f.set_modified(when))
-        .map_err(|err| local_error(dest, err))
+    Ok(())
 }
 
-/// Whether the local file has the entry's size and mtime.
-pub(super) fn same_as_local(path: &Path, e: &TreeEntry) -> bool {
+/// How a local file compares with its entry.
+pub(super) enum Local {
+    /// Same size and mtime (and mode).
+    Same,
+    /// Same size and mtime, another mode: only the mode is set.
+    ModeDiffers,
+    /// Missing, another kind, size or mtime.
+    Differs,
+}
+
+pub(super) fn compare(path: &Path, e: &TreeEntry) -> Local {
+    use std::os::unix::fs::PermissionsExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return false;
+        return Local::Differs;
     };
     let local = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    meta.is_file()
+    let same = meta.is_file()
         && meta.len() == e.size
-        && local.is_some_and(|l| (l.as_secs_f64() - e.mtime).abs() < 1e-3)
+        && local.is_some_and(|l| (l.as_secs_f64() - e.mtime).abs() < 1e-3);
+    if !same {
+        Local::Differs
+    } else if e.mode != 0 && meta.permissions().mode() & 0o777 != e.mode & 0o777 {
+        Local::ModeDiffers
+    } else {
+        Local::Same
+    }
 }
 
-/// Local paths below `dir` that the server does not have (`--delete`),
-/// deepest first; `keep` says which relative paths stay (the server's, and
-/// excluded ones). A directory kept is searched; one not kept is listed
-/// once (everything below goes with it).
+/// What `--delete` removes, deepest first: local entries below `dir` that
+/// are not in `keep` (the server's, the ones that failed) and not excluded.
+/// A directory is searched whether kept or not (excluded entries inside an
+/// extra directory stay, and so does the directory); with `dirs_known`
+/// false (no `tree`: the server's directories are not known) directories
+/// are searched but never listed. Links are never followed.
 pub(super) fn extraneous(
     dir: &Path,
     keep: &HashSet<String>,
-    excluded: &dyn Fn(&str) -> bool,
+    excluded: &dyn Fn(&str, bool) -> bool,
+    dirs_known: bool,
 ) -> Vec<(String, PathBuf, bool)> {
     let mut out = Vec::new();
     let mut stack = vec![String::new()];
@@ -205,15 +284,14 @@ pub(super) fn extraneous(
             } else {
                 format!("{rel}/{name}")
             };
-            if excluded(&child) {
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if excluded(&child, is_dir) {
                 continue;
             }
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            if keep.contains(&child) {
-                if is_dir {
-                    stack.push(child);
-                }
-            } else {
+            if is_dir {
+                stack.push(child.clone());
+            }
+            if !keep.contains(&child) && (dirs_known || !is_dir) {
                 out.push((child, entry.path(), is_dir));
             }
         }
@@ -228,12 +306,18 @@ mod tests {
 
     #[test]
     fn link_targets_stay_inside_the_mirror() {
-        assert!(target_inside("a", "b"));
-        assert!(target_inside("d/a", "../b"));
-        assert!(!target_inside("a", "../b"));
-        assert!(!target_inside("d/a", "../../b"));
-        assert!(target_inside("d/e/a", "./../../x/./y"));
-        assert!(!target_inside("a", "/etc/passwd"));
-        assert!(!target_inside("a", ""));
+        let none = HashSet::new();
+        assert!(target_inside("a", "b", &none));
+        assert!(target_inside("d/a", "../b", &none));
+        assert!(!target_inside("a", "../b", &none));
+        assert!(!target_inside("d/a", "../../b", &none));
+        assert!(target_inside("d/e/a", "./../../x/./y", &none));
+        assert!(!target_inside("a", "/etc/passwd", &none));
+        assert!(!target_inside("a", "", &none));
+        // Through another link of the tree: refused; to one: fine.
+        let links: HashSet<String> = ["x/c".to_string()].into();
+        assert!(!target_inside("esc", "x/c/..", &links));
+        assert!(!target_inside("esc", "x/c/f", &links));
+        assert!(target_inside("esc", "x/c", &links));
     }
 }

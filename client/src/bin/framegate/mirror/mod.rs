@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use framegate_client::{
-    Error, FileKind, Layer, Misbehavior, Transport, TreeEntry, local_path_below, partial_path,
-    replace_file,
+    DownloadOptions, Error, FileKind, Layer, Misbehavior, Transport, TreeEntry, local_path_below,
+    partial_path, partial_record_path, replace_file,
 };
 use indicatif::ProgressBar;
 use serde_json::json;
@@ -21,8 +21,8 @@ use serde_json::json;
 pub(crate) use local::local_error;
 pub(crate) use plan::Filter;
 
-use crate::Ctx;
-use crate::files::local_sha256;
+use crate::files::{local_sha256, printable};
+use crate::{Ctx, describe};
 
 /// Files per `stat`, `digest` or `get` batch in `mirror`.
 const MIRROR_BATCH_FILES: usize = 1000;
@@ -66,6 +66,12 @@ pub(crate) async fn mirror(
     dir: &Path,
     args: &MirrorArgs,
 ) -> Result<Mirrored, Error> {
+    if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(local_error(
+            dir,
+            std::io::Error::other("not a directory: mirror needs one to write into"),
+        ));
+    }
     // Progress frames of the listing (`tree` counts entries) move a spinner.
     let spinner = crate::spinner(ctx, "listing");
     let mut options = ctx.options.clone();
@@ -97,9 +103,12 @@ pub(crate) async fn mirror(
         fail(&mut n, f, e);
     }
     for name in &remote.unsafe_names {
-        eprintln!(
-            "framegate: skipping {name:?}: not a relative path below {}",
-            dir.display()
+        warn(
+            ctx,
+            &format!(
+                "skipping {name:?}: not a relative path below {}",
+                dir.display()
+            ),
         );
     }
     if !remote.whole_tree {
@@ -123,7 +132,7 @@ pub(crate) async fn mirror(
                     ctx,
                     &format!(
                         "skipping {}: not a file, directory or link (kind {:?})",
-                        e.path,
+                        printable(&e.path),
                         e.kind.as_str()
                     ),
                 );
@@ -134,19 +143,25 @@ pub(crate) async fn mirror(
     // Which files differ from the local copy?
     let mut wanted: Vec<&TreeEntry> = Vec::new();
     let mut to_check: Vec<&TreeEntry> = Vec::new();
+    let mut touch: Vec<&TreeEntry> = Vec::new();
     for e in files {
         let path = dest_of(dir, &e.path);
-        let same = local::same_as_local(&path, e);
-        if args.checksum && std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == e.size)
+        let compared = local::compare(&path, e);
+        if args.checksum
+            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == e.size)
         {
             to_check.push(e);
-        } else if same {
-            n.up_to_date += 1;
         } else {
-            wanted.push(e);
+            match compared {
+                local::Local::Same => n.up_to_date += 1,
+                local::Local::ModeDiffers => {
+                    n.up_to_date += 1;
+                    touch.push(e);
+                }
+                local::Local::Differs => wanted.push(e),
+            }
         }
     }
-    let mut touch: Vec<&TreeEntry> = Vec::new();
     for chunk in to_check.chunks(MIRROR_BATCH_FILES) {
         let mut batch = t.batch();
         let slots: Vec<_> = chunk.iter().map(|e| batch.digest(&e.path)).collect();
@@ -169,36 +184,52 @@ pub(crate) async fn mirror(
         }
     }
     let total: u64 = wanted.iter().map(|e| e.size).sum();
-    let keep: HashSet<String> = remote.entries.iter().map(|e| e.path.clone()).collect();
+    // What `--delete` keeps: the server's entries, those whose `stat`
+    // failed (still on the server), and (without `tree`) the directories
+    // the files are in.
+    let mut keep: HashSet<String> = remote.entries.iter().map(|e| e.path.clone()).collect();
+    keep.extend(remote.failed.iter().map(|(f, _)| f.clone()));
+    if !remote.whole_tree {
+        for e in &remote.entries {
+            let mut at = e.path.as_str();
+            while let Some((parent, _)) = at.rsplit_once('/') {
+                keep.insert(parent.to_string());
+                at = parent;
+            }
+        }
+    }
     let extra = if args.delete {
         let filter = &args.filter;
+        // A partial download of a wanted file (and its record) is
+        // continued, not deleted.
         let partial_of_wanted: HashSet<PathBuf> = wanted
             .iter()
-            .map(|e| partial_path(&dest_of(dir, &e.path)))
+            .flat_map(|e| {
+                let dest = dest_of(dir, &e.path);
+                [partial_path(&dest), partial_record_path(&dest)]
+            })
             .collect();
-        local::extraneous(dir, &keep, &|p| filter.excludes(p))
+        local::extraneous(dir, &keep, &|p, d| filter.excludes(p, d), remote.whole_tree)
             .into_iter()
-            // A partial download of a wanted file is continued, not deleted.
             .filter(|(_, path, _)| !partial_of_wanted.contains(path))
-            // Without `tree` local directories are not known to be extra.
-            .filter(|(_, _, is_dir)| remote.whole_tree || !is_dir)
             .collect()
     } else {
         Vec::new()
     };
+    let links_of_tree: HashSet<String> = links.iter().map(|e| e.path.clone()).collect();
     if args.dry_run {
         for e in &wanted {
             if ctx.json {
                 println!("{}", json!({ "path": e.path, "size": e.size }));
             } else {
-                println!("{} ({} bytes)", e.path, e.size);
+                println!("{} ({} bytes)", printable(&e.path), e.size);
             }
         }
         for (rel, _, _) in &extra {
             if ctx.json {
                 println!("{}", json!({ "path": rel, "delete": true }));
             } else {
-                println!("deleting {rel}");
+                println!("deleting {}", printable(rel));
             }
         }
         if !ctx.quiet && !ctx.json {
@@ -215,19 +246,26 @@ pub(crate) async fn mirror(
     }
     // Extra local entries go first: a local file may stand where the
     // server now has a directory.
+    // Deepest first: a directory's entries go before it; one that still
+    // holds excluded entries stays.
     for (rel, path, is_dir) in &extra {
         let removed = if *is_dir {
-            tokio::fs::remove_dir_all(path).await
+            tokio::fs::remove_dir(path).await
         } else {
             tokio::fs::remove_file(path).await
         };
         match removed {
             Ok(()) => n.deleted += 1,
+            Err(e) if *is_dir && e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {}
             Err(e) => fail(&mut n, rel, &local_error(path, e)),
         }
     }
     for e in &dirs {
-        match local::ensure_dir(&dest_of(dir, &e.path), args.delete).await {
+        let made = async {
+            local::no_link_above(dir, &e.path)?;
+            local::ensure_dir(&dest_of(dir, &e.path), args.delete).await
+        };
+        match made.await {
             Ok(()) => n.dirs += 1,
             Err(err) => fail(&mut n, &e.path, &err),
         }
@@ -259,9 +297,13 @@ pub(crate) async fn mirror(
             let dest = dest_of(dir, &e.path);
             let watcher = follow(pb.clone(), done_bytes, partial_path(&dest));
             let one = async {
+                local::no_link_above(dir, &e.path)?;
                 local::make_parent(&dest).await?;
-                local::unlink_if_link(&dest).await?;
-                t.download(&e.path, &dest).await?;
+                local::clear_for_file(&dest, args.delete).await?;
+                // An earlier run's partial copy is continued while the
+                // server has the same version.
+                let resume = DownloadOptions::default().resume(true);
+                t.download_with(&e.path, &dest, &resume).await?;
                 local::finish(&dest, e)
             };
             let result = one.await;
@@ -287,8 +329,9 @@ pub(crate) async fn mirror(
             let one = async {
                 let data: Bytes = results.take(slot)?;
                 let dest = dest_of(dir, &e.path);
+                local::no_link_above(dir, &e.path)?;
                 local::make_parent(&dest).await?;
-                local::unlink_if_link(&dest).await?;
+                local::clear_for_file(&dest, args.delete).await?;
                 replace_file(&dest, &data).await?;
                 local::finish(&dest, e)?;
                 Ok::<_, Error>(data.len() as u64)
@@ -308,7 +351,9 @@ pub(crate) async fn mirror(
     pb.finish_and_clear();
     // Files found equal by content take the server's mode and mtime.
     for e in touch {
-        if let Err(err) = local::finish(&dest_of(dir, &e.path), e) {
+        let touched = local::no_link_above(dir, &e.path)
+            .and_then(|()| local::finish(&dest_of(dir, &e.path), e));
+        if let Err(err) = touched {
             fail(&mut n, &e.path, &err);
         }
     }
@@ -318,8 +363,9 @@ pub(crate) async fn mirror(
     for e in &links {
         let dest = dest_of(dir, &e.path);
         match e.target.as_deref() {
-            Some(target) if local::target_inside(&e.path, target) => {
+            Some(target) if local::target_inside(&e.path, target, &links_of_tree) => {
                 let made = async {
+                    local::no_link_above(dir, &e.path)?;
                     local::make_parent(&dest).await?;
                     local::make_link(&dest, target, args.delete).await
                 };
@@ -332,13 +378,18 @@ pub(crate) async fn mirror(
                 n.links_skipped += 1;
                 warn(
                     ctx,
-                    &format!("skipping link {}: it points outside the tree", e.path),
+                    &format!(
+                        "skipping link {}: it points outside the tree",
+                        printable(&e.path)
+                    ),
                 );
             }
         }
     }
     for e in dirs.iter().rev() {
-        if let Err(err) = local::finish(&dest_of(dir, &e.path), e) {
+        let finished = local::no_link_above(dir, &e.path)
+            .and_then(|()| local::finish(&dest_of(dir, &e.path), e));
+        if let Err(err) = finished {
             fail(&mut n, &e.path, &err);
         }
     }
@@ -365,7 +416,7 @@ fn warn(ctx: &Ctx, text: &str) {
 /// A file that failed: named, counted, skipped.
 fn fail(n: &mut Tally, f: &str, e: &Error) {
     n.failed += 1;
-    eprintln!("framegate: {f}: {e}");
+    eprintln!("framegate: {}: {}", printable(f), describe(e));
 }
 
 fn ended(n: &Tally) -> Mirrored {

@@ -43,7 +43,7 @@ pub(super) async fn list(t: &Transport, dir: &Path, filter: &Filter) -> Result<R
         // first: they are never asked about).
         let (files, unsafe_names): (Vec<String>, Vec<String>) = files
             .into_iter()
-            .filter(|f| !filter.excludes(f))
+            .filter(|f| !filter.excludes(f, false))
             .partition(|f| local_path_below(dir, f).is_some());
         remote.unsafe_names = unsafe_names;
         for chunk in files.chunks(MIRROR_BATCH_FILES) {
@@ -68,7 +68,7 @@ pub(super) async fn list(t: &Transport, dir: &Path, filter: &Filter) -> Result<R
         entries
     };
     for e in listed {
-        if filter.excludes(&e.path) {
+        if filter.excludes(&e.path, e.kind == FileKind::Dir) {
             continue;
         }
         if local_path_below(dir, &e.path).is_none() {
@@ -85,34 +85,36 @@ pub(super) async fn list(t: &Transport, dir: &Path, filter: &Filter) -> Result<R
 
 /// `--exclude` patterns, rsync's way: a pattern without `/` matches a name
 /// at any depth, one with `/` the path from the top (a leading `/` anchors
-/// it there); `*` stays within a name, `**` crosses `/`. An excluded
-/// directory excludes everything below it, and `--delete` leaves excluded
-/// local files alone.
+/// it there); a trailing `/` matches directories only; `*` stays within a
+/// name, `**` crosses `/`. An excluded directory excludes everything below
+/// it, and `--delete` leaves excluded local files alone.
 #[derive(Debug, Default)]
 pub(crate) struct Filter {
-    names: Vec<glob::Pattern>,
-    paths: Vec<glob::Pattern>,
+    /// (pattern, directories only)
+    names: Vec<(glob::Pattern, bool)>,
+    paths: Vec<(glob::Pattern, bool)>,
 }
 
 impl Filter {
     pub(crate) fn new(patterns: &[String]) -> Result<Filter, Error> {
         let mut filter = Filter::default();
         for p in patterns {
-            let p = p.trim_end_matches('/');
-            let pattern = glob::Pattern::new(p.trim_start_matches('/'))
+            let dir_only = p.ends_with('/');
+            let text = p.trim_end_matches('/');
+            let pattern = glob::Pattern::new(text.trim_start_matches('/'))
                 .map_err(|e| Error::Usage(format!("--exclude {p:?}: {e}")))?;
-            if p.contains('/') {
-                filter.paths.push(pattern);
+            if text.contains('/') {
+                filter.paths.push((pattern, dir_only));
             } else {
-                filter.names.push(pattern);
+                filter.names.push((pattern, dir_only));
             }
         }
         Ok(filter)
     }
 
-    /// Whether `path` (relative, `/`-separated) or a directory above it is
-    /// excluded.
-    pub(crate) fn excludes(&self, path: &str) -> bool {
+    /// Whether `path` (relative, `/`-separated; a directory if `is_dir`) or
+    /// a directory above it is excluded.
+    pub(crate) fn excludes(&self, path: &str, is_dir: bool) -> bool {
         if self.names.is_empty() && self.paths.is_empty() {
             return false;
         }
@@ -121,12 +123,17 @@ impl Filter {
             require_literal_separator: true,
             require_literal_leading_dot: false,
         };
+        let parts: Vec<&str> = path.split('/').collect();
         let mut end = 0;
-        for part in path.split('/') {
+        for (i, part) in parts.iter().enumerate() {
             end += part.len();
             let prefix = &path[..end];
-            if self.names.iter().any(|p| p.matches_with(part, options))
-                || self.paths.iter().any(|p| p.matches_with(prefix, options))
+            // Components above the last are directories.
+            let a_dir = is_dir || i + 1 < parts.len();
+            let hit = |(p, dir_only): &(glob::Pattern, bool), text: &str| {
+                (a_dir || !dir_only) && p.matches_with(text, options)
+            };
+            if self.names.iter().any(|p| hit(p, part)) || self.paths.iter().any(|p| hit(p, prefix))
             {
                 return true;
             }
@@ -142,18 +149,29 @@ mod tests {
 
     #[test]
     fn exclude_patterns_match_like_rsync() {
-        let f = Filter::new(&["*.tmp".into(), "/build".into(), "a/*/c".into()]).unwrap();
-        assert!(f.excludes("x.tmp"));
-        assert!(f.excludes("deep/er/x.tmp"));
-        assert!(f.excludes("build"));
-        assert!(f.excludes("build/out/x"));
-        assert!(!f.excludes("src/build"), "anchored at the top");
-        assert!(f.excludes("a/b/c"));
-        assert!(f.excludes("a/b/c/d"));
-        assert!(!f.excludes("a/b/x/c"), "* stays within a name");
-        assert!(!f.excludes("x.tmpl"));
+        let f = Filter::new(&[
+            "*.tmp".into(),
+            "/build".into(),
+            "a/*/c".into(),
+            "out/".into(),
+        ])
+        .unwrap();
+        assert!(f.excludes("out", true) && f.excludes("x/out/f", false));
+        assert!(
+            !f.excludes("out", false),
+            "a file named out is not a directory"
+        );
+        assert!(f.excludes("x.tmp", false));
+        assert!(f.excludes("deep/er/x.tmp", false));
+        assert!(f.excludes("build", false));
+        assert!(f.excludes("build/out/x", false));
+        assert!(!f.excludes("src/build", false), "anchored at the top");
+        assert!(f.excludes("a/b/c", false));
+        assert!(f.excludes("a/b/c/d", false));
+        assert!(!f.excludes("a/b/x/c", false), "* stays within a name");
+        assert!(!f.excludes("x.tmpl", false));
         let none = Filter::new(&[]).unwrap();
-        assert!(!none.excludes("anything"));
+        assert!(!none.excludes("anything", false));
         assert!(Filter::new(&["[".into()]).is_err());
     }
 }
