@@ -73,34 +73,42 @@ pub fn server_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            if let Some(path) = std::env::var_os("FRAMEGATE_SERVER_BIN") {
-                return PathBuf::from(path);
-            }
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map_or_else(|| repo_root().join("target"), PathBuf::from);
-            let profile = if cfg!(debug_assertions) {
-                "debug"
-            } else {
-                "release"
-            };
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args([
-                "build",
-                "-p",
+            workspace_binary(
                 "framegate-server",
-                "--bin",
                 "framegate-server",
-            ]);
-            if !cfg!(debug_assertions) {
-                cmd.arg("--release");
-            }
-            assert!(
-                cmd.status().unwrap().success(),
-                "building framegate-server failed"
-            );
-            target.join(profile).join("framegate-server")
+                "FRAMEGATE_SERVER_BIN",
+            )
         })
         .clone()
+}
+
+/// The `framegate` CLI of this workspace, built like [`server_binary`]
+/// (`FRAMEGATE_CLIENT_BIN` names another).
+pub fn client_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| workspace_binary("framegate-client", "framegate", "FRAMEGATE_CLIENT_BIN"))
+        .clone()
+}
+
+fn workspace_binary(package: &str, bin: &str, env_override: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_override) {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "-p", package, "--bin", bin]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    assert!(cmd.status().unwrap().success(), "building {bin} failed");
+    target.join(profile).join(bin)
 }
 
 /// A `framegate-server` process.

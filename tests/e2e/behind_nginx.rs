@@ -337,4 +337,31 @@ async fn a_self_signed_ca_certificate_is_refused_unless_insecure() {
     let t = Transport::open(&nginx.url("/"), o).await.unwrap();
     assert!(t.is_smart());
     assert_eq!(t.get("hello.txt").await.unwrap(), "hello over https\n");
+    // The CLI: the same refusal, explained with what to do (exit 3); -k
+    // reads with a warning.
+    let cli = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(framegate_e2e::client_binary())
+                .args(args)
+                .env("NETRC", "/nonexistent")
+                .output()
+                .unwrap()
+        })
+    };
+    let ca = tls.ca.display().to_string();
+    let out = cli(vec!["--ca-cert".into(), ca, "probe".into(), nginx.url("/")])
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("a CA certificate") && err.contains("Sign a server certificate with it"),
+        "{err}"
+    );
+    let out = cli(vec!["-k".into(), "cat".into(), nginx.url("/hello.txt")])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"hello over https\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure"));
 }

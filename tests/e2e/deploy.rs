@@ -51,6 +51,10 @@ fn every_placeholder_is_documented_and_the_site_passes_nginx_t() {
             "{p} is not in deploy/README.md's table"
         );
     }
+    // The plain fallback under /static/ hides dotfiles (nginx's autoindex
+    // lists none): the table says so where the operator fills in its root.
+    let readme = std::fs::read_to_string(repo_root().join("deploy/README.md")).unwrap();
+    assert!(readme.contains("dotfiles are not served there"));
     // The documented examples, except the files nginx -t opens (made here).
     let dir = tempfile::tempdir().unwrap();
     let tls = Tls::generate(dir.path());
