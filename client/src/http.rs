@@ -333,9 +333,9 @@ fn credentials_error(creds: Creds, resp: &reqwest::Response, url: String) -> Err
     } else if basic_asked {
         "the server asks for a user name and password: put user:password@ in the URL"
     } else if creds.token {
-        "the token was refused: check FRAMEGATE_TOKEN or --token"
+        "the token was refused: check --token-file, FRAMEGATE_TOKEN, --token or the host's ~/.netrc entry"
     } else {
-        "a token is needed: set FRAMEGATE_TOKEN or use --token"
+        "a token is needed: use --token-file, FRAMEGATE_TOKEN or a `machine` entry in ~/.netrc"
     };
     Error::Refused(Refusal::Credentials {
         status,

@@ -589,3 +589,85 @@ async fn read_only_files_mirror_for_an_unprivileged_user() {
     let meta = std::fs::metadata(m.join("r.txt")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o444);
 }
+
+/// Second-round cases: `--delete` does not remove a directory in the way
+/// that holds excluded entries; a FIFO at the partial file's name does not
+/// hang the mirror; a link passing through a local link is not made; a
+/// file where the server has a directory is replaced with `--delete` also
+/// without `tree`; a destination below a file is one local error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_round_cases() {
+    let tree = tempfile::tempdir().unwrap();
+    let r = tree.path();
+    std::fs::write(r.join("file"), "server file").unwrap();
+    std::fs::write(r.join("f"), "f").unwrap();
+    symlink("q/..", r.join("p")).unwrap();
+    let s = smart_server(r, |_| {}).await;
+    let out = tempfile::tempdir().unwrap();
+    let m = out.path().join("m");
+    std::fs::create_dir_all(m.join("file")).unwrap();
+    std::fs::write(m.join("file/notes.tmp"), "mine").unwrap();
+    nix_mkfifo(&m.join(".f.framegate-partial"));
+    symlink(".", m.join("q")).unwrap();
+    let ms = m.to_str().unwrap();
+    // `q`, the user's own link, is excluded (kept by --delete).
+    let run = cli(a(&[
+        "mirror",
+        "--delete",
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "/q",
+        &s.url,
+        ms,
+    ]));
+    let (code, _, err) = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("no hang on a FIFO at the partial's name");
+    assert_eq!(code, 8, "{err}");
+    assert_eq!(std::fs::read(m.join("file/notes.tmp")).unwrap(), b"mine");
+    assert!(err.contains("holding excluded entries"), "{err}");
+    assert!(std::fs::symlink_metadata(m.join("p")).is_err(), "{err}");
+    assert!(err.contains("skipping link p"), "{err}");
+    // Again: the FIFO is gone (it was the partial's name), f arrives.
+    let (_, _, err) = cli(a(&[
+        "mirror",
+        "--delete",
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "/q",
+        &s.url,
+        ms,
+    ]))
+    .await;
+    assert_eq!(std::fs::read(m.join("f")).unwrap(), b"f", "{err}");
+
+    // Without `tree`: a local file where the server has a directory.
+    let t2 = tempfile::tempdir().unwrap();
+    std::fs::create_dir(t2.path().join("a")).unwrap();
+    std::fs::write(t2.path().join("a/f"), "deep").unwrap();
+    let mut registry = Registry::files();
+    registry
+        .apply(&CommandPolicy {
+            allow: None,
+            deny: vec!["tree".into()],
+        })
+        .unwrap();
+    let gateway = Gateway::new(GatewayConfig::new(t2.path()), registry).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = serve(gateway, listener, None).await.unwrap();
+    let url = format!("http://{}/", handle.local_addr);
+    let m2 = out.path().join("m2");
+    std::fs::create_dir(&m2).unwrap();
+    std::fs::write(m2.join("a"), "in the way").unwrap();
+    let (code, _, err) = cli(a(&["-q", "mirror", &url, m2.to_str().unwrap()])).await;
+    assert_eq!(code, 8, "without --delete: kept, the file fails: {err}");
+    let (code, _, err) = cli(a(&["-q", "mirror", "--delete", &url, m2.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(m2.join("a/f")).unwrap(), b"deep");
+    // A destination below a regular file.
+    let below = out.path().join("m2/a/f/sub");
+    let (code, _, err) = cli(a(&["mirror", &url, below.to_str().unwrap()])).await;
+    assert_eq!(code, 6, "{err}");
+}

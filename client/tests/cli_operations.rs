@@ -76,7 +76,8 @@ async fn command_policy_hides_and_refuses_on_every_binding() {
     );
     let url = s.http.clone().unwrap();
     let http = reqwest::Client::new();
-    for path in ["hello.txt", ""] {
+    // The same answer whether the path exists or not.
+    for path in ["hello.txt", "", "no-such-file", "no-such-dir/", "sub"] {
         let r = http.get(format!("{url}{path}")).send().await.unwrap();
         assert_eq!(r.status(), 403, "{path:?}");
         assert_eq!(r.headers()["framegate-refusal"], "command-refused");
@@ -393,4 +394,51 @@ async fn long_digests_send_progress_and_short_ones_do_not() {
     seen.lock().unwrap().clear();
     t.digest("small").await.unwrap();
     assert!(seen.lock().unwrap().is_empty(), "none for a short command");
+}
+
+/// What a server says reaches the terminal escaped (a file name with an
+/// escape sequence, quoted in an error message), and file dates past the
+/// year 9999 (tmpfs stores them) print as 9999 instead of panicking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_text_is_escaped_and_far_dates_do_not_panic() {
+    use framegate_server::{Answer, CommandError, Gateway, GatewayConfig, Registry, read_command};
+    let tree = sample_tree();
+    let mut registry = Registry::files();
+    registry.register(
+        "stat",
+        read_command(|call: framegate_server::Call| async move {
+            if call.args.get("path").is_some_and(|p| p.as_ref() == b"evil") {
+                return Err(CommandError::new(
+                    framegate_wire::ErrorCode::NO_SUCH_FILE,
+                    "no such file: evil\x1b]0;PWNED\x07\x1b[2J",
+                ));
+            }
+            Ok(Answer::Bytes(
+                framegate_wire::StatAnswer {
+                    etag: None,
+                    kind: framegate_wire::FileKind::File,
+                    mode: 0o644,
+                    size: 1,
+                    mtime: 3e11,
+                }
+                .encode(),
+            ))
+        }),
+    );
+    let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = framegate_server::serve(gateway, listener, None)
+        .await
+        .unwrap();
+    let url = format!("http://{}/", handle.local_addr);
+    let (code, _, err) = cli(a(&["stat", &format!("{url}evil")])).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert!(err.contains("PWNED"), "shown, escaped: {err:?}");
+    let (code, out, err) = cli(a(&["stat", &format!("{url}hello.txt")])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("9999"), "{out}");
+    let (code, out, err) = cli(a(&["ls", "-l", &url])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("9999-12-31"), "{out}");
 }

@@ -156,6 +156,15 @@ async fn a_listing_cannot_make_mirror_write_outside_its_directory() {
         entry("x/c", "symlink", Some("..")),
         entry("esc", "symlink", Some("x/c/..")),
         entry("esc/victim", "file", None),
+        // Sizes that overflow a sum (the debug client once panicked).
+        framegate_wire::TreeEntry {
+            size: u64::MAX,
+            ..entry("huge1", "file", None)
+        },
+        framegate_wire::TreeEntry {
+            size: u64::MAX,
+            ..entry("huge2", "file", None)
+        },
         // A time that is no time (the client once panicked on it).
         framegate_wire::TreeEntry {
             mtime: f64::INFINITY,

@@ -150,13 +150,21 @@ pub async fn replace_file(dest: &Path, data: &[u8]) -> Result<()> {
     };
     let tmp = partial_path(dest);
     let write = async {
+        // Not through a link, and not blocking on a FIFO planted under the
+        // partial's name (O_NONBLOCK: such an open fails instead of waiting
+        // for a reader; a regular file is not affected).
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&tmp)
             .await?;
+        if !file.metadata().await?.is_file() {
+            return Err(std::io::Error::other(
+                "not a regular file; remove it to download here",
+            ));
+        }
         file.write_all(data).await?;
         keep_mode(&file, dest).await?;
         file.sync_all().await
@@ -220,7 +228,7 @@ pub(super) fn write_record(path: &Path, json: &[u8]) -> std::io::Result<()> {
         .write(true)
         .create(true)
         .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?
         .write_all(json)
 }

@@ -69,13 +69,18 @@ pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Reques
     let Some(rel) = rel else {
         return plain(StatusCode::NOT_FOUND, "not found");
     };
-    let opened = {
-        let (root, rel) = (gw.root.clone(), rel.clone());
-        crate::pool::blocking(move || Ok(open(&root, &rel))).await
-    };
     // The operator's command policy holds here too: a plain GET of a file
-    // is `get` (HEAD `stat`), a listing is `list_dir`.
-    let refused = |command: &str| {
+    // is `get` (HEAD: `stat` or `get`), a listing (a path ending in `/`)
+    // `list_dir`. Judged before anything is opened, so a refusal says
+    // nothing about what exists.
+    let head = request.method() == http::Method::HEAD;
+    let refused = if url_path.ends_with('/') {
+        gw.registry.is_refused("list_dir").then_some("list_dir")
+    } else {
+        (gw.registry.is_refused("get") && (!head || gw.registry.is_refused("stat")))
+            .then_some("get")
+    };
+    if let Some(command) = refused {
         let mut response = plain(
             StatusCode::FORBIDDEN,
             &format!("this server does not offer {command} (its operator's policy)"),
@@ -84,18 +89,13 @@ pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Reques
             framegate_wire::http_binding::REFUSAL_HEADER,
             http::HeaderValue::from_static("command-refused"),
         );
-        response
+        return response;
+    }
+    let opened = {
+        let (root, rel) = (gw.root.clone(), rel.clone());
+        crate::pool::blocking(move || Ok(open(&root, &rel))).await
     };
-    let head = request.method() == http::Method::HEAD;
     match opened {
-        Ok(Ok(Opened::File(..)))
-            if gw.registry.is_refused("get") && (!head || gw.registry.is_refused("stat")) =>
-        {
-            refused("get")
-        }
-        Ok(Ok(Opened::Dir)) if url_path.ends_with('/') && gw.registry.is_refused("list_dir") => {
-            refused("list_dir")
-        }
         Ok(Ok(Opened::File(file, meta))) => file::answer(file, &meta, &rel, &request),
         // A directory: redirected to its slash form before anything is
         // listed (a cheap request must not cost a listing).

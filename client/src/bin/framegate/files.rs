@@ -15,6 +15,21 @@ pub(crate) fn printable(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A message for the terminal: control characters (a server's text may
+/// carry escape sequences, e.g. in a file name it quotes) shown escaped;
+/// newlines and tabs kept.
+pub(crate) fn printable_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// A reader that counts what it read.
 pub(crate) struct Counted<R> {
     pub(crate) inner: R,
@@ -227,4 +242,15 @@ pub(crate) fn time_of(mtime: f64) -> std::time::SystemTime {
         .ok()
         .and_then(|d| std::time::UNIX_EPOCH.checked_add(d))
         .unwrap_or(std::time::UNIX_EPOCH)
+}
+
+/// [`time_of`] for display: at most 9999-12-31T23:59:59Z (HTTP dates and
+/// RFC 3339 stop there; a later file date — tmpfs stores them — would make
+/// the formatters fail).
+pub(crate) fn shown_time(mtime: f64) -> std::time::SystemTime {
+    const LATEST: std::time::Duration = std::time::Duration::from_secs(253_402_300_799);
+    let since = time_of(mtime)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    std::time::UNIX_EPOCH + since.min(LATEST)
 }

@@ -215,7 +215,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                 println!("{}", json!(rows));
             } else {
                 for (n, s) in rows {
-                    let when = humantime::format_rfc3339_seconds(files::time_of(s.mtime));
+                    let when = humantime::format_rfc3339_seconds(files::shown_time(s.mtime));
                     println!(
                         "{:<4} {:>12} {when} {}",
                         format!("{:?}", s.kind).to_lowercase(),
@@ -345,10 +345,11 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             if ctx.json {
                 println!("{}", stat_json(&s));
             } else {
-                let kind = &s.kind;
-                let when = files::time_of(s.mtime);
+                let kind = printable(s.kind.as_str());
+                let when = files::shown_time(s.mtime);
                 println!(
-                    "{name}: {kind}, {} bytes, mode {:o}, modified {}",
+                    "{}: {kind}, {} bytes, mode {:o}, modified {}",
+                    printable(&name),
                     s.size,
                     s.mode,
                     httpdate::fmt_http_date(when)
@@ -454,7 +455,7 @@ pub(crate) fn describe(err: &Error) -> String {
         }
         source = s.source();
     }
-    message
+    files::printable_text(&message)
 }
 
 /// The exit code of an error: its layer (see [`args::EXIT_CODES`]).

@@ -1,7 +1,7 @@
 //! Tokens from `~/.netrc` (or `$NETRC`), curl's and git's habit: the
-//! `password` of the `machine` entry for the URL's host (or of `default`)
-//! is the bearer token, used when no --token, --token-file or
-//! FRAMEGATE_TOKEN is given.
+//! `password` of the `machine` entry for the URL's host is the bearer
+//! token, used when no --token, --token-file or FRAMEGATE_TOKEN is given
+//! (a `default` entry is not: a token belongs to one server).
 
 use std::path::{Path, PathBuf};
 

@@ -26,9 +26,20 @@ fn refused(path: &Path, why: &str) -> Error {
 /// would write wherever the link points. Missing components are fine
 /// (they are created as directories).
 pub(super) fn no_link_above(dir: &Path, rel: &str) -> Result<(), Error> {
+    parents_for(dir, rel, None)
+}
+
+/// [`no_link_above`], and with `replace` (`--delete`, its exclusions) a
+/// file standing where a parent directory goes is removed (the server has
+/// a directory there).
+pub(super) fn parents_for(
+    dir: &Path,
+    rel: &str,
+    replace: Option<&Excluded<'_>>,
+) -> Result<(), Error> {
     let mut at = dir.to_path_buf();
     let parts: Vec<&str> = rel.split('/').collect();
-    for part in parts.iter().take(parts.len().saturating_sub(1)) {
+    for (i, part) in parts.iter().take(parts.len().saturating_sub(1)).enumerate() {
         at.push(part);
         match std::fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
@@ -37,17 +48,56 @@ pub(super) fn no_link_above(dir: &Path, rel: &str) -> Result<(), Error> {
                     "a link where the server has a directory: not written through",
                 ));
             }
-            Ok(m) if !m.is_dir() => {
-                return Err(refused(
-                    &at,
-                    "not a directory here, a directory on the server",
-                ));
-            }
+            Ok(m) if !m.is_dir() => match replace {
+                Some(excluded) if !excluded(&parts[..=i].join("/"), false) => {
+                    std::fs::remove_file(&at).map_err(|e| local_error(&at, e))?;
+                    break;
+                }
+                _ => {
+                    return Err(refused(
+                        &at,
+                        "not a directory here, a directory on the server (--delete replaces it)",
+                    ));
+                }
+            },
             Ok(_) => {}
             Err(_) => break,
         }
     }
     Ok(())
+}
+
+/// Whether a path (relative; a directory or not) is excluded.
+pub(super) type Excluded<'a> = dyn Fn(&str, bool) -> bool + Sync + 'a;
+
+/// Whether anything below the local directory `path` (at `rel`) is
+/// excluded: such a directory is not replaced (its excluded entries stay).
+fn holds_excluded(path: &Path, rel: &str, excluded: &Excluded<'_>) -> bool {
+    let Ok(read) = std::fs::read_dir(path) else {
+        return false;
+    };
+    read.flatten().any(|entry| {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            return false;
+        };
+        let child = format!("{rel}/{name}");
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        excluded(&child, is_dir) || (is_dir && holds_excluded(&entry.path(), &child, excluded))
+    })
+}
+
+/// Removes the directory `dest` (at `rel`) standing where the server has
+/// something else, unless it holds excluded entries.
+async fn replace_dir(dest: &Path, rel: &str, excluded: &Excluded<'_>) -> Result<(), Error> {
+    if holds_excluded(dest, rel, excluded) {
+        return Err(refused(
+            dest,
+            "a directory here holding excluded entries: not replaced",
+        ));
+    }
+    tokio::fs::remove_dir_all(dest)
+        .await
+        .map_err(|e| local_error(dest, e))
 }
 
 /// Creates the directories a mirrored entry goes into.
@@ -92,18 +142,22 @@ pub(super) async fn ensure_dir(dest: &Path, replace: bool) -> Result<(), Error> 
 /// there is removed (the file replaces it, as rsync does, instead of
 /// writing where it points or blocking on a FIFO); a directory only with
 /// `replace` (`--delete`).
-pub(super) async fn clear_for_file(dest: &Path, replace: bool) -> Result<(), Error> {
+pub(super) async fn clear_for_file(
+    dest: &Path,
+    rel: &str,
+    replace: Option<&Excluded<'_>>,
+) -> Result<(), Error> {
     match tokio::fs::symlink_metadata(dest).await {
         Ok(m) if holds_no_data(&m) => tokio::fs::remove_file(dest)
             .await
             .map_err(|e| local_error(dest, e)),
-        Ok(m) if m.is_dir() && replace => tokio::fs::remove_dir_all(dest)
-            .await
-            .map_err(|e| local_error(dest, e)),
-        Ok(m) if m.is_dir() => Err(refused(
-            dest,
-            "a directory here, a file on the server (--delete replaces it)",
-        )),
+        Ok(m) if m.is_dir() => match replace {
+            Some(excluded) => replace_dir(dest, rel, excluded).await,
+            None => Err(refused(
+                dest,
+                "a directory here, a file on the server (--delete replaces it)",
+            )),
+        },
         _ => Ok(()),
     }
 }
@@ -113,7 +167,7 @@ pub(super) async fn clear_for_file(dest: &Path, replace: bool) -> Result<(), Err
 /// never climbs above the top, and passes through no other link of the
 /// tree (`links`: whose targets could lead anywhere, e.g. `x/c -> ..`
 /// then `esc -> x/c/..`).
-pub(super) fn target_inside(at: &str, target: &str, links: &HashSet<String>) -> bool {
+pub(super) fn target_inside(at: &str, target: &str, is_link: &dyn Fn(&str) -> bool) -> bool {
     if target.is_empty() || target.starts_with('/') {
         return false;
     }
@@ -128,7 +182,7 @@ pub(super) fn target_inside(at: &str, target: &str, links: &HashSet<String>) -> 
                 };
                 path.push(n);
                 // A link may be the last component, not one passed through.
-                if i + 1 < parts.len() && links.contains(&path.join("/")) {
+                if i + 1 < parts.len() && is_link(&path.join("/")) {
                     return false;
                 }
             }
@@ -153,7 +207,12 @@ pub(super) enum Linked {
 /// Makes `dest` a link to `target`: one already pointing there is kept;
 /// a file, link or special file in the way is replaced; a directory only
 /// with `replace` (`--delete`).
-pub(super) async fn make_link(dest: &Path, target: &str, replace: bool) -> Result<Linked, Error> {
+pub(super) async fn make_link(
+    dest: &Path,
+    rel: &str,
+    target: &str,
+    replace: Option<&Excluded<'_>>,
+) -> Result<Linked, Error> {
     match tokio::fs::symlink_metadata(dest).await {
         Ok(m) if m.file_type().is_symlink() => {
             if tokio::fs::read_link(dest)
@@ -166,17 +225,15 @@ pub(super) async fn make_link(dest: &Path, target: &str, replace: bool) -> Resul
                 .await
                 .map_err(|e| local_error(dest, e))?;
         }
-        Ok(m) if m.is_dir() => {
-            if !replace {
+        Ok(m) if m.is_dir() => match replace {
+            Some(excluded) => replace_dir(dest, rel, excluded).await?,
+            None => {
                 return Err(refused(
                     dest,
                     "a directory here, a link on the server (--delete replaces it)",
                 ));
             }
-            tokio::fs::remove_dir_all(dest)
-                .await
-                .map_err(|e| local_error(dest, e))?;
-        }
+        },
         Ok(_) => tokio::fs::remove_file(dest)
             .await
             .map_err(|e| local_error(dest, e))?,
@@ -207,17 +264,15 @@ pub(super) fn finish(dest: &Path, e: &TreeEntry) -> Result<(), Error> {
         .open(dest)
         .and_then(|f| f.set_modified(when))
         .map_err(|err| local_error(dest, err))?;
-    if e.mode != 0 {
-        // A directory stays writable and searchable by us: later runs
-        // write into it.
-        let mode = if meta.is_dir() {
-            e.mode & 0o777 | 0o700
-        } else {
-            e.mode & 0o777
-        };
-        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
-            .map_err(|err| local_error(dest, err))?;
-    }
+    // A directory stays writable and searchable by us: later runs write
+    // into it. A file's mode is the server's, 000 included.
+    let mode = if meta.is_dir() {
+        e.mode & 0o777 | 0o700
+    } else {
+        e.mode & 0o777
+    };
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+        .map_err(|err| local_error(dest, err))?;
     Ok(())
 }
 
@@ -245,7 +300,7 @@ pub(super) fn compare(path: &Path, e: &TreeEntry) -> Local {
         && local.is_some_and(|l| (l.as_secs_f64() - e.mtime).abs() < 1e-3);
     if !same {
         Local::Differs
-    } else if e.mode != 0 && meta.permissions().mode() & 0o777 != e.mode & 0o777 {
+    } else if meta.permissions().mode() & 0o777 != e.mode & 0o777 {
         Local::ModeDiffers
     } else {
         Local::Same
@@ -261,7 +316,7 @@ pub(super) fn compare(path: &Path, e: &TreeEntry) -> Local {
 pub(super) fn extraneous(
     dir: &Path,
     keep: &HashSet<String>,
-    excluded: &dyn Fn(&str, bool) -> bool,
+    excluded: &Excluded<'_>,
     dirs_known: bool,
 ) -> Vec<(String, PathBuf, bool)> {
     let mut out = Vec::new();
@@ -306,7 +361,7 @@ mod tests {
 
     #[test]
     fn link_targets_stay_inside_the_mirror() {
-        let none = HashSet::new();
+        let none = |_: &str| false;
         assert!(target_inside("a", "b", &none));
         assert!(target_inside("d/a", "../b", &none));
         assert!(!target_inside("a", "../b", &none));
@@ -314,8 +369,8 @@ mod tests {
         assert!(target_inside("d/e/a", "./../../x/./y", &none));
         assert!(!target_inside("a", "/etc/passwd", &none));
         assert!(!target_inside("a", "", &none));
-        // Through another link of the tree: refused; to one: fine.
-        let links: HashSet<String> = ["x/c".to_string()].into();
+        // Through another link: refused; to one: fine.
+        let links = |p: &str| p == "x/c";
         assert!(!target_inside("esc", "x/c/..", &links));
         assert!(!target_inside("esc", "x/c/f", &links));
         assert!(target_inside("esc", "x/c", &links));

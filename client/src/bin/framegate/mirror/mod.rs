@@ -183,7 +183,8 @@ pub(crate) async fn mirror(
             }
         }
     }
-    let total: u64 = wanted.iter().map(|e| e.size).sum();
+    // Sizes are the server's: saturating, never overflowing.
+    let total: u64 = wanted.iter().fold(0u64, |t, e| t.saturating_add(e.size));
     // What `--delete` keeps: the server's entries, those whose `stat`
     // failed (still on the server), and (without `tree`) the directories
     // the files are in.
@@ -216,7 +217,17 @@ pub(crate) async fn mirror(
     } else {
         Vec::new()
     };
+    // A link may not pass through another: one of the tree's, or one that
+    // is already here.
     let links_of_tree: HashSet<String> = links.iter().map(|e| e.path.clone()).collect();
+    let is_link = |p: &str| {
+        links_of_tree.contains(p)
+            || std::fs::symlink_metadata(dir.join(p)).is_ok_and(|m| m.file_type().is_symlink())
+    };
+    // With --delete, what stands in the way is replaced, excluded entries
+    // kept.
+    let excluded = |p: &str, d: bool| args.filter.excludes(p, d);
+    let replace: Option<&local::Excluded<'_>> = args.delete.then_some(&excluded);
     if args.dry_run {
         for e in &wanted {
             if ctx.json {
@@ -244,6 +255,10 @@ pub(crate) async fn mirror(
         }
         return Ok(ended(&n));
     }
+    // The destination itself (one local error, exit 6, if it cannot be).
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| local_error(dir, e))?;
     // Extra local entries go first: a local file may stand where the
     // server now has a directory.
     // Deepest first: a directory's entries go before it; one that still
@@ -280,12 +295,13 @@ pub(crate) async fn mirror(
         let mut group_bytes = 0u64;
         while let Some(e) = wanted.get(i) {
             if !group.is_empty()
-                && (group.len() >= MIRROR_BATCH_FILES || group_bytes + e.size > MIRROR_BATCH_BYTES)
+                && (group.len() >= MIRROR_BATCH_FILES
+                    || group_bytes.saturating_add(e.size) > MIRROR_BATCH_BYTES)
             {
                 break;
             }
             group.push(e);
-            group_bytes += e.size;
+            group_bytes = group_bytes.saturating_add(e.size);
             i += 1;
         }
         pb.set_message(format!("{}/{count} files", n.downloaded));
@@ -297,9 +313,9 @@ pub(crate) async fn mirror(
             let dest = dest_of(dir, &e.path);
             let watcher = follow(pb.clone(), done_bytes, partial_path(&dest));
             let one = async {
-                local::no_link_above(dir, &e.path)?;
+                local::parents_for(dir, &e.path, replace)?;
                 local::make_parent(&dest).await?;
-                local::clear_for_file(&dest, args.delete).await?;
+                local::clear_for_file(&dest, &e.path, replace).await?;
                 // An earlier run's partial copy is continued while the
                 // server has the same version.
                 let resume = DownloadOptions::default().resume(true);
@@ -329,9 +345,9 @@ pub(crate) async fn mirror(
             let one = async {
                 let data: Bytes = results.take(slot)?;
                 let dest = dest_of(dir, &e.path);
-                local::no_link_above(dir, &e.path)?;
+                local::parents_for(dir, &e.path, replace)?;
                 local::make_parent(&dest).await?;
-                local::clear_for_file(&dest, args.delete).await?;
+                local::clear_for_file(&dest, &e.path, replace).await?;
                 replace_file(&dest, &data).await?;
                 local::finish(&dest, e)?;
                 Ok::<_, Error>(data.len() as u64)
@@ -363,11 +379,11 @@ pub(crate) async fn mirror(
     for e in &links {
         let dest = dest_of(dir, &e.path);
         match e.target.as_deref() {
-            Some(target) if local::target_inside(&e.path, target, &links_of_tree) => {
+            Some(target) if local::target_inside(&e.path, target, &is_link) => {
                 let made = async {
                     local::no_link_above(dir, &e.path)?;
                     local::make_parent(&dest).await?;
-                    local::make_link(&dest, target, args.delete).await
+                    local::make_link(&dest, &e.path, target, replace).await
                 };
                 match made.await {
                     Ok(_) => n.links += 1,
