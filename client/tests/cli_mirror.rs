@@ -255,6 +255,30 @@ async fn mirror_without_tree_falls_back_to_files_and_says_so() {
     let (code, _, err) = cli(a(&["mirror", &url, out.path().to_str().unwrap()])).await;
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("lists files only"), "{err}");
+    // A `tree` over the server's bound (`not-supported`) falls back the same way.
+    let mut registry = Registry::files();
+    registry.register(
+        "tree",
+        read_command(|_call: framegate_server::Call| async {
+            Err::<framegate_server::Answer, _>(CommandError::new(
+                framegate_wire::ErrorCode::NOT_SUPPORTED,
+                "more than 400000 entries below this path",
+            ))
+        }),
+    );
+    let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let big = serve(gateway, listener, None).await.unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let (code, _, err) = cli(a(&[
+        "mirror",
+        &format!("http://{}/", big.local_addr),
+        other.path().to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("lists files only"), "{err}");
+    assert_eq!(std::fs::read(other.path().join("a.txt")).unwrap(), b"alpha");
     assert_eq!(std::fs::read(out.path().join("a.txt")).unwrap(), b"alpha");
     assert!(!out.path().join("also-empty").exists());
     // --delete still reaches into subdirectories, and keeps a file whose

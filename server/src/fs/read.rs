@@ -7,7 +7,10 @@ use framegate_wire::ProgressPayload;
 use crate::command::{Answer, Call, CommandError, Context};
 use crate::storage::{EntryKind, FileRead, ReadRanges, Tally};
 
-use super::{Fut, MAX_ITER_FILES, MAX_LIST_ENTRIES, MAX_READV_RANGES, optional_path, path_arg};
+use super::{
+    Fut, MAX_ITER_FILES, MAX_LIST_ENTRIES, MAX_READV_RANGES, MAX_TREE_ENTRIES, optional_path,
+    path_arg,
+};
 use crate::pool::blocking;
 
 /// A `get` or `readv` answer at least this long is preceded by one
@@ -169,7 +172,7 @@ pub(super) fn tree(mut call: Call) -> Fut {
         let entries = call
             .ctx
             .storage
-            .tree(&path, MAX_ITER_FILES, ticker.tally())
+            .tree(&path, MAX_TREE_ENTRIES, ticker.tally())
             .await?;
         ticker.end();
         blocking(move || Ok(Answer::cbor(&entries))).await

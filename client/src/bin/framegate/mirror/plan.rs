@@ -34,8 +34,23 @@ pub(super) async fn list(t: &Transport, dir: &Path, filter: &Filter) -> Result<R
         whole_tree: t.supports("tree"),
         messages: 1,
     };
-    let listed = if remote.whole_tree {
-        t.tree("").await?
+    // A tree too large for the server's `tree` bound (`not-supported`) is
+    // listed as files, as from a server without `tree`.
+    let tree = if remote.whole_tree {
+        match t.tree("").await {
+            Ok(entries) => Some(entries),
+            Err(e) if e.is(&framegate_client::ErrorCode::NOT_SUPPORTED) => {
+                remote.whole_tree = false;
+                remote.messages += 1;
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let listed = if let Some(entries) = tree {
+        entries
     } else {
         let files = t.iter_files_recursive("").await?;
         let mut entries = Vec::with_capacity(files.len());
