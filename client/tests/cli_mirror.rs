@@ -10,9 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use common::proxy::{Conn, no_hook, proxy};
 use common::*;
-use framegate_server::{
-    CommandError, CommandPolicy, Gateway, GatewayConfig, Registry, read_command, serve,
-};
+use framegate_server::{CommandError, CommandPolicy, Registry, read_command};
 
 fn set_mtime(path: &Path, secs: u64) {
     std::fs::File::options()
@@ -247,10 +245,8 @@ async fn mirror_without_tree_falls_back_to_files_and_says_so() {
             deny: vec!["tree".into()],
         })
         .unwrap();
-    let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = serve(gateway, listener, None).await.unwrap();
-    let url = format!("http://{}/", handle.local_addr);
+    let handle = server_with(tree.path(), registry).await;
+    let url = handle.url.clone();
     let out = tempfile::tempdir().unwrap();
     let (code, _, err) = cli(a(&["mirror", &url, out.path().to_str().unwrap()])).await;
     assert_eq!(code, 0, "{err}");
@@ -266,16 +262,9 @@ async fn mirror_without_tree_falls_back_to_files_and_says_so() {
             ))
         }),
     );
-    let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let big = serve(gateway, listener, None).await.unwrap();
+    let big = server_with(tree.path(), registry).await;
     let other = tempfile::tempdir().unwrap();
-    let (code, _, err) = cli(a(&[
-        "mirror",
-        &format!("http://{}/", big.local_addr),
-        other.path().to_str().unwrap(),
-    ]))
-    .await;
+    let (code, _, err) = cli(a(&["mirror", &big.url, other.path().to_str().unwrap()])).await;
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("lists files only"), "{err}");
     assert_eq!(std::fs::read(other.path().join("a.txt")).unwrap(), b"alpha");
@@ -311,10 +300,8 @@ async fn mirror_without_tree_falls_back_to_files_and_says_so() {
             deny: vec!["tree".into()],
         })
         .unwrap();
-    let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = serve(gateway, listener, None).await.unwrap();
-    let url = format!("http://{}/", handle.local_addr);
+    let handle = server_with(tree.path(), registry).await;
+    let url = handle.url.clone();
     let (code, _, err) = cli(a(&[
         "-q",
         "mirror",
@@ -434,10 +421,8 @@ async fn a_file_the_server_cannot_read_is_skipped_and_the_rest_mirrored() {
             }
         }),
     );
-    let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = serve(gateway, listener, None).await.unwrap();
-    let url = format!("http://{}/", handle.local_addr);
+    let handle = server_with(tree.path(), registry).await;
+    let url = handle.url.clone();
     let out = tempfile::tempdir().unwrap();
     let (code, _, err) = cli(a(&["mirror", &url, out.path().to_str().unwrap()])).await;
     assert_eq!(code, 8, "{err}");
@@ -499,10 +484,8 @@ async fn links_never_lead_outside_the_mirror() {
             deny: vec!["tree".into()],
         })
         .unwrap();
-    let gateway = Gateway::new(GatewayConfig::new(r), registry).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = serve(gateway, listener, None).await.unwrap();
-    let url = format!("http://{}/", handle.local_addr);
+    let handle = server_with(r, registry).await;
+    let url = handle.url.clone();
     let m2 = top.path().join("m2");
     std::fs::create_dir(&m2).unwrap();
     symlink(&outside, m2.join("sub")).unwrap();
@@ -678,10 +661,8 @@ async fn second_round_cases() {
             deny: vec!["tree".into()],
         })
         .unwrap();
-    let gateway = Gateway::new(GatewayConfig::new(t2.path()), registry).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = serve(gateway, listener, None).await.unwrap();
-    let url = format!("http://{}/", handle.local_addr);
+    let handle = server_with(t2.path(), registry).await;
+    let url = handle.url.clone();
     let m2 = out.path().join("m2");
     std::fs::create_dir(&m2).unwrap();
     std::fs::write(m2.join("a"), "in the way").unwrap();

@@ -401,7 +401,7 @@ async fn long_digests_send_progress_and_short_ones_do_not() {
 /// year 9999 (tmpfs stores them) print as 9999 instead of panicking.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_text_is_escaped_and_far_dates_do_not_panic() {
-    use framegate_server::{Answer, CommandError, Gateway, GatewayConfig, Registry, read_command};
+    use framegate_server::{Answer, CommandError, Registry, read_command};
     let tree = sample_tree();
     let mut registry = Registry::files();
     registry.register(
@@ -425,12 +425,8 @@ async fn server_text_is_escaped_and_far_dates_do_not_panic() {
             ))
         }),
     );
-    let gateway = Gateway::new(GatewayConfig::new(tree.path()), registry).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = framegate_server::serve(gateway, listener, None)
-        .await
-        .unwrap();
-    let url = format!("http://{}/", handle.local_addr);
+    let handle = server_with(tree.path(), registry).await;
+    let url = handle.url.clone();
     let (code, _, err) = cli(a(&["stat", &format!("{url}evil")])).await;
     assert_eq!(code, 1, "{err}");
     assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");

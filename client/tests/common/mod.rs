@@ -19,7 +19,16 @@ pub struct Smart {
 pub async fn smart_server(root: &Path, configure: impl FnOnce(&mut GatewayConfig)) -> Smart {
     let mut config = GatewayConfig::new(root);
     configure(&mut config);
-    let gateway = Gateway::new(config, Registry::files()).unwrap();
+    serve_gateway(config, Registry::files()).await
+}
+
+/// A server of `root` with these commands (a test's own, or a policy).
+pub async fn server_with(root: &Path, registry: Registry) -> Smart {
+    serve_gateway(GatewayConfig::new(root), registry).await
+}
+
+async fn serve_gateway(config: GatewayConfig, registry: Registry) -> Smart {
+    let gateway = Gateway::new(config, registry).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let handle = serve(gateway.clone(), listener, None).await.unwrap();
     Smart {
