@@ -366,6 +366,7 @@ async fn the_bar_moves_inside_a_large_file() {
     .await;
     let url = format!("http://{}/", p.addr);
     let out = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
     let (code, _, err) = cli(a(&[
         "--no-compress",
         "mirror",
@@ -375,6 +376,7 @@ async fn the_bar_moves_inside_a_large_file() {
     ]))
     .await;
     assert_eq!(code, 0, "{err}");
+    let took = started.elapsed();
     let moved = err.lines().filter(|l| l.contains("files [")).any(|l| {
         let Some((done, _)) = l.split_once("/65.00 MiB") else {
             return false;
@@ -385,6 +387,11 @@ async fn the_bar_moves_inside_a_large_file() {
         unit == Some("MiB") && value > 0.5 && value < 64.9
     });
     assert!(moved, "a line with part of the large file: {err}");
+    let lines = err.lines().filter(|l| l.contains(" [")).count() as u64;
+    assert!(
+        lines <= took.as_secs() + 3,
+        "about a line a second: {lines} in {took:?}: {err}"
+    );
     assert_eq!(
         std::fs::metadata(out.path().join("big")).unwrap().len(),
         65 << 20
@@ -609,6 +616,11 @@ async fn second_round_cases() {
     std::fs::write(r.join("file"), "server file").unwrap();
     std::fs::write(r.join("f"), "f").unwrap();
     symlink("q/..", r.join("p")).unwrap();
+    // A link ending at a link of the tree that leaves it (skipped), where
+    // the user has a local link of that name pointing outside.
+    std::fs::create_dir(r.join("rr")).unwrap();
+    symlink("../../../etc", r.join("rr/up")).unwrap();
+    symlink("rr/up", r.join("p3")).unwrap();
     let s = smart_server(r, |_| {}).await;
     let out = tempfile::tempdir().unwrap();
     let m = out.path().join("m");
@@ -616,6 +628,8 @@ async fn second_round_cases() {
     std::fs::write(m.join("file/notes.tmp"), "mine").unwrap();
     nix_mkfifo(&m.join(".f.framegate-partial"));
     symlink(".", m.join("q")).unwrap();
+    std::fs::create_dir(m.join("rr")).unwrap();
+    symlink(out.path(), m.join("rr/up")).unwrap();
     let ms = m.to_str().unwrap();
     // `q`, the user's own link, is excluded (kept by --delete).
     let run = cli(a(&[
@@ -636,6 +650,7 @@ async fn second_round_cases() {
     assert!(err.contains("holding excluded entries"), "{err}");
     assert!(std::fs::symlink_metadata(m.join("p")).is_err(), "{err}");
     assert!(err.contains("skipping link p"), "{err}");
+    assert!(std::fs::symlink_metadata(m.join("p3")).is_err(), "{err}");
     // Again: the FIFO is gone (it was the partial's name), f arrives.
     let (_, _, err) = cli(a(&[
         "mirror",
@@ -649,6 +664,23 @@ async fn second_round_cases() {
     ]))
     .await;
     assert_eq!(std::fs::read(m.join("f")).unwrap(), b"f", "{err}");
+
+    // `get -c` with a FIFO at the partial record's name: no hang.
+    let g = out.path().join("g");
+    std::fs::create_dir(&g).unwrap();
+    nix_mkfifo(&g.join(".f.framegate-partial.json"));
+    let run = cli(a(&[
+        "get",
+        "-c",
+        &format!("{}f", s.url),
+        "-o",
+        g.join("f").to_str().unwrap(),
+    ]));
+    let (code, _, err) = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("no hang on a FIFO at the record's name");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(g.join("f")).unwrap(), b"f");
 
     // Without `tree`: a local file where the server has a directory.
     let t2 = tempfile::tempdir().unwrap();

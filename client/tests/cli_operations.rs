@@ -91,6 +91,19 @@ async fn command_policy_hides_and_refuses_on_every_binding() {
     );
     assert!(names.contains("\"stat\""), "{names}");
     drop(s);
+    // Only `get` refused: a file asked for as `name/` is still a file.
+    let s = spawn_server(
+        &[d, "--listen", "127.0.0.1:0", "--deny-commands", "get"],
+        &[],
+    );
+    let url = s.http.clone().unwrap();
+    for path in ["hello.txt", "hello.txt/"] {
+        let r = http.get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{path:?}");
+    }
+    let r = http.get(url.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200, "listings stay");
+    drop(s);
     // From TOML, as an allow list.
     let config = tree.path().join("policy.toml");
     std::fs::write(
@@ -405,6 +418,15 @@ async fn server_text_is_escaped_and_far_dates_do_not_panic() {
     let tree = sample_tree();
     let mut registry = Registry::files();
     registry.register(
+        "shout",
+        read_command(|call: framegate_server::Call| async move {
+            call.ctx.text(vec![framegate_wire::TextAtom::plain(
+                "\x1b[31mloud\x1b]0;PWNED\x07\n",
+            )]);
+            Ok(Answer::Bytes(bytes::Bytes::from_static(b"ok")))
+        }),
+    );
+    registry.register(
         "stat",
         read_command(|call: framegate_server::Call| async move {
             if call.args.get("path").is_some_and(|p| p.as_ref() == b"evil") {
@@ -431,6 +453,24 @@ async fn server_text_is_escaped_and_far_dates_do_not_panic() {
     assert_eq!(code, 1, "{err}");
     assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
     assert!(err.contains("PWNED"), "shown, escaped: {err:?}");
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    // Under --json the message is the server's text (JSON escapes it).
+    let (_, out, _) = cli(a(&["--json", "stat", &format!("{url}evil")])).await;
+    assert!(
+        json(&out)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\x1b]0;PWNED"),
+        "{out}"
+    );
+    // A server's text output: shown with its escapes escaped.
+    let (code, _, err) = cli(a(&["call", &url, "shout"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("loud") && !err.contains('\x1b'), "{err:?}");
+    // A CBOR answer under --json is JSON.
+    let (code, out, err) = cli(a(&["--json", "call", &url, "stat", "path=hello.txt"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["kind"], "file", "{out}");
     let (code, out, err) = cli(a(&["stat", &format!("{url}hello.txt")])).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("9999"), "{out}");

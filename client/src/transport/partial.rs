@@ -30,6 +30,9 @@ pub fn partial_record_path(dest: &Path) -> PathBuf {
     meta_path(dest)
 }
 
+/// Largest partial record read (a record is a few hundred bytes).
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
 /// Longest file name most file systems take (bytes).
 const NAME_MAX: usize = 255;
 
@@ -329,7 +332,23 @@ impl Partial {
     }
 
     async fn read_record(&self, source: &str) -> Option<Validator> {
-        let bytes = tokio::fs::read(&self.meta).await.ok()?;
+        // A regular file only, of a record's size: not through a link, not
+        // blocking on a FIFO planted under its name (O_NONBLOCK).
+        use tokio::io::AsyncReadExt;
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.meta)
+            .await
+            .ok()?;
+        if !file.metadata().await.ok()?.is_file() {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_RECORD_BYTES)
+            .read_to_end(&mut bytes)
+            .await
+            .ok()?;
         let meta: PartialMeta = serde_json::from_slice(&bytes).ok()?;
         let intact = meta.check == PartialMeta::check_of(&meta.source, &meta.validator, meta.size);
         (intact && meta.source == source).then_some(Validator {

@@ -62,6 +62,19 @@ fn has_dot_dot(url_path: &str) -> bool {
         .map_or(true, |path| path.split('/').any(|part| part == ".."))
 }
 
+/// 403 for a plain request the command policy refuses.
+fn command_refused(command: &str) -> Response {
+    let mut response = plain(
+        StatusCode::FORBIDDEN,
+        &format!("this server does not offer {command} (its operator's policy)"),
+    );
+    response.headers_mut().insert(
+        framegate_wire::http_binding::REFUSAL_HEADER,
+        http::HeaderValue::from_static("command-refused"),
+    );
+    response
+}
+
 pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Request) -> Response {
     // A `..` segment is refused, not resolved (as nginx and tower-http's
     // `ServeDir`, which served files here before, do).
@@ -81,21 +94,19 @@ pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Reques
             .then_some("get")
     };
     if let Some(command) = refused {
-        let mut response = plain(
-            StatusCode::FORBIDDEN,
-            &format!("this server does not offer {command} (its operator's policy)"),
-        );
-        response.headers_mut().insert(
-            framegate_wire::http_binding::REFUSAL_HEADER,
-            http::HeaderValue::from_static("command-refused"),
-        );
-        return response;
+        return command_refused(command);
     }
     let opened = {
         let (root, rel) = (gw.root.clone(), rel.clone());
         crate::pool::blocking(move || Ok(open(&root, &rel))).await
     };
     match opened {
+        // A file asked for as `name/` is still a file: `get`'s policy.
+        Ok(Ok(Opened::File(..)))
+            if gw.registry.is_refused("get") && (!head || gw.registry.is_refused("stat")) =>
+        {
+            command_refused("get")
+        }
         Ok(Ok(Opened::File(file, meta))) => file::answer(file, &meta, &rel, &request),
         // A directory: redirected to its slash form before anything is
         // listed (a cheap request must not cost a listing).

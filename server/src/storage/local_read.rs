@@ -304,7 +304,19 @@ pub(crate) fn wire_kind(kind: EntryKind) -> framegate_wire::FileKind {
 /// another link (`x/c -> ..` then `esc -> x/c/..` would leave it); else
 /// nothing, so that no path outside the tree is revealed.
 fn inside_target(base: &Dir, link: &Path) -> Option<String> {
+    target_within(base, link, 0)
+}
+
+/// Links followed at most this deep when a target ends at another link.
+const MAX_LINK_CHAIN: usize = 8;
+
+/// [`inside_target`]; a target that ends at another link is judged by
+/// that link's own target, up to [`MAX_LINK_CHAIN`] links.
+fn target_within(base: &Dir, link: &Path, depth: usize) -> Option<String> {
     use std::path::Component;
+    if depth > MAX_LINK_CHAIN {
+        return None;
+    }
     let target = base.read_link(link).ok()?;
     let text = target.to_str()?.to_owned();
     if target.is_absolute() || text.is_empty() {
@@ -339,6 +351,14 @@ fn inside_target(base: &Dir, link: &Path) -> Option<String> {
             Component::CurDir => {}
             _ => return None,
         }
+    }
+    // Where the target ends: another link is fine only if it stays inside.
+    let end: PathBuf = at.iter().collect();
+    if base
+        .symlink_metadata(&end)
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        target_within(base, &end, depth + 1)?;
     }
     Some(text)
 }

@@ -17,11 +17,12 @@ pub(crate) fn printable(name: &str) -> std::borrow::Cow<'_, str> {
 
 /// A message for the terminal: control characters (a server's text may
 /// carry escape sequences, e.g. in a file name it quotes) shown escaped;
-/// newlines and tabs kept.
-pub(crate) fn printable_text(text: &str) -> String {
+/// newlines too when `one_line` (an error is one line: a server's newline
+/// could forge another), else kept.
+pub(crate) fn printable_text(text: &str, one_line: bool) -> String {
     text.chars()
         .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
+            if c.is_control() && (one_line || c != '\n') {
                 c.escape_default().to_string()
             } else {
                 c.to_string()

@@ -101,7 +101,11 @@ async fn run(cli: Cli) -> Result<u8, Error> {
     let text: Option<framegate_client::smart::TextHook> = if cli.quiet || cli.json {
         None
     } else {
-        Some(Arc::new(|text: &str| eprint!("{text}")))
+        // The server's words: shown, but no control sequence of theirs
+        // reaches the terminal (lines stay lines).
+        Some(Arc::new(|text: &str| {
+            eprint!("{}", files::printable_text(text, false))
+        }))
     };
     options.hooks = Hooks {
         on_text: text,
@@ -167,13 +171,15 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             if ctx.json {
                 println!("{out}");
             } else if let Some(h) = t.hello() {
-                println!("{}: framegate server {}", t.base_url(), h.server);
-                println!("  commands:  {}", h.commands.join(" "));
-                println!("  encodings: {}", h.encodings.join(", "));
+                // Everything the server names is shown escaped.
+                let shown = |text: &str| files::printable_text(text, true);
+                println!("{}: framegate server {}", t.base_url(), shown(&h.server));
+                println!("  commands:  {}", shown(&h.commands.join(" ")));
+                println!("  encodings: {}", shown(&h.encodings.join(", ")));
                 match (writable, why.is_empty()) {
                     (true, _) => println!("  writable:  yes"),
                     (false, true) => println!("  writable:  no"),
-                    (false, false) => println!("  writable:  no ({why})"),
+                    (false, false) => println!("  writable:  no ({})", shown(&why)),
                 }
             } else {
                 println!(
@@ -409,9 +415,28 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             }
             let t = open(&ctx, &url).await?;
             let answer = t.call(&name, arguments, None, write).await?;
-            let mut stdout = tokio::io::stdout();
-            stdout.write_all(&answer).await?;
-            stdout.flush().await?;
+            // A CBOR answer is shown as JSON with --json or on a terminal
+            // (raw CBOR would be noise there); bytes otherwise, as sent.
+            let as_json = (ctx.json || std::io::stdout().is_terminal())
+                .then(|| ciborium::from_reader::<serde_json::Value, _>(&answer[..]).ok())
+                .flatten();
+            match as_json {
+                Some(value) => println!("{value}"),
+                // Text that is not CBOR: a JSON string.
+                None if ctx.json => match std::str::from_utf8(&answer) {
+                    Ok(text) => println!("{}", json!(text)),
+                    Err(_) => {
+                        return Err(Error::Usage(format!(
+                            "the {name} answer is neither CBOR nor text: leave out --json to get its bytes"
+                        )));
+                    }
+                },
+                None => {
+                    let mut stdout = tokio::io::stdout();
+                    stdout.write_all(&answer).await?;
+                    stdout.flush().await?;
+                }
+            }
         }
         Cmd::Mirror {
             url,
@@ -446,6 +471,11 @@ async fn run(cli: Cli) -> Result<u8, Error> {
 /// An error with its chain of causes, each once (a cause the message
 /// already quotes is not repeated).
 pub(crate) fn describe(err: &Error) -> String {
+    files::printable_text(&describe_raw(err), true)
+}
+
+/// [`describe`] as the words came (for JSON, which escapes them itself).
+fn describe_raw(err: &Error) -> String {
     let mut message = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(s) = source {
@@ -455,7 +485,7 @@ pub(crate) fn describe(err: &Error) -> String {
         }
         source = s.source();
     }
-    files::printable_text(&message)
+    message
 }
 
 /// The exit code of an error: its layer (see [`args::EXIT_CODES`]).
@@ -506,7 +536,8 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_BROKEN_PIPE)
         }
         Err(err) => {
-            let mut message = describe(&err);
+            let raw = describe_raw(&err);
+            let mut message = files::printable_text(&raw, true);
             if message.contains("CaUsedAsEndEntity") {
                 message.push_str(
                     "\nframegate: the server's certificate is a CA certificate (what \
@@ -523,7 +554,7 @@ fn main() -> ExitCode {
                         "layer": format!("{:?}", err.layer()).to_lowercase(),
                         "code": err.code().map(ToString::to_string),
                         "exit": code,
-                        "message": message,
+                        "message": raw,
                     }})
                 );
             } else {

@@ -77,13 +77,26 @@ pub(crate) fn watch_file(pb: ProgressBar, path: PathBuf) -> tokio::task::JoinHan
 
 /// Progress as plain lines on a stderr that is not a terminal (no cursor
 /// movement, no clearing).
+/// At most one line a second (indicatif redraws far more often; its rate
+/// limit lets bursts through), the first at once.
 #[derive(Debug, Default)]
 struct Lines {
     pending: Mutex<String>,
+    last: Mutex<Option<std::time::Instant>>,
 }
+
+/// Least time between two progress lines on a stderr that is not a
+/// terminal.
+const LINE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Lines {
     fn emit(&self, line: &str) -> std::io::Result<()> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < LINE_INTERVAL) {
+            return Ok(());
+        }
+        *last = Some(now);
         let mut err = std::io::stderr().lock();
         writeln!(err, "{}", line.trim_end())
     }

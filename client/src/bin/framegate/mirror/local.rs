@@ -198,6 +198,23 @@ pub(super) fn target_inside(at: &str, target: &str, is_link: &dyn Fn(&str) -> bo
     true
 }
 
+/// Where a link at `at` to `target` (already judged by [`target_inside`])
+/// ends, relative to the mirror's top.
+pub(super) fn resolve(at: &str, target: &str) -> String {
+    let mut path: Vec<&str> = at.split('/').collect();
+    path.pop();
+    for c in Path::new(target).components() {
+        match c {
+            Component::Normal(n) => path.push(n.to_str().unwrap_or_default()),
+            Component::ParentDir => {
+                path.pop();
+            }
+            _ => {}
+        }
+    }
+    path.join("/")
+}
+
 /// What a link entry did.
 pub(super) enum Linked {
     Made,

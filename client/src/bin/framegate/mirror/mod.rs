@@ -217,13 +217,16 @@ pub(crate) async fn mirror(
     } else {
         Vec::new()
     };
-    // A link may not pass through another: one of the tree's, or one that
-    // is already here.
-    let links_of_tree: HashSet<String> = links.iter().map(|e| e.path.clone()).collect();
-    let is_link = |p: &str| {
-        links_of_tree.contains(p)
-            || std::fs::symlink_metadata(dir.join(p)).is_ok_and(|m| m.file_type().is_symlink())
-    };
+    // A link may not pass through another (one of the tree's, or one that
+    // is already here), and may end at another only if that one is
+    // recreated too, inside (judged the same way, a few links deep).
+    let links_of_tree: std::collections::HashMap<&str, Option<&str>> = links
+        .iter()
+        .map(|e| (e.path.as_str(), e.target.as_deref()))
+        .collect();
+    let local_link =
+        |p: &str| std::fs::symlink_metadata(dir.join(p)).is_ok_and(|m| m.file_type().is_symlink());
+    let inside = |at: &str, target: &str| link_inside(at, target, &links_of_tree, &local_link, 0);
     // With --delete, what stands in the way is replaced, excluded entries
     // kept.
     let excluded = |p: &str, d: bool| args.filter.excludes(p, d);
@@ -285,7 +288,7 @@ pub(crate) async fn mirror(
             Err(err) => fail(&mut n, &e.path, &err),
         }
     }
-    let pb = crate::bar(ctx, Some(total), "mirror");
+    let pb = crate::bar(ctx, Some(total), &format!("0/{} files", wanted.len()));
     let count = wanted.len();
     let mut done_bytes = 0u64;
     let mut i = 0;
@@ -328,12 +331,12 @@ pub(crate) async fn mirror(
             match result {
                 Ok(()) => {
                     n.downloaded += 1;
-                    n.bytes += e.size;
+                    n.bytes = n.bytes.saturating_add(e.size);
                 }
                 Err(err) if err.layer() == Layer::Transport => return Err(err),
                 Err(err) => fail(&mut n, &e.path, &err),
             }
-            done_bytes += e.size;
+            done_bytes = done_bytes.saturating_add(e.size);
             pb.set_position(done_bytes);
             continue;
         }
@@ -355,11 +358,11 @@ pub(crate) async fn mirror(
             match one.await {
                 Ok(len) => {
                     n.downloaded += 1;
-                    n.bytes += len;
+                    n.bytes = n.bytes.saturating_add(len);
                 }
                 Err(err) => fail(&mut n, &e.path, &err),
             }
-            done_bytes += e.size;
+            done_bytes = done_bytes.saturating_add(e.size);
             pb.set_position(done_bytes);
             pb.set_message(format!("{}/{count} files", n.downloaded));
         }
@@ -379,7 +382,7 @@ pub(crate) async fn mirror(
     for e in &links {
         let dest = dest_of(dir, &e.path);
         match e.target.as_deref() {
-            Some(target) if local::target_inside(&e.path, target, &is_link) => {
+            Some(target) if inside(&e.path, target) => {
                 let made = async {
                     local::no_link_above(dir, &e.path)?;
                     local::make_parent(&dest).await?;
@@ -420,6 +423,32 @@ pub(crate) async fn mirror(
         }));
     }
     Ok(ended(&n))
+}
+
+/// Links followed at most this deep when a target ends at another link.
+const MAX_LINK_CHAIN: usize = 8;
+
+/// Whether a link at `at` to `target` stays inside the mirror: it passes
+/// through no link, and if it ends at one, that one is a link of the tree
+/// whose own target stays inside (a link already here that the tree does
+/// not have could point anywhere).
+fn link_inside(
+    at: &str,
+    target: &str,
+    tree: &std::collections::HashMap<&str, Option<&str>>,
+    local_link: &dyn Fn(&str) -> bool,
+    depth: usize,
+) -> bool {
+    let through = |p: &str| tree.contains_key(p) || local_link(p);
+    if depth > MAX_LINK_CHAIN || !local::target_inside(at, target, &through) {
+        return false;
+    }
+    let end = local::resolve(at, target);
+    match tree.get(end.as_str()) {
+        Some(Some(next)) => link_inside(&end, next, tree, local_link, depth + 1),
+        Some(None) => false,
+        None => !local_link(&end),
+    }
 }
 
 /// A warning on stderr (not under `-q`).
