@@ -42,6 +42,31 @@ fn rich_tree() -> tempfile::TempDir {
     t
 }
 
+/// Makes `command` answer `permission-denied` for `path` (as for a file the
+/// server's user may not open), and run as before for every other path.
+fn deny_access(registry: &mut Registry, command: &str, path: &'static str) {
+    let inner = registry.get(command).cloned().unwrap();
+    registry.register(
+        command,
+        read_command(move |call: framegate_server::Call| {
+            let inner = inner.clone();
+            async move {
+                if call
+                    .args
+                    .get("path")
+                    .is_some_and(|p| p.as_ref() == path.as_bytes())
+                {
+                    return Err(CommandError::new(
+                        framegate_wire::ErrorCode::PERMISSION_DENIED,
+                        "permission denied",
+                    ));
+                }
+                inner.run(call).await
+            }
+        }),
+    );
+}
+
 fn nix_mkfifo(path: &Path) {
     let status = std::process::Command::new("mkfifo")
         .arg(path)
@@ -274,26 +299,7 @@ async fn mirror_without_tree_falls_back_to_files_and_says_so() {
     // `stat` failed (the server still has it).
     std::fs::write(out.path().join("sub/zzz"), "extra").unwrap();
     let mut registry = Registry::files();
-    let stat = registry.get("stat").cloned().unwrap();
-    registry.register(
-        "stat",
-        read_command(move |call: framegate_server::Call| {
-            let stat = stat.clone();
-            async move {
-                if call
-                    .args
-                    .get("path")
-                    .is_some_and(|p| p.as_ref() == b"a.txt")
-                {
-                    return Err(CommandError::new(
-                        framegate_wire::ErrorCode::PERMISSION_DENIED,
-                        "permission denied",
-                    ));
-                }
-                stat.run(call).await
-            }
-        }),
-    );
+    deny_access(&mut registry, "stat", "a.txt");
     registry
         .apply(&CommandPolicy {
             allow: None,
@@ -408,26 +414,7 @@ async fn a_file_the_server_cannot_read_is_skipped_and_the_rest_mirrored() {
         std::fs::write(tree.path().join(name), name).unwrap();
     }
     let mut registry = Registry::files();
-    let get = registry.get("get").cloned().unwrap();
-    registry.register(
-        "get",
-        read_command(move |call: framegate_server::Call| {
-            let get = get.clone();
-            async move {
-                if call
-                    .args
-                    .get("path")
-                    .is_some_and(|p| p.as_ref() == b"secret.txt")
-                {
-                    return Err(CommandError::new(
-                        framegate_wire::ErrorCode::PERMISSION_DENIED,
-                        "permission denied",
-                    ));
-                }
-                get.run(call).await
-            }
-        }),
-    );
+    deny_access(&mut registry, "get", "secret.txt");
     let handle = server_with(tree.path(), registry).await;
     let url = handle.url.clone();
     let out = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@
 use framegate_wire::ProgressPayload;
 
 use crate::command::{Answer, Call, CommandError, Context};
-use crate::storage::{EntryKind, FileRead, ReadRanges, Tally};
+use crate::storage::{FileRead, ReadRanges, Tally};
 
 use super::{
     Fut, MAX_ITER_FILES, MAX_LIST_ENTRIES, MAX_READV_RANGES, MAX_TREE_ENTRIES, optional_path,
@@ -92,12 +92,7 @@ pub(super) fn stat(mut call: Call) -> Fut {
         let path = path_arg(&call, "path")?;
         call.turn.wait().await?;
         let meta = call.ctx.storage.stat(&path).await?;
-        let kind = match meta.kind {
-            EntryKind::File => framegate_wire::FileKind::File,
-            EntryKind::Dir => framegate_wire::FileKind::Dir,
-            EntryKind::Symlink => framegate_wire::FileKind::Symlink,
-            EntryKind::Other => framegate_wire::FileKind::Other,
-        };
+        let kind = meta.kind.wire();
         Ok(Answer::Bytes(
             framegate_wire::StatAnswer {
                 etag: meta.etag.map(|etag| etag.as_str().to_owned()),
@@ -288,11 +283,15 @@ struct TickerInner {
     topic: &'static str,
     label: &'static str,
     total: u64,
-    /// When the next report is due; `None` until the first tick.
-    next: std::sync::Mutex<Option<std::time::Instant>>,
-    sent: std::sync::atomic::AtomicBool,
-    /// Reports sent.
-    count: std::sync::atomic::AtomicU64,
+    schedule: std::sync::Mutex<Schedule>,
+}
+
+/// When a ticker reports next, and how many it sent.
+#[derive(Default)]
+struct Schedule {
+    /// `None` until the first tick (the interval runs from there).
+    next: Option<std::time::Instant>,
+    sent: u32,
 }
 
 impl Ticker {
@@ -303,9 +302,7 @@ impl Ticker {
                 topic,
                 label,
                 total,
-                next: std::sync::Mutex::new(None),
-                sent: std::sync::atomic::AtomicBool::new(false),
-                count: std::sync::atomic::AtomicU64::new(0),
+                schedule: std::sync::Mutex::default(),
             }),
         }
     }
@@ -317,7 +314,8 @@ impl Ticker {
     }
 
     fn end(self) {
-        if self.inner.sent.load(std::sync::atomic::Ordering::Relaxed) {
+        let sent = self.inner.schedule.lock().map_or(0, |s| s.sent);
+        if sent > 0 {
             self.inner.send(-1);
         }
     }
@@ -326,22 +324,19 @@ impl Ticker {
 impl TickerInner {
     fn tick(&self, pos: u64) {
         let now = std::time::Instant::now();
-        let Ok(mut next) = self.next.lock() else {
+        let Ok(mut schedule) = self.schedule.lock() else {
             return;
         };
-        match *next {
-            None => *next = Some(now + PROGRESS_INTERVAL),
+        match schedule.next {
+            None => schedule.next = Some(now + PROGRESS_INTERVAL),
             Some(due) if now >= due => {
                 // Reports come less often as a command goes on (the interval
                 // doubles every 16 reports): while output is deferred they
                 // queue, and this keeps a long command's queue short.
-                let sent = self
-                    .count
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let interval = PROGRESS_INTERVAL * 2u32.saturating_pow((sent / 16).min(10) as u32);
-                *next = Some(now + interval);
-                drop(next);
-                self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
+                let doublings = (schedule.sent / 16).min(10);
+                schedule.sent += 1;
+                schedule.next = Some(now + PROGRESS_INTERVAL * 2u32.pow(doublings));
+                drop(schedule);
                 self.send(i64::try_from(pos).unwrap_or(i64::MAX));
             }
             Some(_) => {}

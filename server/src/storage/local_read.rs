@@ -275,7 +275,7 @@ pub(super) fn tree(
                 ));
             }
             entries.push(TreeEntry {
-                kind: wire_kind(meta.kind),
+                kind: meta.kind.wire(),
                 mode: meta.mode,
                 path: child.to_string_lossy().into_owned(),
                 size: meta.size,
@@ -287,16 +287,6 @@ pub(super) fn tree(
     }
     entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     Ok(entries)
-}
-
-/// The wire's name for a kind.
-pub(crate) fn wire_kind(kind: EntryKind) -> framegate_wire::FileKind {
-    match kind {
-        EntryKind::File => framegate_wire::FileKind::File,
-        EntryKind::Dir => framegate_wire::FileKind::Dir,
-        EntryKind::Symlink => framegate_wire::FileKind::Symlink,
-        EntryKind::Other => framegate_wire::FileKind::Other,
-    }
 }
 
 /// A link's target if it is relative, UTF-8, and (read lexically from the

@@ -60,6 +60,18 @@ pub enum EntryKind {
     Other,
 }
 
+impl EntryKind {
+    /// The kind as the wire names it (`stat`, `tree`).
+    pub fn wire(self) -> framegate_wire::FileKind {
+        match self {
+            EntryKind::File => framegate_wire::FileKind::File,
+            EntryKind::Dir => framegate_wire::FileKind::Dir,
+            EntryKind::Symlink => framegate_wire::FileKind::Symlink,
+            EntryKind::Other => framegate_wire::FileKind::Other,
+        }
+    }
+}
+
 /// What `stat` and listings tell about an entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntryMeta {
