@@ -67,6 +67,16 @@ fn deny_access(registry: &mut Registry, command: &str, path: &'static str) {
     );
 }
 
+/// Refuses `tree` (a server that lists files only, as an older one).
+fn without_tree(registry: &mut Registry) {
+    registry
+        .apply(&CommandPolicy {
+            allow: None,
+            deny: vec!["tree".into()],
+        })
+        .unwrap();
+}
+
 fn nix_mkfifo(path: &Path) {
     let status = std::process::Command::new("mkfifo")
         .arg(path)
@@ -264,12 +274,7 @@ async fn mirror_checksum_finds_a_change_that_kept_size_and_mtime() {
 async fn mirror_without_tree_falls_back_to_files_and_says_so() {
     let tree = rich_tree();
     let mut registry = Registry::files();
-    registry
-        .apply(&CommandPolicy {
-            allow: None,
-            deny: vec!["tree".into()],
-        })
-        .unwrap();
+    without_tree(&mut registry);
     let handle = server_with(tree.path(), registry).await;
     let url = handle.url.clone();
     let out = tempfile::tempdir().unwrap();
@@ -300,12 +305,7 @@ async fn mirror_without_tree_falls_back_to_files_and_says_so() {
     std::fs::write(out.path().join("sub/zzz"), "extra").unwrap();
     let mut registry = Registry::files();
     deny_access(&mut registry, "stat", "a.txt");
-    registry
-        .apply(&CommandPolicy {
-            allow: None,
-            deny: vec!["tree".into()],
-        })
-        .unwrap();
+    without_tree(&mut registry);
     let handle = server_with(tree.path(), registry).await;
     let url = handle.url.clone();
     let (code, _, err) = cli(a(&[
@@ -472,12 +472,7 @@ async fn links_never_lead_outside_the_mirror() {
 
     // Without `tree` (files only): the link stays, the file below it fails.
     let mut registry = Registry::files();
-    registry
-        .apply(&CommandPolicy {
-            allow: None,
-            deny: vec!["tree".into()],
-        })
-        .unwrap();
+    without_tree(&mut registry);
     let handle = server_with(r, registry).await;
     let url = handle.url.clone();
     let m2 = top.path().join("m2");
@@ -674,12 +669,7 @@ async fn second_round_cases() {
     std::fs::create_dir(t2.path().join("a")).unwrap();
     std::fs::write(t2.path().join("a/f"), "deep").unwrap();
     let mut registry = Registry::files();
-    registry
-        .apply(&CommandPolicy {
-            allow: None,
-            deny: vec!["tree".into()],
-        })
-        .unwrap();
+    without_tree(&mut registry);
     let handle = server_with(t2.path(), registry).await;
     let url = handle.url.clone();
     let m2 = out.path().join("m2");
