@@ -222,6 +222,11 @@ pub(crate) struct ServeArgs {
     /// past it, messages sending more wait [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub(crate) max_queued_upload_bytes: Option<usize>,
+    /// Per server: bytes of plain directory listings read and not yet
+    /// sent; a listing that does not fit is answered 503 with Retry-After
+    /// [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) listing_memory: Option<usize>,
     /// Per server: commands running plus answers held open, over all
     /// messages (each may hold a file open) [default: a quarter of the
     /// descriptor limit left after 64, at most 4096].
@@ -340,6 +345,7 @@ impl ServeArgs {
             max_queued_upload_bytes: self
                 .max_queued_upload_bytes
                 .or(file.max_queued_upload_bytes),
+            listing_memory: self.listing_memory.or(file.listing_memory),
             open_answers: self.open_answers.or(file.open_answers),
             max_staging_files: self.max_staging_files.or(file.max_staging_files),
             max_connections: self.max_connections.or(file.max_connections),
@@ -473,6 +479,7 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
         message_held_bytes,
         output_buffer,
         max_queued_upload_bytes,
+        listing_memory,
         open_answers,
         max_staging_files,
         max_connections,

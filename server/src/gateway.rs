@@ -112,6 +112,14 @@ pub struct GatewayConfig {
     /// the protocol error `too-large` for the request that asked. Shared by
     /// the reactors as [`ServerConfig::held_argument_budget`].
     pub max_held_argument_bytes: usize,
+    /// Per server: bytes of plain-HTTP directory listings read and not yet
+    /// sent, over all of them (default 64 MiB; a 1,000,000-entry listing
+    /// takes about 40 MiB). A listing is charged as it is read and holds
+    /// its charge until its body was sent; one that does not fit is
+    /// answered 503 with `Retry-After`. The listing slots
+    /// ([`crate::LISTING_SLOTS`]) bound only how many are read at once, so a
+    /// slow reader holds memory, never a slot.
+    pub listing_memory: usize,
 }
 
 impl GatewayConfig {
@@ -145,6 +153,7 @@ impl GatewayConfig {
             max_queued_upload_bytes: 64 << 20,
             max_decoding_streams: 16,
             max_held_argument_bytes: 64 << 20,
+            listing_memory: 64 << 20,
         }
     }
 }
@@ -180,6 +189,8 @@ pub struct Gateway {
     pub(crate) decoder_budget: SharedBudget,
     /// Server-wide budget of argument bytes held by unanswered requests.
     pub(crate) argument_budget: SharedBudget,
+    /// Server-wide budget of plain listings' bytes (`listing_memory`).
+    pub(crate) listing_budget: SharedBudget,
     /// Metrics (rendered on the metrics listener).
     pub metrics: Metrics,
 }
@@ -216,7 +227,9 @@ impl Gateway {
         let message_slots = Arc::new(Semaphore::new(config.max_messages.max(1)));
         let decoder_budget = SharedBudget::new(config.max_decoding_streams);
         let argument_budget = SharedBudget::new(config.max_held_argument_bytes);
+        let listing_budget = SharedBudget::new(config.listing_memory);
         Ok(Arc::new(Gateway {
+            listing_budget,
             message_slots,
             decoder_budget,
             argument_budget,

@@ -1,8 +1,9 @@
 //! Plain-HTTP directory listings are bounded: the JSON is what it always
 //! was (nginx `autoindex_format json`), `HEAD` builds no body, a listing
-//! holds one of the server's listing slots until its body went out, and a
-//! client that stops reading loses its slot (and its connection) after the
-//! send timeout instead of holding it forever.
+//! holds one of the server's listing slots only while its directory is
+//! read and its bytes in the listing memory until its body went out, and a
+//! client that stops reading loses them (and its connection) after the
+//! send timeout instead of holding them forever.
 
 mod common;
 
@@ -182,52 +183,43 @@ async fn head_of_a_directory_has_no_body() {
 }
 
 #[tokio::test]
-async fn non_readers_lose_their_listing_slots_after_the_send_timeout() {
+async fn non_readers_hold_no_listing_slot() {
     let _turn = SLOTS.lock().await;
     let s = TestServer::start(|c| c.send_timeout = Duration::from_secs(2)).await;
     // About 7 MB of JSON: far more than socket buffers hold.
     many_files(&s.path("wide"), 30_000, 200);
-    s.write("small.txt", b"small");
+    s.write("small/a.txt", b"small");
     let full = old_listing_json(&s.path("wide"));
 
-    let holders = [
-        non_reader(&s.url, "/wide/").await,
-        non_reader(&s.url, "/wide/").await,
-    ];
-    // Both slots taken, both bodies stuck on full sockets.
+    // Four non-readers: twice the listing slots, each body stuck on a
+    // full socket (before, two held both slots for as long as they stayed).
+    let started = Instant::now();
+    let mut holders = Vec::new();
+    for _ in 0..4 {
+        holders.push(non_reader(&s.url, "/wide/").await);
+    }
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    let started = Instant::now();
-    let url = format!("{}/wide/", s.url);
-    let third = tokio::spawn(async move {
-        let got = get_bytes(&url).await;
-        (got, started.elapsed())
-    });
-
-    // A bystander's small file is served meanwhile.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Other listings, plain and framegate, are served meanwhile.
     let t = Instant::now();
-    let (status, small) = get_bytes(&format!("{}/small.txt", s.url)).await;
-    assert_eq!((status, small.as_slice()), (200, b"small".as_slice()));
+    let (status, body) = get_bytes(&format!("{}/wide/", s.url)).await;
+    assert_eq!(status, 200);
+    assert!(body == full, "the bystander's listing is whole");
+    let (status, small) = get_bytes(&format!("{}/small/", s.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(small, old_listing_json(&s.path("small")));
+    let listed = one(&s.ro(), "list_dir", &[("path", b"small")], None).await;
+    assert_eq!(listed.cbor::<Vec<String>>(), ["a.txt"]);
     assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "bystander took {:?}",
+        t.elapsed() < Duration::from_secs(2),
+        "bystanders took {:?} beside non-readers",
         t.elapsed()
     );
-    assert!(!third.is_finished(), "the third listing did not wait");
 
-    let ((status, body), waited) = tokio::time::timeout(Duration::from_secs(30), third)
-        .await
-        .expect("the third listing is served once the non-readers are cut")
-        .unwrap();
-    assert_eq!(status, 200);
-    assert!(body == full, "the third listing is whole");
-    assert!(
-        waited >= Duration::from_millis(1000),
-        "waited only {waited:?}"
-    );
-
-    // The non-readers' connections were closed, their listings cut short.
+    // The non-readers' connections are closed at the send timeout, their
+    // listings cut short (read only after it: reading would make them
+    // readers).
+    tokio::time::sleep_until((started + Duration::from_secs(4)).into()).await;
     for holder in holders {
         let got = drain(holder, Duration::from_secs(10))
             .await
@@ -237,23 +229,75 @@ async fn non_readers_lose_their_listing_slots_after_the_send_timeout() {
 }
 
 #[tokio::test]
-async fn a_client_that_goes_away_frees_its_slot_at_once() {
+async fn listings_past_the_listing_memory_are_told_to_retry() {
     let _turn = SLOTS.lock().await;
-    let s = TestServer::start(|c| c.send_timeout = Duration::from_secs(60)).await;
+    // One wide listing (about 6.7 MB once read, 8.8 MiB while growing)
+    // fits in 10 MiB; a second one beside it does not.
+    let s = TestServer::start(|c| {
+        c.send_timeout = Duration::from_secs(2);
+        c.listing_memory = 10 << 20;
+    })
+    .await;
     many_files(&s.path("wide"), 30_000, 200);
-    let holders = [
-        non_reader(&s.url, "/wide/").await,
-        non_reader(&s.url, "/wide/").await,
-    ];
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    drop(holders);
-    let (status, body) = tokio::time::timeout(
-        Duration::from_secs(20),
-        get_bytes(&format!("{}/wide/", s.url)),
-    )
-    .await
-    .expect("the slots came back when their clients left");
+    many_files(&s.path("wider"), 60_000, 200);
+    s.write("small/a.txt", b"small");
+    let full = old_listing_json(&s.path("wide"));
+
+    let started = Instant::now();
+    let holder = non_reader(&s.url, "/wide/").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A second wide listing is refused at once, retryable.
+    let t = Instant::now();
+    let resp = http().get(format!("{}/wide/", s.url)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert!(resp.text().await.unwrap().contains("retry later"));
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // A small one fits beside it.
+    let (status, small) = get_bytes(&format!("{}/small/", s.url)).await;
     assert_eq!(status, 200);
-    let parsed: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
-    assert_eq!(parsed.len(), 30_000);
+    assert_eq!(small, old_listing_json(&s.path("small")));
+    // Once the non-reader is cut, its memory is back (read only after the
+    // send timeout: reading would make it a reader).
+    tokio::time::sleep_until((started + Duration::from_secs(3)).into()).await;
+    let got = drain(holder, Duration::from_secs(10))
+        .await
+        .expect("the non-reader's connection is closed");
+    assert!(got < full.len());
+    let (status, body) = get_bytes(&format!("{}/wide/", s.url)).await;
+    assert_eq!(status, 200);
+    assert!(body == full);
+    // A listing that could never fit, even alone, is too large, not busy.
+    let (status, _) = get_bytes(&format!("{}/wider/", s.url)).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_frees_its_listing_memory_at_once() {
+    let _turn = SLOTS.lock().await;
+    let s = TestServer::start(|c| {
+        c.send_timeout = Duration::from_secs(60);
+        c.listing_memory = 10 << 20;
+    })
+    .await;
+    many_files(&s.path("wide"), 30_000, 200);
+    let holder = non_reader(&s.url, "/wide/").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (status, _) = get_bytes(&format!("{}/wide/", s.url)).await;
+    assert_eq!(status, 503, "the holder's listing fills the memory");
+    drop(holder);
+    // Within the send timeout, the charge comes back because the client left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get_bytes(&format!("{}/wide/", s.url)).await;
+        if status == 200 {
+            let parsed: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+            assert_eq!(parsed.len(), 30_000);
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "the memory never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -107,10 +107,12 @@ pub(super) fn stat(mut call: Call) -> Fut {
 }
 
 /// Listings hold every name in memory (they are sorted) and are the
-/// largest answers: this many run at once in the whole server, the rest
-/// wait. Bounds their memory at about this many times the largest listing.
-/// A plain-HTTP listing holds its slot until its body was sent (or its
-/// client gone, or cut after the send timeout), not only while it is built.
+/// largest answers: this many are read at once in the whole server, the
+/// rest wait. Bounds their memory while they are built at about this many
+/// times the largest listing. A plain-HTTP listing gives its slot back
+/// when its directory was read; while its body is sent, its bytes are held
+/// in the gateway's `listing_memory` instead, so a slow reader holds no
+/// slot.
 pub const LISTING_SLOTS: usize = 2;
 
 static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LISTING_SLOTS);

@@ -10,12 +10,16 @@
 //!   the client takes them ([`JsonPieces`]), at most two pieces ahead of
 //!   hyper; the body has no `Content-Length` (chunked on HTTP/1.1).
 //! * One of the server's listing slots ([`crate::fs::listing_slot`], shared
-//!   with `list_dir`) is held from the directory read until the last piece
-//!   went out, the client went away, or hyper took no piece for the
-//!   gateway's `send_timeout`: then its connection is cut, and the listing
-//!   and the slot are dropped. The slots are few and server-wide, so a
-//!   client reading slower than a piece per `send_timeout` (about 1 KiB/s
-//!   with the 60 s default) is cut even though it still takes bytes.
+//!   with `list_dir`) is held while the directory is read, no longer: the
+//!   slots bound how many directories are read at once, not how long a
+//!   client takes to read the answer.
+//! * The listing's memory is charged to the gateway's `listing_memory`
+//!   budget as the directory is read, and the charge is held until the
+//!   last piece went out, the client went away, or hyper took no piece for
+//!   the gateway's `send_timeout` (then its connection is cut). A listing
+//!   that does not fit is answered 503 with `Retry-After` at once: slow
+//!   readers hold bytes, and only enough of them together make others
+//!   retry, where before two held both slots and everybody waited.
 //! * `HEAD` only counts the entries (for the 403) and builds no body.
 //!
 //! What it is not for: files (see the parent module) and framegate
@@ -32,8 +36,9 @@ use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use cap_std::fs::Dir;
+use framegate_wire::budget::{Permit, SharedBudget};
 use http::{Method, StatusCode, header};
-use tokio::sync::{SemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 
 use super::{LATEST_HTTP_DATE, plain};
 use crate::answer::CommandError;
@@ -56,23 +61,45 @@ pub(super) async fn answer(gw: &Arc<Gateway>, rel: PathBuf, request: Request) ->
         return plain(StatusCode::SERVICE_UNAVAILABLE, "listing");
     };
     let root = gw.root.clone();
-    let scanned = crate::pool::blocking(move || scan(&root, &rel, MAX_LIST_ENTRIES, !head)).await;
-    let listing = match scanned {
-        Ok(Scan::Listed(listing)) => listing,
+    let budget = gw.listing_budget.clone();
+    let scanned =
+        crate::pool::blocking(move || scan(&root, &rel, MAX_LIST_ENTRIES, !head, &budget)).await;
+    drop(slot);
+    let (listing, charge) = match scanned {
+        Ok(Scan::Listed(listing, charge)) => (listing, charge),
         Ok(Scan::TooLarge) => {
             return plain(StatusCode::FORBIDDEN, "directory too large to list");
+        }
+        Ok(Scan::Busy) => {
+            tracing::info!(
+                listing_memory = gw.config.listing_memory,
+                "a listing did not fit in the listing memory; answered 503"
+            );
+            let mut busy = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "listings busy, retry later",
+            );
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return busy;
         }
         Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
     };
     let body = if head {
-        drop(slot);
+        drop(charge);
         // Of unknown length, like the GET's: an empty body of known length
         // would get a `Content-Length: 0` it does not have.
         Body::from_stream(futures_util::stream::empty::<io::Result<Bytes>>())
     } else {
         let (tx, rx) = mpsc::channel(1);
         let send_timeout = gw.config.send_timeout;
-        tokio::spawn(feed(JsonPieces::new(listing), slot, tx, send_timeout, conn));
+        tokio::spawn(feed(
+            JsonPieces::new(listing),
+            charge,
+            tx,
+            send_timeout,
+            conn,
+        ));
         body_of(rx)
     };
     Response::builder()
@@ -82,14 +109,14 @@ pub(super) async fn answer(gw: &Arc<Gateway>, rel: PathBuf, request: Request) ->
 }
 
 /// Hands the listing's pieces to the response body one at a time, holding
-/// the listing slot until the last one was taken. Returns early — dropping
-/// the listing and the slot — when the body is gone (client away) or took
+/// the listing's memory charge until the last one was taken. Returns early
+/// — dropping the listing and the charge — when the body is gone (client away) or took
 /// no piece for `send_timeout` (then the connection is cut: hyper waits on
 /// a full socket and would not look at the body again). A body whose
 /// listing was dropped ends with an error, never as if complete.
 async fn feed(
     mut pieces: JsonPieces,
-    _slot: SemaphorePermit<'static>,
+    _charge: Permit,
     tx: mpsc::Sender<Option<Bytes>>,
     send_timeout: Duration,
     conn: Option<ConnectionHandle>,
@@ -147,17 +174,32 @@ fn body_of(rx: mpsc::Receiver<Option<Bytes>>) -> Body {
 /// What reading a directory found.
 #[derive(Debug)]
 enum Scan {
-    /// Its entries, sorted (none kept when only counted).
-    Listed(Listing),
+    /// Its entries, sorted (none kept when only counted), and their charge
+    /// to the listing memory.
+    Listed(Listing, Permit),
     /// More entries than the bound.
     TooLarge,
+    /// The listing memory could not hold it.
+    Busy,
 }
 
 /// Reads the directory `rel` below `root`: entries (when `keep`) with their
 /// metadata, reserved names hidden, sorted bytewise by name; at most `max`
-/// (one more is read, then it is [`Scan::TooLarge`]).
-fn scan(root: &Dir, rel: &Path, max: usize, keep: bool) -> Result<Scan, CommandError> {
+/// (one more is read, then it is [`Scan::TooLarge`]). The listing's memory
+/// (the buffers' capacity) is charged to `budget` as it grows; when the
+/// budget cannot hold it, it is [`Scan::Busy`] — or [`Scan::TooLarge`] if
+/// it would not fit even alone.
+fn scan(
+    root: &Dir,
+    rel: &Path,
+    max: usize,
+    keep: bool,
+    budget: &SharedBudget,
+) -> Result<Scan, CommandError> {
     let mut listing = Listing::default();
+    let Some(mut charge) = budget.try_take(0) else {
+        return Ok(Scan::Busy);
+    };
     let mut count = 0usize;
     for entry in root.read_dir(rel).map_err(|e| io_error(&e, rel))? {
         let entry = entry.map_err(|e| io_error(&e, rel))?;
@@ -176,10 +218,20 @@ fn scan(root: &Dir, rel: &Path, max: usize, keep: bool) -> Result<Scan, CommandE
             if !listing.push(&name, &meta) {
                 return Ok(Scan::TooLarge);
             }
+            let footprint = listing.footprint();
+            if footprint > charge.amount() && !charge.try_grow(footprint - charge.amount()) {
+                return Ok(if footprint > budget.limit() {
+                    Scan::TooLarge
+                } else {
+                    Scan::Busy
+                });
+            }
         }
     }
     listing.sort();
-    Ok(Scan::Listed(listing))
+    let footprint = listing.footprint();
+    charge.give_back(charge.amount().saturating_sub(footprint));
+    Ok(Scan::Listed(listing, charge))
 }
 
 /// What a listing shows an entry as.
@@ -253,6 +305,11 @@ impl Listing {
             kind,
         });
         true
+    }
+
+    /// Bytes its buffers hold (their capacity).
+    fn footprint(&self) -> usize {
+        self.names.capacity() + self.entries.capacity() * std::mem::size_of::<Entry>()
     }
 
     fn name(&self, entry: &Entry) -> &str {
@@ -380,19 +437,55 @@ mod tests {
         out
     }
 
+    fn roomy() -> SharedBudget {
+        SharedBudget::new(1 << 20)
+    }
+
+    #[test]
+    fn a_listing_is_charged_its_buffers_until_dropped() {
+        let names: Vec<String> = (0..100).map(|i| format!("name-{i:04}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (_tmp, dir) = dir_with(&names);
+        let budget = SharedBudget::new(64 * 1024);
+        let Scan::Listed(listing, charge) =
+            scan(&dir, Path::new("."), 1000, true, &budget).unwrap()
+        else {
+            panic!("listed")
+        };
+        assert_eq!(charge.amount(), listing.footprint());
+        assert!(listing.footprint() >= 100 * (9 + std::mem::size_of::<Entry>()));
+        assert_eq!(budget.in_use(), charge.amount());
+        // Another one does not fit beside it, but would alone: busy.
+        let held = budget.try_take(budget.available()).unwrap();
+        assert!(matches!(
+            scan(&dir, Path::new("."), 1000, true, &budget).unwrap(),
+            Scan::Busy
+        ));
+        drop((held, listing, charge));
+        assert_eq!(budget.in_use(), 0);
+        // One that could never fit is too large, whatever else holds.
+        let tiny = SharedBudget::new(256);
+        assert!(matches!(
+            scan(&dir, Path::new("."), 1000, true, &tiny).unwrap(),
+            Scan::TooLarge
+        ));
+        assert_eq!(tiny.in_use(), 0);
+    }
+
     #[test]
     fn more_than_max_is_too_large_and_hidden_names_do_not_count() {
         let (_tmp, dir) = dir_with(&["a", "b", "c", ".framegate-upload-x"]);
         std::fs::create_dir(_tmp.path().join(".framegate")).unwrap();
         assert!(matches!(
-            scan(&dir, Path::new("."), 2, true).unwrap(),
+            scan(&dir, Path::new("."), 2, true, &roomy()).unwrap(),
             Scan::TooLarge
         ));
         assert!(matches!(
-            scan(&dir, Path::new("."), 2, false).unwrap(),
+            scan(&dir, Path::new("."), 2, false, &roomy()).unwrap(),
             Scan::TooLarge
         ));
-        let Scan::Listed(listing) = scan(&dir, Path::new("."), 3, true).unwrap() else {
+        let Scan::Listed(listing, _) = scan(&dir, Path::new("."), 3, true, &roomy()).unwrap()
+        else {
             panic!("three entries fit")
         };
         let names: Vec<&str> = listing.entries.iter().map(|e| listing.name(e)).collect();
@@ -402,7 +495,8 @@ mod tests {
     #[test]
     fn counting_keeps_nothing() {
         let (_tmp, dir) = dir_with(&["a", "b"]);
-        let Scan::Listed(listing) = scan(&dir, Path::new("."), 10, false).unwrap() else {
+        let Scan::Listed(listing, _) = scan(&dir, Path::new("."), 10, false, &roomy()).unwrap()
+        else {
             panic!("listed")
         };
         assert!(listing.entries.is_empty() && listing.names.is_empty());
@@ -411,7 +505,8 @@ mod tests {
     #[test]
     fn empty_directory_is_an_empty_array() {
         let (_tmp, dir) = dir_with(&[]);
-        let Scan::Listed(listing) = scan(&dir, Path::new("."), 10, true).unwrap() else {
+        let Scan::Listed(listing, _) = scan(&dir, Path::new("."), 10, true, &roomy()).unwrap()
+        else {
             panic!("listed")
         };
         assert_eq!(json(listing), b"[]");
@@ -422,7 +517,14 @@ mod tests {
         let names: Vec<String> = (0..3000).map(|i| format!("{i:0>40}\"\\é")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let (_tmp, dir) = dir_with(&refs);
-        let Scan::Listed(listing) = scan(&dir, Path::new("."), 10_000, true).unwrap() else {
+        let Scan::Listed(listing, _) = scan(
+            &dir,
+            Path::new("."),
+            10_000,
+            true,
+            &SharedBudget::new(64 << 20),
+        )
+        .unwrap() else {
             panic!("listed")
         };
         let mut pieces = JsonPieces::new(listing);
