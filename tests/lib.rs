@@ -15,6 +15,7 @@ use framegate_wire::{
     Arguments, ClientEvent, ClientReactor, ErrorKind, FrameDecoder, MEDIA_TYPE, RequestId,
 };
 
+pub mod garage;
 pub mod hostile;
 
 /// The repository root.
@@ -122,6 +123,7 @@ pub struct Gateway {
     token_file: PathBuf,
     extra: Vec<String>,
     fd_limit: Option<u64>,
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Gateway {
@@ -154,12 +156,34 @@ impl Gateway {
         Gateway::launch(tree, token_file, free_port(), extra, Some(fd_limit))
     }
 
+    /// Like [`start`](Self::start), with `env` added to its environment
+    /// (e.g. an object store's credentials; `tree` is then its URL).
+    pub fn start_with_env(
+        tree: &Path,
+        token_file: &Path,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Gateway {
+        Gateway::launch_env(tree, token_file, free_port(), extra, None, env.to_vec())
+    }
+
     fn launch(
         tree: &Path,
         token_file: &Path,
         port: u16,
         extra: &[&str],
         fd_limit: Option<u64>,
+    ) -> Gateway {
+        Gateway::launch_env(tree, token_file, port, extra, fd_limit, Vec::new())
+    }
+
+    fn launch_env(
+        tree: &Path,
+        token_file: &Path,
+        port: u16,
+        extra: &[&str],
+        fd_limit: Option<u64>,
+        env: Vec<(String, String)>,
     ) -> Gateway {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let metrics_port = free_port();
@@ -170,7 +194,8 @@ impl Gateway {
             metrics_port,
             &extra,
             fd_limit,
-            Duration::from_secs(5),
+            &env,
+            Duration::from_secs(15),
         );
         Gateway {
             child,
@@ -180,9 +205,11 @@ impl Gateway {
             token_file: token_file.to_path_buf(),
             extra,
             fd_limit,
+            env,
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         tree: &Path,
         token_file: &Path,
@@ -190,6 +217,7 @@ impl Gateway {
         metrics_port: u16,
         extra: &[String],
         fd_limit: Option<u64>,
+        env: &[(String, String)],
         limit: Duration,
     ) -> Child {
         let mut command = match fd_limit {
@@ -216,6 +244,7 @@ impl Gateway {
             .args(["--allow-writes", "--write-token-file"])
             .arg(token_file)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             // `FRAMEGATE_E2E_SERVER_LOG=debug` to see what a server did.
             .env(
                 "FRAMEGATE_LOG",
@@ -249,6 +278,7 @@ impl Gateway {
             self.metrics_port,
             &self.extra,
             self.fd_limit,
+            &self.env,
             Duration::from_secs(60),
         );
     }

@@ -60,9 +60,13 @@ Exit status:
 #[derive(clap::Args, Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub(crate) struct ServeArgs {
-    /// Directory to serve.
+    /// Directory to serve, or `s3://BUCKET/PREFIX` to serve an object
+    /// store (settings: the `--s3-*` flags; credentials: `AWS_*`).
     #[serde(rename = "dir")]
     pub(crate) dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(default)]
+    pub(crate) s3: crate::store_args::StoreArgs,
     /// TOML file with the same settings.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -264,12 +268,12 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-mod opt_duration {
+pub(crate) mod opt_duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(d)?;
@@ -292,6 +296,7 @@ impl ServeArgs {
     pub(crate) fn merge(self, file: ServeArgs) -> ServeArgs {
         ServeArgs {
             dir: self.dir.or(file.dir),
+            s3: self.s3.merge(file.s3),
             config: self.config,
             listen: self.listen.or(file.listen),
             allow_writes: self.allow_writes || file.allow_writes,
@@ -360,12 +365,17 @@ impl ServeArgs {
 
 pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let dir = dir
-        .canonicalize()
-        .map_err(|e| format!("cannot serve {}: {e}", dir.display()))?;
-    if !dir.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
-    }
+    let dir = if crate::store_args::is_store_url(&dir) {
+        dir
+    } else {
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| format!("cannot serve {}: {e}", dir.display()))?;
+        if !dir.is_dir() {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
+        dir
+    };
     let mut config = GatewayConfig::new(dir);
     config.allow_writes = args.allow_writes;
     if args.write_token_file.is_some() && !args.allow_writes {

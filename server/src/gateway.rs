@@ -163,8 +163,9 @@ pub struct Gateway {
     pub(crate) config: GatewayConfig,
     /// The served tree (the root view of the storage).
     pub(crate) storage: Arc<dyn Storage>,
-    /// The served root as a directory, for plain HTTP file access.
-    pub(crate) root: Arc<Dir>,
+    /// The served root as a directory, for plain HTTP file access to a
+    /// local tree (`None`: another storage, read through `storage`).
+    pub(crate) root: Option<Arc<Dir>>,
     pub(crate) registry: Registry,
     pub(crate) hello: Arc<HelloInfo>,
     /// What start-up cleaned from a crash.
@@ -212,6 +213,34 @@ impl Gateway {
         let (local, swept) = LocalStorage::open(&config.root, config.allow_writes)?;
         let local =
             local.with_staging_limit(config.max_staging_files.max(1), config.header_read_timeout);
+        let root = local.root_dir().clone();
+        Ok(Gateway::build(
+            config,
+            registry,
+            Arc::new(local),
+            Some(root),
+            swept,
+        ))
+    }
+
+    /// A gateway serving another storage, e.g. an [`crate::ObjectStorage`]
+    /// (`config.root` is then unused; plain HTTP reads through the
+    /// storage).
+    pub fn with_storage(
+        config: GatewayConfig,
+        registry: Registry,
+        storage: Arc<dyn Storage>,
+    ) -> Arc<Gateway> {
+        Gateway::build(config, registry, storage, None, SweepReport::default())
+    }
+
+    fn build(
+        config: GatewayConfig,
+        registry: Registry,
+        storage: Arc<dyn Storage>,
+        root: Option<Arc<Dir>>,
+        swept: SweepReport,
+    ) -> Arc<Gateway> {
         let hello = HelloInfo {
             commands: registry.names(),
             max_frame_size: config.limits.max_frame_size as u64,
@@ -228,7 +257,7 @@ impl Gateway {
         let decoder_budget = SharedBudget::new(config.max_decoding_streams);
         let argument_budget = SharedBudget::new(config.max_held_argument_bytes);
         let listing_budget = SharedBudget::new(config.listing_memory);
-        Ok(Arc::new(Gateway {
+        Arc::new(Gateway {
             listing_budget,
             message_slots,
             decoder_budget,
@@ -243,13 +272,13 @@ impl Gateway {
             ))),
             connection_slots,
             config,
-            root: local.root_dir().clone(),
-            storage: Arc::new(local),
+            root,
+            storage,
             registry,
             hello: Arc::new(hello),
             swept,
             metrics: Metrics::new(),
-        }))
+        })
     }
 
     /// The configuration.

@@ -59,8 +59,9 @@ pub use pool::{FILE_IO_THREADS, MAX_SHARE_THREADS};
 pub use serve::{HTTP1_MAX_BUF, LISTEN_BACKLOG, ServeHandle, listen, serve};
 pub use stop::GraceExpired;
 pub use storage::{
-    EntryKind, EntryMeta, Etag, FileRead, LocalStorage, MAX_INLINE_ANSWER, ReadRanges,
-    StagedUpload, Storage, StorageFuture, SweepReport, Tally, UPLOAD_BUFFER,
+    DEFAULT_STORE_REQUESTS, EntryKind, EntryMeta, Etag, FileRead, LocalStorage, MAX_INLINE_ANSWER,
+    ObjectConfig, ObjectStorage, ReadRanges, SINGLE_PUT_MAX, StagedUpload, Storage, StorageFuture,
+    SweepReport, Tally, UPLOAD_BUFFER,
 };
 pub use stream::{DEFAULT_TCP_PORT, WritePolicy, serve_connection, serve_stdio, serve_tcp};
 pub use tree::{RESERVED_COMPONENT, TEMP_PREFIX, clean_path};

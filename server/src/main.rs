@@ -13,6 +13,7 @@ use framegate_server::{serve_stdio, serve_tcp};
 use tokio_util::sync::CancellationToken;
 
 mod cli;
+mod store_args;
 
 use cli::{Cli, Cmd, LogFormat, ServeArgs, gateway_config};
 
@@ -92,8 +93,22 @@ async fn run(args: ServeArgs) -> Result<(), Failure> {
     registry
         .apply(&args.command_policy())
         .map_err(|e| Failure::Usage(format!("--allow-commands/--deny-commands: {e}")))?;
-    let gateway = Gateway::new(config, registry)
-        .map_err(|e| Failure::Error(format!("cannot open {}: {e}", root.display())))?;
+    let gateway = if store_args::is_store_url(&root) {
+        let url = root.to_string_lossy().into_owned();
+        let store = args
+            .s3
+            .config(&url, config.max_staging_files, config.header_read_timeout)
+            .map_err(Failure::Usage)?;
+        // TLS to the store (reqwest 0.13 is given no provider of its own).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let storage = framegate_server::ObjectStorage::open(&store, config.allow_writes)
+            .await
+            .map_err(|e| Failure::Error(format!("cannot serve {url}: {e}")))?;
+        Gateway::with_storage(config, registry, std::sync::Arc::new(storage))
+    } else {
+        Gateway::new(config, registry)
+            .map_err(|e| Failure::Error(format!("cannot open {}: {e}", root.display())))?
+    };
     // Handlers are installed before anything is served: a signal never
     // meets the default action (which would kill the process mid-answer).
     let mut signals =

@@ -108,6 +108,11 @@ codes! {
     /// (`serve --deny-commands`). An extension of §10 (the project's
     /// `docs/protocol.md`).
     COMMAND_REFUSED = "command-refused", false;
+    /// The server or its storage lacks a resource just now (all its
+    /// upload spools in use, an object store throttling): the same request
+    /// may succeed later. An extension of §10 (the project's
+    /// `docs/protocol.md`).
+    BUSY = "busy", false;
     /// The server (or a plain HTTP fallback) cannot do this.
     NOT_SUPPORTED = "not-supported", false;
     /// The server failed in a way that is not the client's fault.

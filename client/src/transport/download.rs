@@ -77,6 +77,8 @@ fn retryable(err: &Error) -> bool {
             matches!(status, 408 | 429 | 502 | 503 | 504)
         }
         Error::Transport(TransportError::Connect { .. }) => true,
+        // The server or its store lacked a resource just now (reading 35).
+        e if e.is(&ErrorCode::BUSY) => true,
         e => e.is_dropped_connection(),
     }
 }

@@ -23,6 +23,7 @@ use percent_encoding::percent_decode_str;
 
 use super::{plain, tree_path};
 use crate::gateway::Gateway;
+use crate::storage::EntryKind;
 
 /// The latest time an HTTP date can show (9999-12-31T23:59:59Z); later
 /// modification times are shown as this (`httpdate` would panic).
@@ -96,8 +97,11 @@ pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Reques
     if let Some(command) = refused {
         return command_refused(command);
     }
+    let Some(root) = gw.root.clone() else {
+        return stored(gw, &rel, url_path, request, head).await;
+    };
     let opened = {
-        let (root, rel) = (gw.root.clone(), rel.clone());
+        let rel = rel.clone();
         crate::pool::blocking(move || Ok(open(&root, &rel))).await
     };
     match opened {
@@ -107,20 +111,80 @@ pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Reques
         {
             command_refused("get")
         }
-        Ok(Ok(Opened::File(file, meta))) => file::answer(file, &meta, &rel, &request),
+        Ok(Ok(Opened::File(file, meta))) => file::answer(
+            file::Source::File(file),
+            &file::Version::of(&meta),
+            &rel,
+            &request,
+        ),
         // A directory: redirected to its slash form before anything is
         // listed (a cheap request must not cost a listing).
-        Ok(Ok(Opened::Dir)) if !url_path.ends_with('/') => {
-            let location = format!("{url_path}/");
-            Response::builder()
-                .status(StatusCode::MOVED_PERMANENTLY)
-                .header(header::LOCATION, location)
-                .body(Body::empty())
-                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "redirect"))
-        }
+        Ok(Ok(Opened::Dir)) if !url_path.ends_with('/') => to_slash_form(url_path),
         // Bounded in memory and time, sharing the server's listing slots
         // and entry bound with `list_dir`.
         Ok(Ok(Opened::Dir)) => listing::answer(&gw, rel, request).await,
         _ => plain(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// A directory asked for without its slash: redirected to its slash form
+/// before anything is listed (a cheap request must not cost a listing).
+fn to_slash_form(url_path: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::MOVED_PERMANENTLY)
+        .header(header::LOCATION, format!("{url_path}/"))
+        .body(Body::empty())
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "redirect"))
+}
+
+/// The same for a gateway over another storage (an object store): what
+/// `rel` is comes from the storage's `stat`, the bytes from its `read` of
+/// that version, a listing from its `list`.
+async fn stored(
+    gw: Arc<Gateway>,
+    rel: &Path,
+    url_path: &str,
+    request: Request,
+    head: bool,
+) -> Response {
+    match gw.storage.stat(rel).await {
+        Ok(meta) if meta.kind == EntryKind::File => {
+            if gw.registry.is_refused("get") && (!head || gw.registry.is_refused("stat")) {
+                return command_refused("get");
+            }
+            let Some(etag) = meta.etag.clone() else {
+                return plain(StatusCode::NOT_FOUND, "not found");
+            };
+            let version = file::Version {
+                size: meta.size,
+                etag: etag.clone(),
+                modified: UNIX_EPOCH
+                    + Duration::try_from_secs_f64(meta.mtime.max(0.0)).unwrap_or_default(),
+            };
+            let source = file::Source::Stored {
+                storage: gw.storage.clone(),
+                rel: rel.to_path_buf(),
+                etag,
+            };
+            file::answer(source, &version, rel, &request)
+        }
+        Ok(meta) if meta.kind == EntryKind::Dir && !url_path.ends_with('/') => {
+            let _ = meta;
+            to_slash_form(url_path)
+        }
+        Ok(meta) if meta.kind == EntryKind::Dir => {
+            listing::answer_stored(&gw, rel.to_path_buf(), request).await
+        }
+        Ok(_) => plain(StatusCode::NOT_FOUND, "not found"),
+        Err(err) if err.code == framegate_wire::ErrorCode::BUSY => {
+            let mut busy = plain(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later");
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            busy
+        }
+        Err(err) if err.code == framegate_wire::ErrorCode::NO_SUCH_FILE => {
+            plain(StatusCode::NOT_FOUND, "not found")
+        }
+        Err(_) => plain(StatusCode::BAD_GATEWAY, "the storage failed"),
     }
 }

@@ -141,8 +141,8 @@ impl LocalStorage {
     }
 
     /// At most `max` uploads staging at once (a staging file each, shared by
-    /// every view); one more waits up to `wait`, then fails with a
-    /// retryable `internal` error. Call right after [`LocalStorage::open`].
+    /// every view); one more waits up to `wait`, then fails `busy`
+    /// (retryable). Call right after [`LocalStorage::open`].
     #[must_use]
     pub fn with_staging_limit(mut self, max: usize, wait: std::time::Duration) -> Self {
         if let Some(view) = Arc::get_mut(&mut self.view)
@@ -534,7 +534,7 @@ impl Storage for LocalStorage {
             .await;
             let Ok(Ok(slot)) = slot else {
                 return Err(CommandError::new(
-                    framegate_wire::ErrorCode::INTERNAL,
+                    framegate_wire::ErrorCode::BUSY,
                     format!(
                         "the server is busy: too many uploads in progress (waited {}); retry later",
                         humantime::format_duration(private.staging_wait)

@@ -22,6 +22,7 @@ mod journal;
 mod local;
 mod local_read;
 mod lock;
+mod object;
 mod staging;
 
 use std::any::Any;
@@ -38,6 +39,7 @@ pub use etag::Etag;
 pub use local::{LocalStorage, SweepReport};
 pub use local_read::MAX_INLINE_ANSWER;
 pub(crate) use local_read::open_to_read;
+pub use object::{DEFAULT_STORE_REQUESTS, ObjectConfig, ObjectStorage, SINGLE_PUT_MAX};
 pub use staging::UPLOAD_BUFFER;
 
 /// Told a running count while a long operation works (a walk's entries);

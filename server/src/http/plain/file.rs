@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -32,9 +32,10 @@ use http::response::Builder;
 use http::{HeaderMap, HeaderName, Method, StatusCode, header};
 
 use super::{http_time, plain};
+use crate::answer::Answer;
 use crate::driver::{ANSWER_PIECE, read_piece};
 use crate::http::header_str;
-use crate::storage::Etag;
+use crate::storage::{Etag, ReadRanges, Storage};
 
 /// The boundary of `multipart/byteranges` answers.
 const MULTIPART_BOUNDARY: &str = "framegate-byteranges-3d6b9f2a";
@@ -47,20 +48,45 @@ enum Part {
     File(u64, u64),
 }
 
-/// The answer to a `GET`/`HEAD` of the regular file `file` (at `rel`,
-/// which only gives the content type), `meta` being its `fstat`.
-pub(super) fn answer(
-    file: std::fs::File,
-    meta: &cap_std::fs::Metadata,
-    rel: &Path,
-    request: &Request,
-) -> Response {
-    let size = meta.len();
-    let etag = Etag::of(meta).quoted();
-    let modified = http_time(
-        meta.modified()
-            .map_or(SystemTime::UNIX_EPOCH, cap_std::time::SystemTime::into_std),
-    );
+/// Where a plain answer's bytes come from.
+pub(super) enum Source {
+    /// A local file opened for this request.
+    File(std::fs::File),
+    /// An object of the gateway's storage, of the version `etag` (a later
+    /// version ends the body with an error).
+    Stored {
+        storage: Arc<dyn Storage>,
+        rel: PathBuf,
+        etag: Etag,
+    },
+}
+
+/// What a plain answer's validators are made of.
+pub(super) struct Version {
+    pub(super) size: u64,
+    pub(super) etag: Etag,
+    pub(super) modified: SystemTime,
+}
+
+impl Version {
+    /// A local file's, from its `fstat`.
+    pub(super) fn of(meta: &cap_std::fs::Metadata) -> Version {
+        Version {
+            size: meta.len(),
+            etag: Etag::of(meta),
+            modified: meta
+                .modified()
+                .map_or(SystemTime::UNIX_EPOCH, cap_std::time::SystemTime::into_std),
+        }
+    }
+}
+
+/// The answer to a `GET`/`HEAD` of the regular file `source` (at `rel`,
+/// which only gives the content type) of the version `version`.
+pub(super) fn answer(source: Source, version: &Version, rel: &Path, request: &Request) -> Response {
+    let size = version.size;
+    let etag = version.etag.quoted();
+    let modified = http_time(version.modified);
     let headers = request.headers();
     let validated = || {
         Response::builder()
@@ -85,7 +111,7 @@ pub(super) fn answer(
         let builder = builder
             .header(header::CONTENT_TYPE, content_type)
             .header(header::CONTENT_LENGTH, size);
-        return respond(builder, head, file, vec![Part::File(0, size)]);
+        return respond(builder, head, source, vec![Part::File(0, size)]);
     };
     let ranges = match http_range_header::parse_range_header(range).and_then(|r| r.validate(size)) {
         Ok(ranges)
@@ -115,7 +141,7 @@ pub(super) fn answer(
         return respond(
             builder,
             head,
-            file,
+            source,
             vec![Part::File(start, end - start + 1)],
         );
     }
@@ -141,7 +167,7 @@ pub(super) fn answer(
             format!("multipart/byteranges; boundary={MULTIPART_BOUNDARY}"),
         )
         .header(header::CONTENT_LENGTH, total);
-    respond(builder, head, file, parts)
+    respond(builder, head, source, parts)
 }
 
 /// The status the preconditions of RFC 9110 §13.2.2 answer with instead
@@ -209,12 +235,12 @@ fn empty(builder: Builder) -> Response {
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response"))
 }
 
-/// The response with `parts` of `file` as its body (none for `HEAD`).
-fn respond(builder: Builder, head: bool, file: std::fs::File, parts: Vec<Part>) -> Response {
-    let body = if head {
-        Body::empty()
-    } else {
-        body_of(file, parts)
+/// The response with `parts` of `source` as its body (none for `HEAD`).
+fn respond(builder: Builder, head: bool, source: Source, parts: Vec<Part>) -> Response {
+    let body = match source {
+        _ if head => Body::empty(),
+        Source::File(file) => body_of(file, parts),
+        Source::Stored { storage, rel, etag } => stored_body(storage, rel, etag, parts),
     };
     builder
         .body(body)
@@ -265,4 +291,47 @@ fn body_of(file: std::fs::File, parts: Vec<Part>) -> Body {
         Ok::<_, io::Error>(Some((bytes, (file, parts))))
     });
     Body::from_stream(stream)
+}
+
+/// A body that reads `parts` of a stored object, each range when hyper
+/// gets to it, all of the version `etag`: a version replaced meanwhile
+/// ends the body with an error (the store answers `file-changed`), never a
+/// splice of two.
+fn stored_body(storage: Arc<dyn Storage>, rel: PathBuf, etag: Etag, parts: Vec<Part>) -> Body {
+    use futures_util::{StreamExt, TryStreamExt};
+    let pieces = futures_util::stream::iter(parts)
+        .then(move |part| {
+            let (storage, rel, etag) = (storage.clone(), rel.clone(), etag.clone());
+            async move {
+                let answer = match part {
+                    Part::Text(text) => {
+                        return Ok(futures_util::stream::once(async { Ok(text) }).boxed());
+                    }
+                    Part::File(_, 0) => return Ok(futures_util::stream::empty().boxed()),
+                    Part::File(offset, len) => {
+                        storage
+                            .read(
+                                &rel,
+                                ReadRanges::Ranges(vec![(offset, len)]),
+                                Some(etag.as_str()),
+                            )
+                            .await
+                            .map_err(|e| io::Error::other(e.message))?
+                            .answer
+                    }
+                };
+                Ok::<_, io::Error>(match answer {
+                    Answer::Bytes(bytes) => futures_util::stream::once(async { Ok(bytes) }).boxed(),
+                    Answer::Stream(stream) => {
+                        stream.map_err(|e| io::Error::other(e.message)).boxed()
+                    }
+                    _ => futures_util::stream::once(async {
+                        Err(io::Error::other("a stored answer of an unexpected kind"))
+                    })
+                    .boxed(),
+                })
+            }
+        })
+        .try_flatten();
+    Body::from_stream(pieces)
 }

@@ -60,7 +60,9 @@ pub(super) async fn answer(gw: &Arc<Gateway>, rel: PathBuf, request: Request) ->
     let Ok(slot) = crate::fs::listing_slot().await else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "listing");
     };
-    let root = gw.root.clone();
+    let Some(root) = gw.root.clone() else {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    };
     let budget = gw.listing_budget.clone();
     let scanned =
         crate::pool::blocking(move || scan(&root, &rel, MAX_LIST_ENTRIES, !head, &budget)).await;
@@ -70,42 +72,10 @@ pub(super) async fn answer(gw: &Arc<Gateway>, rel: PathBuf, request: Request) ->
         Ok(Scan::TooLarge) => {
             return plain(StatusCode::FORBIDDEN, "directory too large to list");
         }
-        Ok(Scan::Busy) => {
-            tracing::info!(
-                listing_memory = gw.config.listing_memory,
-                "a listing did not fit in the listing memory; answered 503"
-            );
-            let mut busy = plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "listings busy, retry later",
-            );
-            busy.headers_mut()
-                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-            return busy;
-        }
+        Ok(Scan::Busy) => return busy(gw),
         Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
     };
-    let body = if head {
-        drop(charge);
-        // Of unknown length, like the GET's: an empty body of known length
-        // would get a `Content-Length: 0` it does not have.
-        Body::from_stream(futures_util::stream::empty::<io::Result<Bytes>>())
-    } else {
-        let (tx, rx) = mpsc::channel(1);
-        let send_timeout = gw.config.send_timeout;
-        tokio::spawn(feed(
-            JsonPieces::new(listing),
-            charge,
-            tx,
-            send_timeout,
-            conn,
-        ));
-        body_of(rx)
-    };
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "listing"))
+    respond(gw, head, listing, charge, conn)
 }
 
 /// Hands the listing's pieces to the response body one at a time, holding
@@ -218,20 +188,105 @@ fn scan(
             if !listing.push(&name, &meta) {
                 return Ok(Scan::TooLarge);
             }
-            let footprint = listing.footprint();
-            if footprint > charge.amount() && !charge.try_grow(footprint - charge.amount()) {
-                return Ok(if footprint > budget.limit() {
-                    Scan::TooLarge
-                } else {
-                    Scan::Busy
-                });
+            if let Some(refused) = listing.charge(&mut charge, budget) {
+                return Ok(refused);
             }
         }
     }
-    listing.sort();
-    let footprint = listing.footprint();
-    charge.give_back(charge.amount().saturating_sub(footprint));
-    Ok(Scan::Listed(listing, charge))
+    Ok(listing.done(charge))
+}
+/// Answers `GET`/`HEAD` of the directory `rel` of a gateway over another
+/// storage (an object store): its entries from the storage's `list`, then
+/// as [`answer`] does, with the same slot, memory charge and timeouts.
+pub(super) async fn answer_stored(gw: &Arc<Gateway>, rel: PathBuf, request: Request) -> Response {
+    let head = request.method() == Method::HEAD;
+    let conn = request.extensions().get::<ConnectionHandle>().cloned();
+    drop(request);
+    let Ok(slot) = crate::fs::listing_slot().await else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "listing");
+    };
+    let listed = gw.storage.list(&rel).await;
+    drop(slot);
+    let entries = match listed {
+        Ok(entries) => entries,
+        Err(err) if err.code == framegate_wire::ErrorCode::NOT_SUPPORTED => {
+            return plain(StatusCode::FORBIDDEN, "directory too large to list");
+        }
+        Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
+    };
+    let mut listing = Listing::default();
+    let Some(mut charge) = gw.listing_budget.try_take(0) else {
+        return busy(gw);
+    };
+    for (name, meta) in entries.iter().filter(|_| !head) {
+        let kind = match meta.kind {
+            crate::storage::EntryKind::File => Kind::File,
+            crate::storage::EntryKind::Dir => Kind::Directory,
+            _ => Kind::Other,
+        };
+        if !listing.push_entry(name, kind, meta.size, meta.mtime) {
+            return plain(StatusCode::FORBIDDEN, "directory too large to list");
+        }
+        match listing.charge(&mut charge, &gw.listing_budget) {
+            Some(Scan::TooLarge) => {
+                return plain(StatusCode::FORBIDDEN, "directory too large to list");
+            }
+            Some(_) => return busy(gw),
+            None => {}
+        }
+    }
+    drop(entries);
+    let Scan::Listed(listing, charge) = listing.done(charge) else {
+        return busy(gw);
+    };
+    respond(gw, head, listing, charge, conn)
+}
+
+/// 503 + `Retry-After` for a listing the listing memory cannot hold now.
+fn busy(gw: &Gateway) -> Response {
+    tracing::info!(
+        listing_memory = gw.config.listing_memory,
+        "a listing did not fit in the listing memory; answered 503"
+    );
+    let mut busy = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "listings busy, retry later",
+    );
+    busy.headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    busy
+}
+
+/// The listing's response: its JSON fed a piece at a time (none for
+/// `HEAD`), holding `charge` until sent.
+fn respond(
+    gw: &Gateway,
+    head: bool,
+    listing: Listing,
+    charge: Permit,
+    conn: Option<ConnectionHandle>,
+) -> Response {
+    let body = if head {
+        drop(charge);
+        // Of unknown length, like the GET's: an empty body of known length
+        // would get a `Content-Length: 0` it does not have.
+        Body::from_stream(futures_util::stream::empty::<io::Result<Bytes>>())
+    } else {
+        let (tx, rx) = mpsc::channel(1);
+        let send_timeout = gw.config.send_timeout;
+        tokio::spawn(feed(
+            JsonPieces::new(listing),
+            charge,
+            tx,
+            send_timeout,
+            conn,
+        ));
+        body_of(rx)
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "listing"))
 }
 
 /// What a listing shows an entry as.
@@ -275,14 +330,6 @@ struct Listing {
 impl Listing {
     /// Adds an entry; false if the names outgrow the buffer's offsets.
     fn push(&mut self, name: &str, meta: &cap_std::fs::Metadata) -> bool {
-        let (Ok(name_at), Ok(name_len)) =
-            (u32::try_from(self.names.len()), u16::try_from(name.len()))
-        else {
-            return false;
-        };
-        if u32::try_from(self.names.len() + name.len()).is_err() {
-            return false;
-        }
         let ft = meta.file_type();
         let kind = if ft.is_file() {
             Kind::File
@@ -296,15 +343,51 @@ impl Listing {
             .ok()
             .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
             .map_or(0.0, |d| d.as_secs_f64());
+        self.push_entry(name, kind, meta.len(), mtime)
+    }
+
+    /// Adds an entry of `kind`, `size` bytes, modified at `mtime` (Unix
+    /// seconds); false if the names outgrow the buffer's offsets.
+    fn push_entry(&mut self, name: &str, kind: Kind, size: u64, mtime: f64) -> bool {
+        let (Ok(name_at), Ok(name_len)) =
+            (u32::try_from(self.names.len()), u16::try_from(name.len()))
+        else {
+            return false;
+        };
+        if u32::try_from(self.names.len() + name.len()).is_err() {
+            return false;
+        }
         self.names.push_str(name);
         self.entries.push(Entry {
             mtime,
-            size: meta.len(),
+            size,
             name_at,
             name_len,
             kind,
         });
         true
+    }
+
+    /// Grows `charge` (from `budget`) to the buffers' footprint; the
+    /// refusal if it cannot: too large if it would not fit even alone,
+    /// else busy.
+    fn charge(&self, charge: &mut Permit, budget: &SharedBudget) -> Option<Scan> {
+        let footprint = self.footprint();
+        if footprint > charge.amount() && !charge.try_grow(footprint - charge.amount()) {
+            return Some(if footprint > budget.limit() {
+                Scan::TooLarge
+            } else {
+                Scan::Busy
+            });
+        }
+        None
+    }
+
+    /// Sorted, shrunk, and `charge` cut to what it then holds.
+    fn done(mut self, mut charge: Permit) -> Scan {
+        self.sort();
+        charge.give_back(charge.amount().saturating_sub(self.footprint()));
+        Scan::Listed(self, charge)
     }
 
     /// Bytes its buffers hold (their capacity).

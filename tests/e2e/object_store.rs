@@ -1,0 +1,367 @@
+//! Gateways over a real three-node Garage cluster (replication factor 3):
+//! every command through two gateways, a put through one read through the
+//! other, a node killed under reads and writes, plain HTTP from the store,
+//! and the start-up errors of a missing bucket, wrong credentials and an
+//! unreachable endpoint — none of which may show a credential.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use framegate_e2e::garage::{BUCKET, Garage, SECRET};
+use framegate_e2e::*;
+
+const TOKEN: &str = "object-store-token";
+
+struct Setup {
+    garage: Garage,
+    _dir: tempfile::TempDir,
+    token: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let garage = Garage::start();
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, TOKEN).unwrap();
+        Setup {
+            garage,
+            _dir: dir,
+            token,
+        }
+    }
+
+    /// A gateway on node `node`'s endpoint serving `s3://framegate/prefix`.
+    fn gateway(&self, node: usize, prefix: &str) -> Gateway {
+        let url = format!("s3://{BUCKET}/{prefix}");
+        let flags = self.garage.flags(node);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Gateway::start_with_env(Path::new(&url), &self.token, &flags, &self.garage.env())
+    }
+}
+
+async fn send(gw: &Gateway, batch: &mut Batch) -> Vec<Outcome> {
+    let body = batch.take_body();
+    let answer = post_message(
+        &message_client(),
+        &format!("{}/.framegate/rw", gw.url()),
+        TOKEN,
+        body.into(),
+    )
+    .await
+    .unwrap();
+    batch.decode(&answer)
+}
+
+fn text(o: &Outcome) -> Vec<u8> {
+    match o {
+        Outcome::Ok(b) => b.to_vec(),
+        other => panic!("expected bytes, got {}", other.describe()),
+    }
+}
+
+fn names(o: &Outcome) -> Vec<String> {
+    let Some(ciborium::Value::Array(items)) = o.cbor() else {
+        panic!("expected a list, got {}", o.describe());
+    };
+    items.into_iter().map(|v| v.into_text().unwrap()).collect()
+}
+
+fn map_field(o: &Outcome, key: &str) -> ciborium::Value {
+    let Some(ciborium::Value::Map(entries)) = o.cbor() else {
+        panic!("expected a map, got {}", o.describe());
+    };
+    entries
+        .into_iter()
+        .find(|(k, _)| k.as_text() == Some(key))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {key}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_through_two_gateways() {
+    let setup = Setup::new();
+    let a = setup.gateway(0, "tree");
+    let b = setup.gateway(1, "tree");
+    let big = noise(10 * 1024 * 1024 + 12_345, 7);
+
+    // Writes through A.
+    let mut batch = Batch::new();
+    batch.add("mkdir", &[("path", b"d")], None);
+    batch.add(
+        "put",
+        &[("path", b"d/x.txt")],
+        Some(Bytes::from_static(b"hello")),
+    );
+    batch.add(
+        "put",
+        &[("path", b"big.bin")],
+        Some(Bytes::from(big.clone())),
+    );
+    batch.add(
+        "put",
+        &[("path", b"gone.txt")],
+        Some(Bytes::from_static(b"bye")),
+    );
+    batch.add("mkdir", &[("path", b"empty")], None);
+    batch.add("mkdir", &[("path", b"d")], None);
+    batch.add("mkdir", &[("path", b"no/such/parent")], None);
+    batch.add(
+        "append",
+        &[("path", b"d/x.txt")],
+        Some(Bytes::from_static(b"!")),
+    );
+    let o = send(&a, &mut batch).await;
+    for (i, outcome) in o[..5].iter().enumerate() {
+        assert!(
+            matches!(outcome, Outcome::Ok(_)),
+            "{i}: {}",
+            outcome.describe()
+        );
+    }
+    assert_eq!(o[5].code(), Some("file-exists"));
+    assert_eq!(o[6].code(), Some("no-such-file"));
+    assert_eq!(o[7].code(), Some("not-supported"));
+
+    // Reads through B.
+    let mut batch = Batch::new();
+    batch.add("get", &[("path", b"d/x.txt")], None);
+    batch.add("get", &[("path", b"big.bin")], None);
+    batch.add("has", &[("path", b"d/x.txt")], None);
+    batch.add("has", &[("path", b"nope")], None);
+    batch.add("stat", &[("path", b"d/x.txt")], None);
+    batch.add("stat", &[("path", b"d")], None);
+    batch.add("list_dir", &[("path", b"")], None);
+    batch.add("list_dir", &[("path", b"d")], None);
+    batch.add("iter_files_recursive", &[], None);
+    batch.add("get", &[("path", b"nope")], None);
+    batch.add("get", &[("path", b"d")], None);
+    batch.add("list_dir", &[("path", b"empty")], None);
+    let o = send(&b, &mut batch).await;
+    assert_eq!(text(&o[0]), b"hello");
+    assert!(text(&o[1]) == big, "the 10 MiB object read back whole");
+    assert_eq!(o[2].cbor(), Some(ciborium::Value::Bool(true)));
+    assert_eq!(o[3].cbor(), Some(ciborium::Value::Bool(false)));
+    assert_eq!(map_field(&o[4], "kind").as_text(), Some("file"));
+    assert_eq!(map_field(&o[4], "size"), ciborium::Value::Integer(5.into()));
+    assert_eq!(map_field(&o[5], "kind").as_text(), Some("dir"));
+    assert_eq!(names(&o[6]), ["big.bin", "d", "empty", "gone.txt"]);
+    assert_eq!(names(&o[7]), ["x.txt"]);
+    assert_eq!(names(&o[8]), ["big.bin", "d/x.txt", "gone.txt"]);
+    assert_eq!(o[9].code(), Some("no-such-file"));
+    assert_eq!(o[10].code(), Some("is-a-directory"));
+    assert_eq!(names(&o[11]), Vec::<String>::new());
+
+    // readv of one version, rename, delete, rmdir through B, seen by A.
+    let mut batch = Batch::new();
+    let ranges = b"0,5\n1048576,10\n10485760,100";
+    batch.add("readv", &[("path", b"big.bin"), ("ranges", ranges)], None);
+    batch.add("rename", &[("from", b"d/x.txt"), ("to", b"d/y.txt")], None);
+    batch.add("delete", &[("path", b"gone.txt")], None);
+    batch.add("delete", &[("path", b"gone.txt")], None);
+    batch.add("rmdir", &[("path", b"d")], None);
+    batch.add("rmdir", &[("path", b"empty")], None);
+    let o = send(&b, &mut batch).await;
+    let mut expected = big[..5].to_vec();
+    expected.extend_from_slice(&big[1_048_576..1_048_586]);
+    expected.extend_from_slice(&big[10_485_760..10_485_860]);
+    assert_eq!(text(&o[0]), expected);
+    assert!(matches!(o[1], Outcome::Ok(_)), "{}", o[1].describe());
+    assert!(matches!(o[2], Outcome::Ok(_)), "{}", o[2].describe());
+    assert_eq!(o[3].code(), Some("no-such-file"));
+    assert_eq!(o[4].code(), Some("directory-not-empty"));
+    assert!(matches!(o[5], Outcome::Ok(_)), "{}", o[5].describe());
+    let mut batch = Batch::new();
+    batch.add("list_dir", &[("path", b"")], None);
+    batch.add("get", &[("path", b"d/y.txt")], None);
+    batch.add("has", &[("path", b"d/x.txt")], None);
+    let o = send(&a, &mut batch).await;
+    assert_eq!(names(&o[0]), ["big.bin", "d"]);
+    assert_eq!(text(&o[1]), b"hello");
+    assert_eq!(o[2].cbor(), Some(ciborium::Value::Bool(false)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_reads_the_store() {
+    let setup = Setup::new();
+    let gw = setup.gateway(0, "plain");
+    let body = noise(300_000, 3);
+    let mut batch = Batch::new();
+    batch.add(
+        "put",
+        &[("path", b"dir/file.bin")],
+        Some(Bytes::from(body.clone())),
+    );
+    let o = send(&gw, &mut batch).await;
+    assert!(matches!(o[0], Outcome::Ok(_)), "{}", o[0].describe());
+    let http = reqwest::Client::new();
+    let url = format!("{}/dir/file.bin", gw.url());
+    let whole = http.get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    let etag = whole.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(whole.bytes().await.unwrap(), body);
+    let head = http.head(&url).send().await.unwrap();
+    assert_eq!(head.headers()["content-length"], "300000");
+    assert_eq!(head.headers()["etag"].to_str().unwrap(), etag);
+    let part = http
+        .get(&url)
+        .header("range", "bytes=100-199")
+        .header("if-range", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap(), body[100..200]);
+    let multi = http
+        .get(&url)
+        .header("range", "bytes=0-9,299990-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(multi.status(), 206);
+    let multi = multi.bytes().await.unwrap();
+    assert!(multi.windows(10).any(|w| w == &body[..10]));
+    let listing = http.get(format!("{}/dir/", gw.url())).send().await.unwrap();
+    assert_eq!(listing.status(), 200);
+    let listing: serde_json::Value =
+        serde_json::from_slice(&listing.bytes().await.unwrap()).unwrap();
+    assert_eq!(listing[0]["name"], "file.bin");
+    assert_eq!(listing[0]["size"], 300_000);
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/dir", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 301);
+    let missing = http.get(format!("{}/nope", gw.url())).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_writes_survive_a_lost_node() {
+    let mut setup = Setup::new();
+    let gw = setup.gateway(0, "survive");
+    let mut batch = Batch::new();
+    batch.add(
+        "put",
+        &[("path", b"before.txt")],
+        Some(Bytes::from_static(b"one")),
+    );
+    let o = send(&gw, &mut batch).await;
+    assert!(matches!(o[0], Outcome::Ok(_)), "{}", o[0].describe());
+    setup.garage.kill(2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut batch = Batch::new();
+        batch.add("get", &[("path", b"before.txt")], None);
+        batch.add(
+            "put",
+            &[("path", b"after.txt")],
+            Some(Bytes::from_static(b"two")),
+        );
+        batch.add("get", &[("path", b"after.txt")], None);
+        let o = send(&gw, &mut batch).await;
+        if matches!(o[1], Outcome::Ok(_)) {
+            assert_eq!(text(&o[0]), b"one");
+            assert_eq!(text(&o[2]), b"two");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes failed with a node down: {}",
+            o[1].describe()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A `serve` that must fail: its URL, flags, environment, and what its
+/// message must say.
+type StartCase = (
+    &'static str,
+    Vec<String>,
+    Vec<(String, String)>,
+    &'static str,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_fail_at_start_without_credentials_in_the_message() {
+    let setup = Setup::new();
+    let cases: Vec<StartCase> = vec![
+        (
+            "s3://no-such-bucket/x",
+            setup.garage.flags(0),
+            setup.garage.env(),
+            "bucket",
+        ),
+        (
+            "s3://framegate/x",
+            setup.garage.flags(0),
+            vec![
+                (
+                    "AWS_ACCESS_KEY_ID".into(),
+                    "GK00000000000000000000000a".into(),
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    "wrong-secret-wrong-secret".into(),
+                ),
+                ("AWS_REGION".into(), "garage".into()),
+            ],
+            "refused",
+        ),
+        (
+            "s3://framegate/x",
+            vec![
+                "--s3-endpoint".into(),
+                format!("http://127.0.0.1:{}", free_port()),
+                "--s3-path-style".into(),
+                "--s3-allow-http".into(),
+                "--s3-max-retries".into(),
+                "0".into(),
+                "--s3-connect-timeout".into(),
+                "1s".into(),
+            ],
+            setup.garage.env(),
+            "",
+        ),
+        (
+            "s3://framegate/x",
+            vec![
+                "--s3-endpoint".into(),
+                "http://10.255.255.1:3900".into(),
+                "--s3-allow-http".into(),
+            ],
+            setup.garage.env(),
+            "loopback",
+        ),
+    ];
+    for (url, flags, env, says) in cases {
+        let started = Instant::now();
+        let out = std::process::Command::new(server_binary())
+            .arg("serve")
+            .arg(url)
+            .args(&flags)
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url} {flags:?} started");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{url} took {:?}",
+            started.elapsed()
+        );
+        assert!(stderr.contains(says), "{url}: {stderr}");
+        assert!(!stderr.contains(SECRET), "the secret was printed: {stderr}");
+        assert!(
+            !stderr.contains("wrong-secret"),
+            "a secret was printed: {stderr}"
+        );
+    }
+}
