@@ -177,7 +177,22 @@ async fn every_command_through_two_gateways() {
     batch.add("get", &[("path", b"d/y.txt")], None);
     batch.add("has", &[("path", b"d/x.txt")], None);
     let o = send(&a, &mut batch).await;
-    assert_eq!(names(&o[0]), ["big.bin", "d"]);
+    if names(&o[0]) != ["big.bin", "d"] {
+        // Seen once under heavy load (an rmdir answered, its directory
+        // still listed through the other gateway): say what a second look
+        // finds.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut again = Batch::new();
+        again.add("list_dir", &[("path", b"")], None);
+        again.add("stat", &[("path", b"empty")], None);
+        again.add("list_dir", &[("path", b"empty")], None);
+        let later = send(&a, &mut again).await;
+        panic!(
+            "listed {:?} after the rmdir; a second later: {:?}",
+            names(&o[0]),
+            later.iter().map(Outcome::describe).collect::<Vec<_>>()
+        );
+    }
     assert_eq!(text(&o[1]), b"hello");
     assert_eq!(o[2].cbor(), Some(ciborium::Value::Bool(false)));
 }
@@ -364,4 +379,141 @@ async fn bad_settings_fail_at_start_without_credentials_in_the_message() {
             "a secret was printed: {stderr}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_behind_nginx_mirror_fail_over_and_validate_versions() {
+    let setup = Setup::new();
+    let gateways = [setup.gateway(0, "site"), setup.gateway(1, "site")];
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Tls::generate(dir.path());
+    let ngx_dir = dir.path().join("nginx");
+    std::fs::create_dir_all(&ngx_dir).unwrap();
+    let empty = dir.path().join("static");
+    std::fs::create_dir_all(&empty).unwrap();
+    let nginx = Nginx::start(
+        &ngx_dir,
+        &tls,
+        [gateways[0].port, gateways[1].port],
+        &empty,
+        "",
+    );
+
+    // A source tree, uploaded through the first gateway.
+    let source = dir.path().join("source");
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("a.txt".into(), b"alpha\n".to_vec()),
+        ("sub/b.bin".into(), noise(70_000, 11)),
+        ("sub/deeper/c.bin".into(), noise(9 * 1024 * 1024, 12)),
+    ];
+    for i in 0..40 {
+        files.push((
+            format!("many/f{i:02}.txt"),
+            format!("file {i}\n").into_bytes(),
+        ));
+    }
+    let mut batch = Batch::new();
+    for (name, body) in &files {
+        let path = source.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, body).unwrap();
+        batch.add(
+            "put",
+            &[("path", name.as_bytes())],
+            Some(Bytes::from(body.clone())),
+        );
+    }
+    let o = send(&gateways[0], &mut batch).await;
+    assert!(o.iter().all(|o| matches!(o, Outcome::Ok(_))), "{o:?}");
+
+    // `framegate mirror` of the prefix through nginx: byte-identical.
+    let mirror = dir.path().join("mirror");
+    let cli = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(client_binary())
+                .args(args)
+                .env("NETRC", "/nonexistent")
+                .output()
+                .unwrap()
+        })
+    };
+    let ca = tls.ca.display().to_string();
+    let out = cli(vec![
+        "--ca-cert".into(),
+        ca.clone(),
+        "mirror".into(),
+        nginx.url("/"),
+        mirror.display().to_string(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        walk_tree(&mirror),
+        walk_tree(&source),
+        "the mirror is the source"
+    );
+
+    // One gateway killed: nginx fails over, reads and writes go on.
+    let [mut first, second] = gateways;
+    first.kill();
+    for i in 0..6 {
+        let out = cli(vec![
+            "--ca-cert".into(),
+            ca.clone(),
+            "cat".into(),
+            nginx.url("/sub/b.bin"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(0), "read {i} after a gateway died");
+        assert!(out.stdout == files[1].1);
+    }
+    let mut batch = Batch::new();
+    batch.add("stat", &[("path", b"a.txt")], None);
+    let o = send(&second, &mut batch).await;
+    let etag = map_field(&o[0], "etag").into_text().unwrap();
+
+    // A resume names the version it has: it holds while the object does,
+    // and a replaced object is `file-changed`, never spliced.
+    let mut batch = Batch::new();
+    batch.add(
+        "readv",
+        &[
+            ("path", b"a.txt"),
+            ("ranges", b"2,3"),
+            ("if-match", etag.as_bytes()),
+        ],
+        None,
+    );
+    batch.add(
+        "put",
+        &[("path", b"a.txt")],
+        Some(Bytes::from_static(b"ALPHA, again\n")),
+    );
+    batch.add(
+        "readv",
+        &[
+            ("path", b"a.txt"),
+            ("ranges", b"2,3"),
+            ("if-match", etag.as_bytes()),
+        ],
+        None,
+    );
+    batch.add(
+        "get",
+        &[("path", b"a.txt"), ("if-match", etag.as_bytes())],
+        None,
+    );
+    let o = send(&second, &mut batch).await;
+    assert_eq!(text(&o[0]), b"pha");
+    assert!(matches!(o[1], Outcome::Ok(_)), "{}", o[1].describe());
+    assert_eq!(o[2].code(), Some("file-changed"));
+    assert_eq!(o[3].code(), Some("file-changed"));
+    drop(nginx);
 }

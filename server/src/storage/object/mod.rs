@@ -249,12 +249,9 @@ impl ObjectStorage {
             .map(|_| ())
             .map_err(|e| {
                 let text = clean(&e);
-                match e {
-                    object_store::Error::NotFound { .. } => "no such bucket".to_owned(),
-                    object_store::Error::PermissionDenied { .. }
-                    | object_store::Error::Unauthenticated { .. } => {
-                        format!("access refused (check the credentials): {text}")
-                    }
+                match kind_of(&e) {
+                    Kind::NotFound => format!("no such bucket: {text}"),
+                    Kind::Refused => format!("access refused (check the credentials): {text}"),
                     _ => text,
                 }
             })
@@ -321,30 +318,82 @@ fn clean(err: &dyn std::fmt::Display) -> String {
     cut
 }
 
+/// What a store error means for a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    NotFound,
+    Changed,
+    Exists,
+    Refused,
+    NotSupported,
+    Throttled,
+    Failed,
+}
+
+/// The meaning of a store error: its variant, or — for the S3 client's
+/// generic errors, which carry the HTTP status and the S3 code only in
+/// their text — the status and code it names.
+fn kind_of(err: &object_store::Error) -> Kind {
+    use object_store::Error as E;
+    match err {
+        E::NotFound { .. } => return Kind::NotFound,
+        E::Precondition { .. } | E::NotModified { .. } => return Kind::Changed,
+        E::AlreadyExists { .. } => return Kind::Exists,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => return Kind::Refused,
+        E::NotSupported { .. } | E::NotImplemented { .. } => return Kind::NotSupported,
+        _ => {}
+    }
+    let text = err.to_string();
+    let says = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    if says(&["NoSuchBucket", "NoSuchKey", "404 Not Found"]) {
+        Kind::NotFound
+    } else if says(&[
+        "403 Forbidden",
+        "401 Unauthorized",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+    ]) {
+        Kind::Refused
+    } else if says(&["412 Precondition Failed", "PreconditionFailed"]) {
+        Kind::Changed
+    } else if says(&[
+        "429",
+        "503 Service Unavailable",
+        "SlowDown",
+        "Too Many Requests",
+        "timed out",
+        "timeout",
+    ]) {
+        Kind::Throttled
+    } else {
+        Kind::Failed
+    }
+}
+
 /// A store error as a command error: a code and a fixed text; the store's
 /// own message is logged, not sent (it names the endpoint and the key).
 pub(crate) fn store_error(err: object_store::Error, path: &Path) -> CommandError {
-    use object_store::Error as E;
-    let (code, text) = match &err {
-        E::NotFound { .. } => (ErrorCode::NO_SUCH_FILE, "no such file"),
-        E::Precondition { .. } | E::NotModified { .. } => (
+    let (code, text) = match kind_of(&err) {
+        Kind::NotFound => (ErrorCode::NO_SUCH_FILE, "no such file"),
+        Kind::Changed => (
             ErrorCode::FILE_CHANGED,
             "the object is no longer the version asked for",
         ),
-        E::AlreadyExists { .. } => (ErrorCode::FILE_EXISTS, "the object exists"),
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => (
+        Kind::Exists => (ErrorCode::FILE_EXISTS, "the object exists"),
+        Kind::Refused => (
             ErrorCode::PERMISSION_DENIED,
             "the object store refused access",
         ),
-        E::NotSupported { .. } | E::NotImplemented { .. } => (
+        Kind::NotSupported => (
             ErrorCode::NOT_SUPPORTED,
             "the object store does not support this",
         ),
-        _ if is_throttled(&err) => (
+        Kind::Throttled => (
             ErrorCode::BUSY,
             "the object store is busy (throttled); retry later",
         ),
-        _ => (
+        Kind::Failed => (
             ErrorCode::INTERNAL,
             "the object store failed; see the server log",
         ),
@@ -355,22 +404,6 @@ pub(crate) fn store_error(err: object_store::Error, path: &Path) -> CommandError
         tracing::debug!(error = %clean(&err), "object store answered");
     }
     CommandError::new(code, text)
-}
-
-/// Whether the store said it is overloaded (429, 503 SlowDown) or did not
-/// answer in time.
-fn is_throttled(err: &object_store::Error) -> bool {
-    let text = err.to_string();
-    [
-        "429",
-        "503",
-        "SlowDown",
-        "Too Many Requests",
-        "timed out",
-        "timeout",
-    ]
-    .iter()
-    .any(|t| text.contains(t))
 }
 
 impl Storage for ObjectStorage {
