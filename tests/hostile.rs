@@ -510,3 +510,18 @@ pub async fn read_answers(
     }
     Ok(all.freeze())
 }
+
+// ---- HTTP/2 by hand ------------------------------------------------------------
+
+/// The client preface and an empty SETTINGS frame (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// An HTTP/2 frame (RFC 9113 §4.1).
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}

@@ -134,6 +134,9 @@ pub struct Context {
     pub writable: bool,
     pub(crate) notes: mpsc::UnboundedSender<Note>,
     pub(crate) hello: Arc<HelloInfo>,
+    /// The server's budget of listing bytes held until sent
+    /// (`GatewayConfig::listing_memory`).
+    pub(crate) listing_budget: framegate_wire::SharedBudget,
 }
 
 impl fmt::Debug for Context {

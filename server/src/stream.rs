@@ -91,8 +91,21 @@ where
         .inc();
     let driver = Driver::new(gateway.clone(), spec, OutputMode::Immediate);
     let max_frame = config.limits.max_frame_size;
-    let min_rate = config.min_body_rate;
-    run_session(driver, reader, writer, idle, min_rate, max_frame, stop).await
+    let times = Times {
+        idle,
+        stall: config.send_timeout.min(idle),
+        min_rate: config.min_body_rate,
+    };
+    run_session(driver, reader, writer, times, max_frame, stop).await
+}
+
+/// A session's timeouts (see [`run_session`]).
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    idle: Duration,
+    /// A write making no progress this long ends the session.
+    stall: Duration,
+    min_rate: u64,
 }
 
 /// Runs a full-duplex session after the preamble: frames are read,
@@ -109,8 +122,7 @@ async fn run_session<R, W>(
     mut driver: Driver,
     reader: R,
     writer: W,
-    idle: Duration,
-    min_rate: u64,
+    times: Times,
     max_frame: usize,
     stop: CancellationToken,
 ) -> io::Result<()>
@@ -118,7 +130,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let result = session_loop(&mut driver, reader, writer, idle, min_rate, max_frame, stop).await;
+    let result = session_loop(&mut driver, reader, writer, times, max_frame, stop).await;
     // However it ended: the session's access-log event and metrics.
     driver.finish_metrics();
     result
@@ -128,8 +140,7 @@ async fn session_loop<R, W>(
     driver: &mut Driver,
     reader: R,
     mut writer: W,
-    idle: Duration,
-    min_rate: u64,
+    times: Times,
     max_frame: usize,
     stop: CancellationToken,
 ) -> io::Result<()>
@@ -137,6 +148,11 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let Times {
+        idle,
+        stall,
+        min_rate,
+    } = times;
     let mut frames = FramedRead::new(reader, FrameDecoder::new(max_frame));
     let mut reading = true;
     let mut stopping = false;
@@ -147,11 +163,12 @@ where
         driver.feed_output(OUTPUT_WATERMARK).await;
         if let Some(chunk) = driver.transmit(BODY_CHUNK) {
             // A peer that stops reading: a write making no progress for
-            // the idle timeout ends the session.
-            let stalled = !write_with_progress(&mut writer, &chunk, idle).await?;
-            if stalled || tokio::time::timeout(idle, writer.flush()).await.is_err() {
+            // the send timeout (as over HTTP; at most the idle timeout)
+            // ends the session, and gives back the answer slots it held.
+            let stalled = !write_with_progress(&mut writer, &chunk, stall).await?;
+            if stalled || tokio::time::timeout(stall, writer.flush()).await.is_err() {
                 tracing::info!(
-                    idle_secs = idle.as_secs_f64(),
+                    send_timeout_secs = stall.as_secs_f64(),
                     "closing connection: the peer stopped reading"
                 );
                 return Ok(());

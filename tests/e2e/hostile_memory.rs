@@ -128,17 +128,6 @@ fn case5_many_busy_clients_stay_under_256_mib() {
     });
 }
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
-
-/// An HTTP/2 frame (RFC 9113 §4.1).
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut frame = vec![len[1], len[2], len[3], kind, flags];
-    frame.extend_from_slice(&stream.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
-
 /// A prior-knowledge h2c connection posting `body` (a framegate message)
 /// on `streams` streams, that never grants flow-control window beyond the
 /// initial 64 KiB (per stream and for the whole connection) and reads

@@ -214,9 +214,6 @@ fn uploads_that_never_end_hold_at_most_the_staging_budget() {
     });
 }
 
-/// The client preface and an empty SETTINGS frame (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
-
 /// A PING frame (RFC 9113 §6.7).
 const H2_PING: &[u8] = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08";
 

@@ -25,9 +25,7 @@ use std::time::{Duration, Instant};
 
 use framegate_client::{Options, Transport};
 use framegate_e2e::{Gateway, Nginx, Tls, noise};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::client::Resumption;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -36,59 +34,9 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 const FILES: usize = 1000;
 
-/// Copies `from` to `to`, each read delivered `delay` after it was read
-/// (in order): a one-way latency.
-async fn delayed(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay: Duration,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match from.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx
-                        .send((Instant::now() + delay, buf[..n].to_vec()))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    while let Some((due, bytes)) = rx.recv().await {
-        tokio::time::sleep_until(due.into()).await;
-        if to.write_all(&bytes).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
-    reader.abort();
-}
-
-/// A proxy to `upstream` adding `rtt / 2` each way.
-async fn delay_proxy(upstream: SocketAddr, rtt: Duration) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect(upstream).await else {
-                continue;
-            };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let (cr, cw) = client.into_split();
-            let (sr, sw) = server.into_split();
-            tokio::spawn(delayed(cr, sw, rtt / 2));
-            tokio::spawn(delayed(sr, cw, rtt / 2));
-        }
-    });
-    addr
-}
+#[path = "../delay.rs"]
+mod delay;
+use delay::delay_proxy;
 
 /// A TLS client trusting only `ca` and offering what the framegate
 /// client offers (ALPN `h2`, then `http/1.1`); it never resumes a

@@ -477,6 +477,7 @@ impl Driver {
             writable,
             notes: self.notes_tx.clone(),
             hello: self.gw.hello.clone(),
+            listing_budget: self.gw.listing_budget.clone(),
         };
         let (data_tx, start, task) = if cmd.has_data && command.takes_data() {
             // Started now, so its data can be staged as it arrives; it waits

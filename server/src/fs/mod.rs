@@ -33,7 +33,10 @@ pub const MAX_TREE_ENTRIES: usize = 400_000;
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;
 
 pub(crate) use read::listing_slot;
-pub use read::{DIGEST_PIECE, LISTING_SLOTS, PROGRESS_INTERVAL, VALIDATED_ANSWER_MIN};
+pub use read::{
+    DIGEST_PIECE, HELD_LISTING_MIN, LISTING_SLOTS, LISTING_WAIT, PROGRESS_INTERVAL,
+    VALIDATED_ANSWER_MIN,
+};
 
 impl Registry {
     /// The file commands of §9 (`get`, `readv`, `has`, `stat`, `list_dir`,

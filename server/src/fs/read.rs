@@ -2,7 +2,7 @@
 //! an optional `if-match` (a version from `stat`) and announce the version
 //! their bytes come from (docs/protocol.md, "File versions").
 
-use framegate_wire::ProgressPayload;
+use framegate_wire::{ProgressPayload, SharedBudget};
 
 use crate::command::{Answer, Call, CommandError, Context};
 use crate::storage::{FileRead, ReadRanges, Tally};
@@ -115,6 +115,11 @@ pub(super) fn stat(mut call: Call) -> Fut {
 /// slot.
 pub const LISTING_SLOTS: usize = 2;
 
+/// How long a plain-HTTP listing waits for a listing slot before it is
+/// told to retry (503 + `Retry-After`): a flood of listings of huge
+/// directories makes others retry, not queue behind them for minutes.
+pub const LISTING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LISTING_SLOTS);
 
 /// Waits for one of the server's [`LISTING_SLOTS`] (also taken by plain
@@ -125,9 +130,52 @@ pub(crate) async fn listing_slot() -> Result<tokio::sync::SemaphorePermit<'stati
 
 /// Encodes a listing as CBOR on the file pool (100k names take
 /// milliseconds: not on the executor's threads).
-async fn encode_listing(names: Vec<String>) -> Result<Answer, CommandError> {
-    blocking(move || Ok(Answer::cbor(&names))).await
+async fn encode_listing<T: serde::Serialize + Send + 'static>(
+    value: T,
+    ctx: &Context,
+) -> Result<Answer, CommandError> {
+    let bytes = blocking(move || Ok(framegate_wire::payload::encode_cbor(&value))).await?;
+    held_listing(bytes, &ctx.listing_budget)
 }
+
+/// Listing answers up to this size are held like any small answer; larger
+/// ones are charged to the listing memory until sent.
+pub const HELD_LISTING_MIN: usize = 64 * 1024;
+
+/// A listing's encoded answer, charged to `budget` (the gateway's listing
+/// memory, shared with plain listings) until its last piece was taken for
+/// sending: a client that never reads holds its listing's bytes, and
+/// enough of them together make further large listings `busy` (retry)
+/// instead of memory without bound.
+fn held_listing(bytes: bytes::Bytes, budget: &SharedBudget) -> Result<Answer, CommandError> {
+    if bytes.len() <= HELD_LISTING_MIN {
+        return Ok(Answer::Bytes(bytes));
+    }
+    let Some(charge) = budget.try_take(bytes.len()) else {
+        return Err(CommandError::new(
+            framegate_wire::ErrorCode::BUSY,
+            "the server holds too many unsent listings; retry later",
+        ));
+    };
+    // Copied out a piece at a time, so the whole buffer (and its charge)
+    // goes with the last piece, not with the last piece hyper still holds.
+    let pieces = futures_util::stream::unfold(
+        (bytes, 0usize, Some(charge)),
+        |(bytes, at, mut charge)| async move {
+            if at >= bytes.len() {
+                drop(charge.take());
+                return None;
+            }
+            let end = (at + LISTING_ANSWER_PIECE).min(bytes.len());
+            let piece = bytes::Bytes::copy_from_slice(&bytes[at..end]);
+            Some((Ok(piece), (bytes, end, charge)))
+        },
+    );
+    Ok(Answer::Stream(Box::pin(pieces)))
+}
+
+/// Pieces a held listing answer is handed out in.
+const LISTING_ANSWER_PIECE: usize = 256 * 1024;
 
 pub(super) fn list_dir(mut call: Call) -> Fut {
     Box::pin(async move {
@@ -135,7 +183,7 @@ pub(super) fn list_dir(mut call: Call) -> Fut {
         call.turn.wait().await?;
         let _slot = listing_slot().await?;
         let names = call.ctx.storage.list_names(&path, MAX_LIST_ENTRIES).await?;
-        encode_listing(names).await
+        encode_listing(names, &call.ctx).await
     })
 }
 
@@ -151,7 +199,7 @@ pub(super) fn iter_files_recursive(mut call: Call) -> Fut {
             .walk(&path, MAX_ITER_FILES, ticker.tally())
             .await?;
         ticker.end();
-        encode_listing(files).await
+        encode_listing(files, &call.ctx).await
     })
 }
 
@@ -172,7 +220,7 @@ pub(super) fn tree(mut call: Call) -> Fut {
             .tree(&path, MAX_TREE_ENTRIES, ticker.tally())
             .await?;
         ticker.end();
-        blocking(move || Ok(Answer::cbor(&entries))).await
+        encode_listing(entries, &call.ctx).await
     })
 }
 

@@ -128,6 +128,16 @@ impl Drop for AccessLog {
     }
 }
 
+/// `response`, holding `slot` until its body was sent (or dropped).
+fn held(slot: tokio::sync::OwnedSemaphorePermit, response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::map_frame(body, move |frame| {
+        let _held = &slot;
+        frame
+    });
+    Response::from_parts(parts, axum::body::Body::new(body))
+}
+
 async fn route(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let path = request.uri().path().to_string();
     if path == "/.framegate/healthz" {
@@ -149,19 +159,21 @@ async fn route(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         return plain(StatusCode::NOT_FOUND, "not found");
     }
     match *request.method() {
+        // A listing (a path ending in `/`) holds no file while it is sent
+        // and is bounded by the listing slots and memory: it takes no
+        // answer slot, so listings waiting for a listing slot never hold
+        // the slots file GETs and messages need (a file asked for as
+        // `name/` takes one in `plain_file`).
+        Method::GET | Method::HEAD if path.ends_with('/') => {
+            plain::plain_file(gw, &path, request).await
+        }
         Method::GET | Method::HEAD => {
             // A plain GET holds its file open while the body is sent: one of
             // the server's answer slots, like a message's open answer.
             let Ok(slot) = gw.answer_slots.clone().acquire_owned().await else {
                 return plain(StatusCode::SERVICE_UNAVAILABLE, "stopping");
             };
-            let response = plain::plain_file(gw, &path, request).await;
-            let (parts, body) = response.into_parts();
-            let body = http_body_util::BodyExt::map_frame(body, move |frame| {
-                let _held = &slot;
-                frame
-            });
-            Response::from_parts(parts, axum::body::Body::new(body))
+            held(slot, plain::plain_file(gw, &path, request).await)
         }
         _ => {
             let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");

@@ -111,11 +111,27 @@ pub(super) async fn plain_file(gw: Arc<Gateway>, url_path: &str, request: Reques
         {
             command_refused("get")
         }
+        // Asked for as `name/`, it came without an answer slot (`route`).
+        Ok(Ok(Opened::File(file, meta))) if url_path.ends_with('/') => {
+            let Ok(slot) = gw.answer_slots.clone().acquire_owned().await else {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "stopping");
+            };
+            let version = file::Version::of(&meta);
+            let response = file::answer(
+                file::Source::File(file),
+                &version,
+                &rel,
+                &request,
+                &gw.output_budget,
+            );
+            super::held(slot, response)
+        }
         Ok(Ok(Opened::File(file, meta))) => file::answer(
             file::Source::File(file),
             &file::Version::of(&meta),
             &rel,
             &request,
+            &gw.output_budget,
         ),
         // A directory: redirected to its slash form before anything is
         // listed (a cheap request must not cost a listing).
@@ -166,7 +182,15 @@ async fn stored(
                 rel: rel.to_path_buf(),
                 etag,
             };
-            file::answer(source, &version, rel, &request)
+            let response = file::answer(source, &version, rel, &request, &gw.output_budget);
+            if !url_path.ends_with('/') {
+                return response;
+            }
+            // Asked for as `name/`, it came without an answer slot (`route`).
+            let Ok(slot) = gw.answer_slots.clone().acquire_owned().await else {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "stopping");
+            };
+            super::held(slot, response)
         }
         Ok(meta) if meta.kind == EntryKind::Dir && !url_path.ends_with('/') => {
             let _ = meta;

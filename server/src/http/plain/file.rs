@@ -35,7 +35,12 @@ use super::{http_time, plain};
 use crate::answer::Answer;
 use crate::driver::{ANSWER_PIECE, read_piece};
 use crate::http::header_str;
+use crate::outflow::{Charge, Outflow, OutputBudget};
 use crate::storage::{Etag, ReadRanges, Storage};
+
+/// Most ranges one plain `GET` may ask for; a `Range` header with more is
+/// ignored and the whole file sent.
+pub(crate) const MAX_PLAIN_RANGES: usize = 256;
 
 /// The boundary of `multipart/byteranges` answers.
 const MULTIPART_BOUNDARY: &str = "framegate-byteranges-3d6b9f2a";
@@ -83,7 +88,13 @@ impl Version {
 
 /// The answer to a `GET`/`HEAD` of the regular file `source` (at `rel`,
 /// which only gives the content type) of the version `version`.
-pub(super) fn answer(source: Source, version: &Version, rel: &Path, request: &Request) -> Response {
+pub(super) fn answer(
+    source: Source,
+    version: &Version,
+    rel: &Path,
+    request: &Request,
+    budget: &OutputBudget,
+) -> Response {
     let size = version.size;
     let etag = version.etag.quoted();
     let modified = http_time(version.modified);
@@ -105,13 +116,17 @@ pub(super) fn answer(source: Source, version: &Version, rel: &Path, request: &Re
         .unwrap_or("application/octet-stream");
     let builder = validated().header(header::ACCEPT_RANGES, "bytes");
     let head = request.method() == Method::HEAD;
-    let range =
-        header_str(headers, header::RANGE).filter(|_| if_range_holds(headers, &etag, modified));
+    // More ranges than [`MAX_PLAIN_RANGES`] are not honoured (the whole
+    // file is sent, as Apache does past `MaxRanges`): checking them costs
+    // time quadratic in their number.
+    let range = header_str(headers, header::RANGE)
+        .filter(|r| r.bytes().filter(|b| *b == b',').count() < MAX_PLAIN_RANGES)
+        .filter(|_| if_range_holds(headers, &etag, modified));
     let Some(range) = range else {
         let builder = builder
             .header(header::CONTENT_TYPE, content_type)
             .header(header::CONTENT_LENGTH, size);
-        return respond(builder, head, source, vec![Part::File(0, size)]);
+        return respond(builder, head, source, vec![Part::File(0, size)], budget);
     };
     let ranges = match http_range_header::parse_range_header(range).and_then(|r| r.validate(size)) {
         Ok(ranges)
@@ -143,6 +158,7 @@ pub(super) fn answer(source: Source, version: &Version, rel: &Path, request: &Re
             head,
             source,
             vec![Part::File(start, end - start + 1)],
+            budget,
         );
     }
     // Several ranges: each part's bytes are read in pieces as the body is
@@ -167,7 +183,7 @@ pub(super) fn answer(source: Source, version: &Version, rel: &Path, request: &Re
             format!("multipart/byteranges; boundary={MULTIPART_BOUNDARY}"),
         )
         .header(header::CONTENT_LENGTH, total);
-    respond(builder, head, source, parts)
+    respond(builder, head, source, parts, budget)
 }
 
 /// The status the preconditions of RFC 9110 §13.2.2 answer with instead
@@ -236,10 +252,16 @@ fn empty(builder: Builder) -> Response {
 }
 
 /// The response with `parts` of `source` as its body (none for `HEAD`).
-fn respond(builder: Builder, head: bool, source: Source, parts: Vec<Part>) -> Response {
+fn respond(
+    builder: Builder,
+    head: bool,
+    source: Source,
+    parts: Vec<Part>,
+    budget: &OutputBudget,
+) -> Response {
     let body = match source {
         _ if head => Body::empty(),
-        Source::File(file) => body_of(file, parts),
+        Source::File(file) => body_of(file, parts, budget.clone()),
         Source::Stored { storage, rel, etag } => stored_body(storage, rel, etag, parts),
     };
     builder
@@ -248,47 +270,60 @@ fn respond(builder: Builder, head: bool, source: Source, parts: Vec<Part>) -> Re
 }
 
 /// A body that reads `parts` of `file` one piece at a time, only when
-/// hyper asks for the next. A file that shrank meanwhile ends the body
-/// with an error, never as if complete.
-fn body_of(file: std::fs::File, parts: Vec<Part>) -> Body {
+/// hyper asks for the next, each piece charged to the server's output
+/// budget until hyper asks for the one after it (past the budget, a small
+/// free piece at a time: `crate::outflow`). A file that shrank meanwhile
+/// ends the body with an error, never as if complete.
+fn body_of(file: std::fs::File, parts: Vec<Part>, budget: OutputBudget) -> Body {
     // A file rewritten in place while it is sent (see
     // `Fingerprint::rewritten_since`) ends the body with an error too: the client sees a cut body,
     // and its `If-Range` then gets the whole new file, never a splice.
     let opened = crate::driver::Fingerprint::of(&file);
-    let state = (Arc::new(file), VecDeque::from(parts));
-    let stream = futures_util::stream::try_unfold(state, move |(file, mut parts)| async move {
-        let Some(part) = parts.pop_front() else {
-            return Ok(None);
-        };
-        let bytes = match part {
-            Part::Text(text) => text,
-            Part::File(_, 0) => Bytes::new(),
-            Part::File(offset, len) => {
-                let piece = len.min(ANSWER_PIECE as u64);
-                if piece < len {
-                    parts.push_front(Part::File(offset + piece, len - piece));
+    let flow = Arc::new(Outflow::default());
+    let state = (Arc::new(file), VecDeque::from(parts), None::<Charge>);
+    let stream = futures_util::stream::try_unfold(state, move |(file, mut parts, held)| {
+        let (budget, flow) = (budget.clone(), flow.clone());
+        async move {
+            // Hyper asked for the next piece: the last one is out of our hands.
+            drop(held);
+            let Some(part) = parts.pop_front() else {
+                return Ok(None);
+            };
+            let mut charge = None;
+            let bytes = match part {
+                Part::Text(text) => text,
+                Part::File(_, 0) => Bytes::new(),
+                Part::File(offset, len) => {
+                    let wanted =
+                        usize::try_from(len.min(ANSWER_PIECE as u64)).unwrap_or(ANSWER_PIECE);
+                    let granted = flow.charge(&budget, wanted).await;
+                    let piece = (granted.limit().min(wanted)) as u64;
+                    charge = Some(granted);
+                    if piece < len {
+                        parts.push_front(Part::File(offset + piece, len - piece));
+                    }
+                    let from = file.clone();
+                    let len = usize::try_from(piece).unwrap_or(ANSWER_PIECE);
+                    crate::pool::blocking(move || Ok(read_piece(&from, offset, len)))
+                        .await
+                        .map_err(io::Error::other)??
                 }
+            };
+            // Checked before the last bytes go: once they went, the body is
+            // complete for the client whatever follows.
+            if parts.is_empty() {
                 let from = file.clone();
-                let len = usize::try_from(piece).unwrap_or(ANSWER_PIECE);
-                crate::pool::blocking(move || Ok(read_piece(&from, offset, len)))
+                let now = crate::pool::blocking(move || Ok(crate::driver::Fingerprint::of(&from)))
                     .await
-                    .map_err(io::Error::other)??
+                    .map_err(io::Error::other)?;
+                if let (Some(now), Some(before)) = (now, opened)
+                    && now.rewritten_since(&before)
+                {
+                    return Err(io::Error::other("the file was rewritten while it was sent"));
+                }
             }
-        };
-        // Checked before the last bytes go: once they went, the body is
-        // complete for the client whatever follows.
-        if parts.is_empty() {
-            let from = file.clone();
-            let now = crate::pool::blocking(move || Ok(crate::driver::Fingerprint::of(&from)))
-                .await
-                .map_err(io::Error::other)?;
-            if let (Some(now), Some(before)) = (now, opened)
-                && now.rewritten_since(&before)
-            {
-                return Err(io::Error::other("the file was rewritten while it was sent"));
-            }
+            Ok::<_, io::Error>(Some((bytes, (file, parts, charge))))
         }
-        Ok::<_, io::Error>(Some((bytes, (file, parts))))
     });
     Body::from_stream(stream)
 }

@@ -37,8 +37,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use cap_std::fs::Dir;
 use framegate_wire::budget::{Permit, SharedBudget};
+
+use crate::outflow::{Charge, Outflow, OutputBudget};
 use http::{Method, StatusCode, header};
-use tokio::sync::mpsc;
+use tokio::sync::{SemaphorePermit, mpsc};
 
 use super::{LATEST_HTTP_DATE, plain};
 use crate::answer::CommandError;
@@ -54,19 +56,26 @@ const LISTING_PIECE: usize = 64 * 1024;
 /// Answers `GET`/`HEAD` of the directory `rel` (already known to be one,
 /// its URL ending in `/`).
 pub(super) async fn answer(gw: &Arc<Gateway>, rel: PathBuf, request: Request) -> Response {
-    let head = request.method() == Method::HEAD;
     let conn = request.extensions().get::<ConnectionHandle>().cloned();
+    if request.method() == Method::HEAD {
+        return head_of_listing();
+    }
     drop(request);
-    let Ok(slot) = crate::fs::listing_slot().await else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "listing");
+    let slot = match wait_for_slot().await {
+        Ok(slot) => slot,
+        Err(response) => return response,
     };
     let Some(root) = gw.root.clone() else {
         return plain(StatusCode::NOT_FOUND, "not found");
     };
     let budget = gw.listing_budget.clone();
-    let scanned =
-        crate::pool::blocking(move || scan(&root, &rel, MAX_LIST_ENTRIES, !head, &budget)).await;
-    drop(slot);
+    // The slot goes with the scan, not with this future: a client that
+    // leaves mid-scan does not free it while the file pool still reads.
+    let scanned = crate::pool::blocking(move || {
+        let _slot = slot;
+        scan(&root, &rel, MAX_LIST_ENTRIES, true, &budget)
+    })
+    .await;
     let (listing, charge) = match scanned {
         Ok(Scan::Listed(listing, charge)) => (listing, charge),
         Ok(Scan::TooLarge) => {
@@ -75,7 +84,7 @@ pub(super) async fn answer(gw: &Arc<Gateway>, rel: PathBuf, request: Request) ->
         Ok(Scan::Busy) => return busy(gw),
         Err(_) => return plain(StatusCode::NOT_FOUND, "not found"),
     };
-    respond(gw, head, listing, charge, conn)
+    respond(gw, listing, charge, conn)
 }
 
 /// Hands the listing's pieces to the response body one at a time, holding
@@ -87,13 +96,27 @@ pub(super) async fn answer(gw: &Arc<Gateway>, rel: PathBuf, request: Request) ->
 async fn feed(
     mut pieces: JsonPieces,
     _charge: Permit,
-    tx: mpsc::Sender<Option<Bytes>>,
-    send_timeout: Duration,
+    tx: mpsc::Sender<Option<(Bytes, Charge)>>,
+    output: (OutputBudget, Duration),
     conn: Option<ConnectionHandle>,
 ) {
+    let (budget, send_timeout) = output;
+    let flow = Arc::new(Outflow::default());
     loop {
-        let piece = match pieces.next_piece() {
-            Ok(piece) => piece,
+        // Each piece is charged to the output budget until hyper asks for
+        // the next (past it, small free pieces): a client that takes no
+        // piece holds one, whatever the JSON's growth over the charge.
+        let Ok(granted) =
+            tokio::time::timeout(send_timeout, flow.charge(&budget, LISTING_PIECE)).await
+        else {
+            tracing::info!("client stopped reading a listing; closing its connection");
+            if let Some(conn) = &conn {
+                conn.cut();
+            }
+            return;
+        };
+        let piece = match pieces.next_piece(granted.limit()) {
+            Ok(piece) => piece.map(|p| (p, granted)),
             Err(err) => {
                 tracing::warn!(error = %err, "listing could not be encoded");
                 return;
@@ -123,21 +146,24 @@ async fn feed(
 
 /// The response body fed by [`feed`]: `Some(piece)`s, then `None` at the
 /// end; a channel closed before that `None` ends the body with an error.
-fn body_of(rx: mpsc::Receiver<Option<Bytes>>) -> Body {
-    let stream = futures_util::stream::unfold(Some(rx), |rx| async move {
-        let mut rx = rx?;
-        match rx.recv().await {
-            Some(Some(piece)) => Some((Ok(piece), Some(rx))),
-            Some(None) => None,
-            None => Some((
-                Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "listing abandoned before it was sent",
+/// A piece's charge is held until hyper asks for the next one.
+fn body_of(rx: mpsc::Receiver<Option<(Bytes, Charge)>>) -> Body {
+    let stream =
+        futures_util::stream::unfold((Some(rx), None::<Charge>), |(rx, held)| async move {
+            drop(held);
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(Some((piece, charge))) => Some((Ok(piece), (Some(rx), Some(charge)))),
+                Some(None) => None,
+                None => Some((
+                    Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "listing abandoned before it was sent",
+                    )),
+                    (None, None),
                 )),
-                None,
-            )),
-        }
-    });
+            }
+        });
     Body::from_stream(stream)
 }
 
@@ -195,15 +221,19 @@ fn scan(
     }
     Ok(listing.done(charge))
 }
+
 /// Answers `GET`/`HEAD` of the directory `rel` of a gateway over another
 /// storage (an object store): its entries from the storage's `list`, then
 /// as [`answer`] does, with the same slot, memory charge and timeouts.
 pub(super) async fn answer_stored(gw: &Arc<Gateway>, rel: PathBuf, request: Request) -> Response {
-    let head = request.method() == Method::HEAD;
     let conn = request.extensions().get::<ConnectionHandle>().cloned();
+    if request.method() == Method::HEAD {
+        return head_of_listing();
+    }
     drop(request);
-    let Ok(slot) = crate::fs::listing_slot().await else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "listing");
+    let slot = match wait_for_slot().await {
+        Ok(slot) => slot,
+        Err(response) => return response,
     };
     let listed = gw.storage.list(&rel).await;
     drop(slot);
@@ -218,7 +248,7 @@ pub(super) async fn answer_stored(gw: &Arc<Gateway>, rel: PathBuf, request: Requ
     let Some(mut charge) = gw.listing_budget.try_take(0) else {
         return busy(gw);
     };
-    for (name, meta) in entries.iter().filter(|_| !head) {
+    for (name, meta) in &entries {
         let kind = match meta.kind {
             crate::storage::EntryKind::File => Kind::File,
             crate::storage::EntryKind::Dir => Kind::Directory,
@@ -239,7 +269,7 @@ pub(super) async fn answer_stored(gw: &Arc<Gateway>, rel: PathBuf, request: Requ
     let Scan::Listed(listing, charge) = listing.done(charge) else {
         return busy(gw);
     };
-    respond(gw, head, listing, charge, conn)
+    respond(gw, listing, charge, conn)
 }
 
 /// 503 + `Retry-After` for a listing the listing memory cannot hold now.
@@ -257,35 +287,51 @@ fn busy(gw: &Gateway) -> Response {
     busy
 }
 
-/// The listing's response: its JSON fed a piece at a time (none for
-/// `HEAD`), holding `charge` until sent.
+/// A listing slot, or the 503 to answer after [`crate::LISTING_WAIT`].
+async fn wait_for_slot() -> Result<SemaphorePermit<'static>, Response> {
+    match tokio::time::timeout(crate::fs::LISTING_WAIT, crate::fs::listing_slot()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        Ok(Err(_)) => Err(plain(StatusCode::SERVICE_UNAVAILABLE, "listing")),
+        Err(_) => {
+            let mut busy = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "listings busy, retry later",
+            );
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            Err(busy)
+        }
+    }
+}
+
+/// `HEAD` of a directory: the headers a `GET` has, without reading the
+/// directory (a `HEAD` must stay cheap: reading a huge directory to count
+/// it would let cheap requests hold the listing slots). A directory too
+/// large to list answers `HEAD` 200 and `GET` 403.
+fn head_of_listing() -> Response {
+    // Of unknown length, like the GET's: an empty body of known length
+    // would get a `Content-Length: 0` it does not have.
+    let body = Body::from_stream(futures_util::stream::empty::<io::Result<Bytes>>());
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "listing"))
+}
+
+/// The listing's response: its JSON fed a piece at a time, holding
+/// `charge` until sent.
 fn respond(
     gw: &Gateway,
-    head: bool,
     listing: Listing,
     charge: Permit,
     conn: Option<ConnectionHandle>,
 ) -> Response {
-    let body = if head {
-        drop(charge);
-        // Of unknown length, like the GET's: an empty body of known length
-        // would get a `Content-Length: 0` it does not have.
-        Body::from_stream(futures_util::stream::empty::<io::Result<Bytes>>())
-    } else {
-        let (tx, rx) = mpsc::channel(1);
-        let send_timeout = gw.config.send_timeout;
-        tokio::spawn(feed(
-            JsonPieces::new(listing),
-            charge,
-            tx,
-            send_timeout,
-            conn,
-        ));
-        body_of(rx)
-    };
+    let (tx, rx) = mpsc::channel(1);
+    let output = (gw.output_budget.clone(), gw.config.send_timeout);
+    tokio::spawn(feed(JsonPieces::new(listing), charge, tx, output, conn));
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
-        .body(body)
+        .body(body_of(rx))
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "listing"))
 }
 
@@ -458,16 +504,16 @@ impl JsonPieces {
 
     /// The next piece of about [`LISTING_PIECE`] bytes (the last one may
     /// be shorter), or `None` after the last.
-    fn next_piece(&mut self) -> Result<Option<Bytes>, serde_json::Error> {
+    fn next_piece(&mut self, max: usize) -> Result<Option<Bytes>, serde_json::Error> {
         if self.done {
             return Ok(None);
         }
-        let mut out = Vec::with_capacity(LISTING_PIECE + 1024);
+        let mut out = Vec::with_capacity(max + 1024);
         if !self.started {
             out.push(b'[');
             self.started = true;
         }
-        while out.len() < LISTING_PIECE {
+        while out.len() < max {
             let Some(entry) = self.listing.entries.get(self.next) else {
                 out.push(b']');
                 self.done = true;
@@ -514,7 +560,7 @@ mod tests {
     fn json(listing: Listing) -> Vec<u8> {
         let mut pieces = JsonPieces::new(listing);
         let mut out = Vec::new();
-        while let Some(piece) = pieces.next_piece().unwrap() {
+        while let Some(piece) = pieces.next_piece(LISTING_PIECE).unwrap() {
             out.extend_from_slice(&piece);
         }
         out
@@ -613,7 +659,7 @@ mod tests {
         let mut pieces = JsonPieces::new(listing);
         let mut out = Vec::new();
         let mut count = 0;
-        while let Some(piece) = pieces.next_piece().unwrap() {
+        while let Some(piece) = pieces.next_piece(LISTING_PIECE).unwrap() {
             assert!(piece.len() < LISTING_PIECE + 1024, "{}", piece.len());
             out.extend_from_slice(&piece);
             count += 1;
