@@ -517,3 +517,110 @@ async fn two_gateways_behind_nginx_mirror_fail_over_and_validate_versions() {
     assert_eq!(o[3].code(), Some("file-changed"));
     drop(nginx);
 }
+
+/// An S3 endpoint that lists an empty bucket and answers every other
+/// request `503 SlowDown`, as a throttling store does; the requests it saw.
+async fn throttling_store() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (status, body) = if head.contains("list-type=2") {
+                        (
+                            "200 OK",
+                            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult \
+                             xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>framegate</Name>\
+                             <KeyCount>0</KeyCount><MaxKeys>1</MaxKeys><IsTruncated>false</IsTruncated>\
+                             </ListBucketResult>",
+                        )
+                    } else {
+                        (
+                            "503 Service Unavailable",
+                            "<Error><Code>SlowDown</Code><Message>Please reduce your request \
+                             rate.</Message></Error>",
+                        )
+                    };
+                    let body = if head.starts_with("HEAD") { "" } else { body };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_store_is_busy_per_command_and_nothing_hangs() {
+    let (port, seen) = throttling_store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let gw = Gateway::start_with_env(
+        Path::new("s3://framegate/x"),
+        &token,
+        &[
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-path-style",
+            "--s3-allow-http",
+            "--s3-max-retries",
+            "1",
+        ],
+        &[
+            (
+                "AWS_ACCESS_KEY_ID".into(),
+                "GK0123456789abcdef01234567".into(),
+            ),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
+            ("AWS_REGION".into(), "garage".into()),
+        ],
+    );
+    let started = Instant::now();
+    let mut batch = Batch::new();
+    batch.add("get", &[("path", b"a.txt")], None);
+    batch.add("stat", &[("path", b"a.txt")], None);
+    let o = send(&gw, &mut batch).await;
+    for outcome in &o {
+        assert_eq!(outcome.code(), Some("busy"), "{}", outcome.describe());
+        let Outcome::Err { message, .. } = outcome else {
+            unreachable!()
+        };
+        assert!(message.contains("retry later"), "{message}");
+        assert!(
+            !message.contains("127.0.0.1"),
+            "the endpoint leaked: {message}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    // It retried (once each), then gave up.
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+}
