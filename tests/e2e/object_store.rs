@@ -518,13 +518,31 @@ async fn two_gateways_behind_nginx_mirror_fail_over_and_validate_versions() {
     drop(nginx);
 }
 
+/// How [`fake_store`] answers a request for a key.
+#[derive(Clone, Copy)]
+enum Fake {
+    /// `503 SlowDown`, as a throttling store does.
+    Throttling,
+    /// The key's bytes (`x`), after 50 ms.
+    Slow,
+}
+
+/// The most requests [`fake_store`] had in flight at once, and how many
+/// it saw.
+#[derive(Default)]
+struct FakeStats {
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    seen: std::sync::atomic::AtomicUsize,
+}
+
 /// An S3 endpoint that lists an empty bucket and answers every other
-/// request `503 SlowDown`, as a throttling store does; the requests it saw.
-async fn throttling_store() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// request as `how` says; what it saw.
+async fn fake_store(how: Fake) -> (u16, std::sync::Arc<FakeStats>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::new(FakeStats::default());
     let counter = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
@@ -542,7 +560,10 @@ async fn throttling_store() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsi
                     };
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                     buf.drain(..end + 4);
-                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    use std::sync::atomic::Ordering::SeqCst;
+                    counter.seen.fetch_add(1, SeqCst);
+                    let now = counter.in_flight.fetch_add(1, SeqCst) + 1;
+                    counter.most.fetch_max(now, SeqCst);
                     let (status, body) = if head.contains("list-type=2") {
                         (
                             "200 OK",
@@ -551,6 +572,9 @@ async fn throttling_store() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsi
                              <KeyCount>0</KeyCount><MaxKeys>1</MaxKeys><IsTruncated>false</IsTruncated>\
                              </ListBucketResult>",
                         )
+                    } else if let Fake::Slow = how {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        ("200 OK", "x")
                     } else {
                         (
                             "503 Service Unavailable",
@@ -560,9 +584,11 @@ async fn throttling_store() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsi
                     };
                     let body = if head.starts_with("HEAD") { "" } else { body };
                     let answer = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\
+                         etag: \"abc\"\r\nlast-modified: Wed, 25 Nov 2026 10:00:00 GMT\r\n\r\n{body}",
                         body.len()
                     );
+                    counter.in_flight.fetch_sub(1, SeqCst);
                     if sock.write_all(answer.as_bytes()).await.is_err() {
                         return;
                     }
@@ -575,7 +601,7 @@ async fn throttling_store() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttling_store_is_busy_per_command_and_nothing_hangs() {
-    let (port, seen) = throttling_store().await;
+    let (port, seen) = fake_store(Fake::Throttling).await;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
@@ -622,5 +648,49 @@ async fn a_throttling_store_is_busy_per_command_and_nothing_hangs() {
         started.elapsed()
     );
     // It retried (once each), then gave up.
-    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+    assert!(seen.seen.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_puts_at_most_max_requests_in_flight_to_the_store() {
+    let (port, stats) = fake_store(Fake::Slow).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let gw = Gateway::start_with_env(
+        Path::new("s3://framegate/x"),
+        &token,
+        &[
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-path-style",
+            "--s3-allow-http",
+            "--s3-max-requests",
+            "4",
+        ],
+        &[
+            (
+                "AWS_ACCESS_KEY_ID".into(),
+                "GK0123456789abcdef01234567".into(),
+            ),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
+            ("AWS_REGION".into(), "garage".into()),
+        ],
+    );
+    let mut batch = Batch::new();
+    for i in 0..64 {
+        batch.add("get", &[("path", format!("f{i}").as_bytes())], None);
+    }
+    let started = Instant::now();
+    let o = send(&gw, &mut batch).await;
+    let took = started.elapsed();
+    for outcome in &o {
+        assert_eq!(text(outcome), b"x");
+    }
+    let most = stats.most.load(std::sync::atomic::Ordering::SeqCst);
+    // 64 gets of 50 ms each, four at a time: at least 16 rounds.
+    assert!(most <= 4, "{most} requests in flight at once");
+    assert!(most >= 2, "the gets ran one at a time ({most})");
+    assert!(took >= Duration::from_millis(16 * 50), "took {took:?}");
 }
