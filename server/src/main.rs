@@ -99,8 +99,6 @@ async fn run(args: ServeArgs) -> Result<(), Failure> {
             .s3
             .config(&url, config.max_staging_files, config.header_read_timeout)
             .map_err(Failure::Usage)?;
-        // TLS to the store (reqwest 0.13 is given no provider of its own).
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let storage = framegate_server::ObjectStorage::open(&store, config.allow_writes)
             .await
             .map_err(|e| Failure::Error(format!("cannot serve {url}: {e}")))?;

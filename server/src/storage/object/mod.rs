@@ -131,6 +131,10 @@ impl ObjectConfig {
     /// The store client: credentials and anything not set here from the
     /// `AWS_*` environment.
     fn build(&self) -> Result<AmazonS3, String> {
+        // The store's HTTP client (reqwest 0.13, built without a TLS
+        // provider of its own) needs the process's: ring, as everywhere
+        // in this workspace. Installing it again is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&self.bucket);
         if let Some(endpoint) = &self.endpoint {
             if endpoint.starts_with("http://") && !self.allow_http {
