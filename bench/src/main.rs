@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod sections;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -746,6 +748,9 @@ fn write_report(rows: &[Row], notes: &[String], elapsed: f64) {
         md.push_str(&format!("\n{note}\n"));
     }
     md.push_str(&format!("\nTotal run time: {elapsed:.0} s.\n"));
+    // The sections the other bench binaries wrote stay.
+    let old = std::fs::read_to_string(repo_root().join("BENCHMARKS.md")).unwrap_or_default();
+    md.push_str(&sections::sections(&old));
     std::fs::write(repo_root().join("BENCHMARKS.md"), md).unwrap();
     std::fs::write(repo_root().join("benchmarks.svg"), svg(rows)).unwrap();
 }

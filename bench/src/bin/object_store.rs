@@ -6,8 +6,10 @@
 //! or the store (a userspace delay proxy in front of each; the gateway
 //! reaches the store on loopback, as one next to it does). Rows: 1,000 ×
 //! 1 KiB and 100 × 10 MiB. Prints a markdown table of medians with their
-//! range and the ratios. `FRAMEGATE_OS_RUNS` (default 5) repetitions,
-//! `FRAMEGATE_OS_BIG` (default 100) large objects (0 skips that row).
+//! range and the ratios. `FRAMEGATE_OS_RUNS` (default 5) repetitions
+//! (`FRAMEGATE_OS_SEQ_RUNS` of the sequential ones), `FRAMEGATE_OS_BIG`
+//! (default 100) large objects (0 skips that row),
+//! `FRAMEGATE_OS_GATEWAY_FLAGS` more `serve` flags for the gateway.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,6 +28,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 #[path = "../delay.rs"]
 mod delay;
+#[path = "../sections.rs"]
+mod sections;
 
 const TOKEN: &str = "bench-token";
 
@@ -129,7 +133,7 @@ async fn direct_once(
 /// Whether the store takes a conditional PUT (`If-Match` on the object's
 /// ETag, `object_store`'s `PutMode::Update`): what an append without lost
 /// writes would need. Printed, for docs/object-store.md.
-async fn conditional_put_check(store: &Arc<dyn ObjectStore>) {
+async fn conditional_put_check(store: &Arc<dyn ObjectStore>) -> String {
     use object_store::{PutMode, PutOptions, UpdateVersion};
     let key = Key::from("bench/conditional");
     let first = store
@@ -158,8 +162,8 @@ async fn conditional_put_check(store: &Arc<dyn ObjectStore>) {
         )
         .await;
     let now = store.get(&key).await.unwrap().bytes().await.unwrap();
-    println!(
-        "conditional PUT on this store: stale ETag -> {}, current ETag -> {}, object now {:?}",
+    let text = format!(
+        "Conditional PUT (`If-Match`) on this store: stale ETag → {}, current ETag → {}, object now {:?}.",
         match &wrong {
             Ok(_) => "accepted (not honoured)".to_string(),
             Err(e) => format!(
@@ -176,6 +180,8 @@ async fn conditional_put_check(store: &Arc<dyn ObjectStore>) {
         },
         String::from_utf8_lossy(&now)
     );
+    println!("{text}");
+    text
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -183,12 +189,19 @@ async fn main() {
     // object_store's reqwest 0.13 has no TLS provider of its own.
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let runs = env_usize("FRAMEGATE_OS_RUNS", 5);
+    // Sequential fetches at 20 ms take 40 s a run: fewer of them.
+    let seq_runs = env_usize("FRAMEGATE_OS_SEQ_RUNS", runs).max(1);
     let big = env_usize("FRAMEGATE_OS_BIG", 100);
     let garage = Garage::start();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
-    let flags = garage.flags(0);
+    let mut flags = garage.flags(0);
+    // E.g. `--message-open-answers 64`: how many of a message's commands
+    // run at once against the store.
+    if let Ok(extra) = std::env::var("FRAMEGATE_OS_GATEWAY_FLAGS") {
+        flags.extend(extra.split_whitespace().map(str::to_owned));
+    }
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let gw = Gateway::start_with_env(
         Path::new(&format!("s3://{BUCKET}/bench")),
@@ -196,7 +209,7 @@ async fn main() {
         &flags,
         &garage.env(),
     );
-    conditional_put_check(&s3(&garage.nodes[0].endpoint())).await;
+    let conditional = conditional_put_check(&s3(&garage.nodes[0].endpoint())).await;
     upload(&gw, "small", 1000, 1024).await;
     if big > 0 {
         upload(&gw, "big", big, 10 << 20).await;
@@ -205,10 +218,10 @@ async fn main() {
     let s3_addr = format!("127.0.0.1:{}", garage.nodes[0].s3_port)
         .parse()
         .unwrap();
-    println!(
-        "| objects | RTT | one framegate message | direct S3, sequential | direct S3, 64 in flight | message vs sequential | message vs 64 in flight |"
+    let mut table = String::from(
+        "| objects | RTT | one framegate message | direct S3, sequential | direct S3, 64 in flight | message vs sequential | message vs 64 in flight |\n|---|---|---|---|---|---|---|\n",
     );
-    println!("|---|---|---|---|---|---|---|");
+    print!("{table}");
     let mut rows = vec![("small", 1000usize, 1024usize, "1,000 × 1 KiB")];
     if big > 0 {
         rows.push(("big", big, 10 << 20, "100 × 10 MiB"));
@@ -231,20 +244,34 @@ async fn main() {
             let (mut fg, mut seq, mut par) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..runs {
                 fg.push(framegate_once(&t, name, count, size).await);
-                if !(size > 1 << 20 && rtt_ms > 0) || seq.len() < 2 {
+                if seq.len() < seq_runs && (!(size > 1 << 20 && rtt_ms > 0) || seq.len() < 2) {
                     seq.push(direct_once(&store, name, count, size, 1).await);
                 }
                 par.push(direct_once(&store, name, count, size, 64).await);
             }
             let (f, s, p) = (stats(fg), stats(seq), stats(par));
-            println!(
-                "| {label} | {rtt_ms} ms | {} | {} | {} | {:.0}× faster | {:.1}× faster |",
+            let line = format!(
+                "| {label} | {rtt_ms} ms | {} | {} | {} | {:.0}× faster | {:.1}× faster |\n",
                 show(f),
                 show(s),
                 show(p),
                 s.0 / f.0,
                 p.0 / f.0
             );
+            print!("{line}");
+            table.push_str(&line);
         }
     }
+    let flags = std::env::var("FRAMEGATE_OS_GATEWAY_FLAGS").unwrap_or_default();
+    let body = format!(
+        "## Object store (Garage, three nodes)\n\nWritten by `cargo run --release -p framegate-bench --bin object_store` \
+         (extra gateway flags: `{flags}`; {runs} runs, medians with ranges; the round trip added by a userspace delay \
+         proxy between the client and the gateway, and between the client and Garage; the gateway reaches Garage on \
+         loopback). Goals at 20 ms for 1,000 × 1 KiB: ≥ 200× sequential GETs, ≥ 4× 64 in flight.\n\n{table}\n{conditional}\n"
+    );
+    sections::replace_section(
+        &framegate_e2e::repo_root().join("BENCHMARKS.md"),
+        "object-store",
+        &body,
+    );
 }
