@@ -525,3 +525,35 @@ pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(payload);
     frame
 }
+
+/// A PING frame (RFC 9113 §6.7).
+pub const H2_PING: &[u8] = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08";
+
+/// Reads (and drops) what comes on `sock` until the server closes it,
+/// sending an HTTP/2 PING a second if `ping`; how long after `started` it
+/// closed, or `None` if still open after `limit`.
+pub async fn read_until_closed(
+    sock: &mut tokio::net::TcpStream,
+    started: Instant,
+    ping: bool,
+    limit: Duration,
+) -> Option<Duration> {
+    let mut buf = [0u8; 16 * 1024];
+    let mut next_ping = Instant::now() + Duration::from_secs(1);
+    loop {
+        let wait = next_ping.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, sock.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                if started.elapsed() > limit {
+                    return None;
+                }
+                if ping && sock.write_all(H2_PING).await.is_err() {
+                    return Some(started.elapsed());
+                }
+                next_ping += Duration::from_secs(1);
+            }
+        }
+    }
+}

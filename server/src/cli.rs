@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use framegate_server::GatewayConfig;
 use serde::Deserialize;
 
+use crate::opt_duration;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "framegate-server",
@@ -266,21 +268,6 @@ pub(crate) struct ServeArgs {
 pub(crate) enum LogFormat {
     Text,
     Json,
-}
-
-pub(crate) mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map(Some)
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 impl ServeArgs {

@@ -13,6 +13,7 @@ use framegate_server::{serve_stdio, serve_tcp};
 use tokio_util::sync::CancellationToken;
 
 mod cli;
+mod opt_duration;
 mod store_args;
 
 use cli::{Cli, Cmd, LogFormat, ServeArgs, gateway_config};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use framegate_server::ObjectConfig;
 use serde::Deserialize;
 
-use crate::cli::opt_duration;
+use crate::opt_duration;
 
 /// Settings of `serve s3://BUCKET/PREFIX`.
 #[derive(clap::Args, Debug, Default, Deserialize, Clone)]

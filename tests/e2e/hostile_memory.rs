@@ -139,7 +139,7 @@ async fn h2_message_non_reader(
     body: Bytes,
     limit: Duration,
 ) -> Option<Duration> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
@@ -161,15 +161,7 @@ async fn h2_message_non_reader(
         out.extend(h2_frame(0x00, 0x01, id, &body));
     }
     sock.write_all(&out).await.unwrap();
-    let started = Instant::now();
-    let mut buf = [0u8; 16 * 1024];
-    while started.elapsed() < limit {
-        let read = tokio::time::timeout(Duration::from_secs(1), sock.read(&mut buf));
-        if let Ok(Ok(0) | Err(_)) = read.await {
-            return Some(started.elapsed());
-        }
-    }
-    None
+    read_until_closed(&mut sock, Instant::now(), false, limit).await
 }
 
 /// HTTP/2 clients whose messages ask a large file and that never grant

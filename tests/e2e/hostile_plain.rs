@@ -46,15 +46,7 @@ async fn h2_get_non_reader(
         out.extend(h2_frame(0x01, 0x05, 1 + 2 * k, &block));
     }
     sock.write_all(&out).await.unwrap();
-    let started = Instant::now();
-    let mut buf = [0u8; 16 * 1024];
-    while started.elapsed() < limit {
-        let read = tokio::time::timeout(Duration::from_secs(1), sock.read(&mut buf));
-        if let Ok(Ok(0) | Err(_)) = read.await {
-            return Some(started.elapsed());
-        }
-    }
-    None
+    read_until_closed(&mut sock, Instant::now(), false, limit).await
 }
 
 /// Plain GETs of a large file on HTTP/2 streams that grant no window:

@@ -214,9 +214,6 @@ fn uploads_that_never_end_hold_at_most_the_staging_budget() {
     });
 }
 
-/// A PING frame (RFC 9113 §6.7).
-const H2_PING: &[u8] = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08";
-
 /// How a connection that never sends a request behaves.
 #[derive(Clone, Copy, Debug)]
 enum NoRequest {
@@ -239,35 +236,6 @@ async fn no_request(port: u16, how: NoRequest) -> Option<Duration> {
     }
     let ping = matches!(how, NoRequest::Pinging);
     read_until_closed(&mut sock, started, ping, Duration::from_secs(15)).await
-}
-
-/// Reads (and drops) what comes on `sock` until the server closes it,
-/// sending an HTTP/2 PING a second if `ping`; how long after `started` it
-/// closed, or `None` if still open after `limit`.
-async fn read_until_closed(
-    sock: &mut TcpStream,
-    started: Instant,
-    ping: bool,
-    limit: Duration,
-) -> Option<Duration> {
-    let mut buf = [0u8; 16 * 1024];
-    let mut next_ping = Instant::now() + Duration::from_secs(1);
-    loop {
-        let wait = next_ping.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(wait, sock.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => {}
-            Err(_) => {
-                if started.elapsed() > limit {
-                    return None;
-                }
-                if ping && sock.write_all(H2_PING).await.is_err() {
-                    return Some(started.elapsed());
-                }
-                next_ping += Duration::from_secs(1);
-            }
-        }
-    }
 }
 
 /// Connections that never carry a request — silent, HTTP/2 PINGs only,

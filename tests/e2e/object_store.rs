@@ -599,33 +599,36 @@ async fn fake_store(how: Fake) -> (u16, std::sync::Arc<FakeStats>) {
     (port, seen)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_throttling_store_is_busy_per_command_and_nothing_hangs() {
-    let (port, seen) = fake_store(Fake::Throttling).await;
+/// A gateway on the [`fake_store`] at `port`, with `extra` flags; and the
+/// directory of its token file.
+fn fake_gateway(port: u16, extra: &[&str]) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let gw = Gateway::start_with_env(
-        Path::new("s3://framegate/x"),
-        &token,
-        &[
-            "--s3-endpoint",
-            &endpoint,
-            "--s3-path-style",
-            "--s3-allow-http",
-            "--s3-max-retries",
-            "1",
-        ],
-        &[
-            (
-                "AWS_ACCESS_KEY_ID".into(),
-                "GK0123456789abcdef01234567".into(),
-            ),
-            ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
-            ("AWS_REGION".into(), "garage".into()),
-        ],
-    );
+    let mut flags = vec![
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-path-style",
+        "--s3-allow-http",
+    ];
+    flags.extend_from_slice(extra);
+    let env = [
+        (
+            "AWS_ACCESS_KEY_ID".into(),
+            "GK0123456789abcdef01234567".into(),
+        ),
+        ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
+        ("AWS_REGION".into(), "garage".into()),
+    ];
+    let gw = Gateway::start_with_env(Path::new("s3://framegate/x"), &token, &flags, &env);
+    (gw, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_store_is_busy_per_command_and_nothing_hangs() {
+    let (port, seen) = fake_store(Fake::Throttling).await;
+    let (gw, _dir) = fake_gateway(port, &["--s3-max-retries", "1"]);
     let started = Instant::now();
     let mut batch = Batch::new();
     batch.add("get", &[("path", b"a.txt")], None);
@@ -654,30 +657,7 @@ async fn a_throttling_store_is_busy_per_command_and_nothing_hangs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_puts_at_most_max_requests_in_flight_to_the_store() {
     let (port, stats) = fake_store(Fake::Slow).await;
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let gw = Gateway::start_with_env(
-        Path::new("s3://framegate/x"),
-        &token,
-        &[
-            "--s3-endpoint",
-            &endpoint,
-            "--s3-path-style",
-            "--s3-allow-http",
-            "--s3-max-requests",
-            "4",
-        ],
-        &[
-            (
-                "AWS_ACCESS_KEY_ID".into(),
-                "GK0123456789abcdef01234567".into(),
-            ),
-            ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
-            ("AWS_REGION".into(), "garage".into()),
-        ],
-    );
+    let (gw, _dir) = fake_gateway(port, &["--s3-max-requests", "4"]);
     let mut batch = Batch::new();
     for i in 0..64 {
         batch.add("get", &[("path", format!("f{i}").as_bytes())], None);

@@ -29,8 +29,7 @@ pub const MAX_ITER_FILES: usize = 1_000_000;
 /// back to the file list.
 pub const MAX_TREE_ENTRIES: usize = 400_000;
 
-/// Most entries `list_dir` lists.
-pub const MAX_LIST_ENTRIES: usize = 1_000_000;
+pub use crate::storage::MAX_LIST_ENTRIES;
 
 pub(crate) use read::listing_slot;
 pub use read::{

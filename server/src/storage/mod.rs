@@ -121,6 +121,10 @@ pub trait StagedUpload: Send + 'static {
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
 }
 
+/// Most entries a directory listing holds (`list_dir`, plain listings,
+/// a storage's `list`).
+pub const MAX_LIST_ENTRIES: usize = 1_000_000;
+
 /// `not-supported`: a listing longer than its bound.
 pub(crate) fn too_many_entries(max: usize) -> CommandError {
     CommandError::new(

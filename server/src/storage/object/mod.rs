@@ -467,7 +467,7 @@ impl Storage for ObjectStorage {
 
     fn list(&self, path: &Path) -> StorageFuture<'_, Vec<(String, EntryMeta)>> {
         let path = path.to_path_buf();
-        Box::pin(async move { read::list(self, &path, crate::fs::MAX_LIST_ENTRIES).await })
+        Box::pin(async move { read::list(self, &path, super::MAX_LIST_ENTRIES).await })
     }
 
     fn list_names(&self, path: &Path, max: usize) -> StorageFuture<'_, Vec<String>> {
