@@ -112,7 +112,20 @@ async fn every_command_through_two_gateways() {
         &[("path", b"d/x.txt")],
         Some(Bytes::from_static(b"!")),
     );
+    // Below a file: never a path that is both (the attack on issue 13).
+    batch.add(
+        "put",
+        &[("path", b"d/x.txt/under")],
+        Some(Bytes::from_static(b"z")),
+    );
+    batch.add(
+        "rename",
+        &[("from", b"gone.txt"), ("to", b"d/x.txt/sub")],
+        None,
+    );
     let o = send(&a, &mut batch).await;
+    assert_eq!(o[8].code(), Some("not-a-directory"), "{}", o[8].describe());
+    assert_eq!(o[9].code(), Some("not-a-directory"), "{}", o[9].describe());
     for (i, outcome) in o[..5].iter().enumerate() {
         assert!(
             matches!(outcome, Outcome::Ok(_)),

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use framegate_wire::ErrorCode;
+use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -143,6 +144,7 @@ pub(super) async fn put(
             "is a directory",
         ));
     }
+    no_file_above(s, &key, path).await?;
     let ObjectStaged { file, len, .. } = *staged;
     let mut file = file.ok_or_else(|| CommandError::internal("spool file gone"))?;
     file = blocking(move || {
@@ -189,6 +191,26 @@ pub(super) async fn put(
         writer.put(Bytes::from(piece));
     }
     writer.finish().await.map_err(|e| store_error(e, path))?;
+    Ok(())
+}
+
+/// `not-a-directory` if an object is where a parent directory of `key`
+/// would be (below the view's root): a key below an object would make one
+/// path both a file and a directory. One HEAD per parent.
+async fn no_file_above(s: &ObjectStorage, key: &Key, path: &Path) -> Result<(), CommandError> {
+    let mut parent = key.parent();
+    while let Some(dir) = parent {
+        if dir == s.root || !dir.prefix_matches(&s.root) {
+            break;
+        }
+        if head(s, &dir, path).await?.is_some() {
+            return Err(CommandError::new(
+                ErrorCode::NOT_A_DIRECTORY,
+                "a parent is a file",
+            ));
+        }
+        parent = dir.parent();
+    }
     Ok(())
 }
 
@@ -246,6 +268,7 @@ pub(super) async fn rename(s: &ObjectStorage, from: &Path, to: &Path) -> Result<
             "is a directory",
         ));
     }
+    no_file_above(s, &kt, to).await?;
     let _permit = s.permit().await?;
     s.shared
         .store
