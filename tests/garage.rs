@@ -70,21 +70,9 @@ impl Drop for Garage {
     }
 }
 
+/// Runs `garage -c config ARGS` once; its output (it must succeed).
 fn run(garage: &Path, config: &Path, args: &[&str]) -> String {
-    let out = Command::new(garage)
-        .arg("-c")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "garage {args:?} failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    run_until(garage, config, args, Duration::ZERO)
 }
 
 /// Like [`run`], retried until it succeeds or `within` passed (the
