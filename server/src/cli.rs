@@ -108,7 +108,8 @@ pub(crate) struct ServeArgs {
     /// Requests receiving at once per message [default: 64].
     #[arg(long, value_name = "N")]
     pub(crate) max_receiving_requests: Option<usize>,
-    /// Requests per message [default: 4096].
+    /// Requests per HTTP message; on a byte stream, requests active at once
+    /// before the server stops reading until answers went out [default: 4096].
     #[arg(long, value_name = "N")]
     pub(crate) max_requests_per_message: Option<usize>,
     /// Arguments per request [default: 64].

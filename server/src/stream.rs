@@ -180,10 +180,16 @@ where
         let feeding = driver.has_output_to_feed();
         // Silence counts while nothing is active and while a request is
         // half sent; not while complete requests run (the peer waits).
+        // Past the active-request cap the input is not read (see
+        // `has_room_for_requests`): neither silence nor the pace count then.
+        let taking = reading && driver.has_room_for_requests();
+        if !taking {
+            pace = None; // the peer is not slow: we are not reading
+        }
         let idle_armed =
-            reading && (driver.active_requests() == 0 || driver.receiving_requests() > 0);
+            taking && (driver.active_requests() == 0 || driver.receiving_requests() > 0);
         tokio::select! {
-            next = frames.next(), if reading => match next {
+            next = frames.next(), if taking => match next {
                 None => {
                     driver.handle_input_ended().await;
                     reading = false;
@@ -214,7 +220,7 @@ where
                 }
             },
             () = driver.progress(), if driver.is_busy() => {}
-            () = pace_deadline(pace.as_ref()), if reading && pace.is_some() => {
+            () = pace_deadline(pace.as_ref()), if taking && pace.is_some() => {
                 tracing::info!(min_rate, "closing connection: a request is sent too slowly");
                 break;
             }

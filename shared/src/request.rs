@@ -5,8 +5,6 @@
 //! The encoder makes frame *bodies*; an [`OutboundStream`](crate::stream::OutboundStream)
 //! gives them stream ids, flags and encoding.
 
-use std::collections::BTreeMap;
-
 use bytes::{Buf, Bytes};
 
 use crate::frame::{
@@ -18,8 +16,12 @@ use crate::frame::{
 pub const MAX_ARGUMENT_VALUE_LEN: usize = u16::MAX as usize;
 
 /// A request's arguments, kept sorted by name (bytewise).
+///
+/// A vector sized to its arguments, not a map: a server holds one per
+/// request waiting its turn (thousands per message), and a `BTreeMap`'s
+/// first node alone costs over 600 bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Arguments(BTreeMap<String, Bytes>);
+pub struct Arguments(Vec<(String, Bytes)>);
 
 impl Arguments {
     /// No arguments.
@@ -41,11 +43,14 @@ impl Arguments {
                 len: value.len(),
             });
         }
-        if self.0.contains_key(name) {
-            return Err(RequestError::DuplicateArgument(name.to_string()));
+        match self.position(name) {
+            Ok(_) => Err(RequestError::DuplicateArgument(name.to_string())),
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, (name.to_string(), value));
+                Ok(())
+            }
         }
-        self.0.insert(name.to_string(), value);
-        Ok(())
     }
 
     /// Builder form of [`insert`](Self::insert).
@@ -56,22 +61,24 @@ impl Arguments {
 
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&Bytes> {
-        self.0.get(name)
+        let at = self.position(name).ok()?;
+        self.0.get(at).map(|(_, v)| v)
     }
 
     /// Removes `name`; its value if it was present.
     pub fn remove(&mut self, name: &str) -> Option<Bytes> {
-        self.0.remove(name)
+        let at = self.position(name).ok()?;
+        Some(self.0.remove(at).1)
     }
 
     /// The value of `name` as UTF-8.
     pub fn get_str(&self, name: &str) -> Option<Result<&str, std::str::Utf8Error>> {
-        self.0.get(name).map(|v| std::str::from_utf8(v))
+        self.get(name).map(|v| std::str::from_utf8(v))
     }
 
     /// Whether `name` is present.
     pub fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name)
+        self.position(name).is_ok()
     }
 
     /// Number of arguments.
@@ -91,7 +98,22 @@ impl Arguments {
 
     /// Adds a received argument; the reactor has checked name and uniqueness.
     pub(crate) fn insert_received(&mut self, name: String, value: Bytes) {
-        self.0.insert(name, value);
+        match self.position(&name) {
+            Ok(at) => {
+                if let Some(slot) = self.0.get_mut(at) {
+                    slot.1 = value;
+                }
+            }
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, (name, value));
+            }
+        }
+    }
+
+    /// Where `name` is (`Ok`), or where it would go (`Err`).
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name))
     }
 }
 
@@ -268,5 +290,35 @@ impl RequestIds {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_stay_sorted_unique_and_sized_to_fit() {
+        let mut args = Arguments::new();
+        for name in ["path", "b", "zeta", "a", "mode"] {
+            args.insert(name, name.as_bytes().to_vec()).unwrap();
+        }
+        let names: Vec<&str> = args.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["a", "b", "mode", "path", "zeta"]);
+        assert_eq!(args.0.capacity(), 5, "no spare room held per request");
+        assert_eq!(
+            args.insert("mode", "x"),
+            Err(RequestError::DuplicateArgument("mode".into()))
+        );
+        assert_eq!(args.get("path").map(|v| &v[..]), Some(&b"path"[..]));
+        assert_eq!(args.get_str("zeta"), Some(Ok("zeta")));
+        assert!(args.get("pat").is_none() && !args.contains("c"));
+        assert_eq!(args.remove("b").as_deref(), Some(&b"b"[..]));
+        assert!(!args.contains("b") && args.len() == 4);
+        args.insert_received("c".into(), Bytes::from_static(b"1"));
+        args.insert_received("c".into(), Bytes::from_static(b"2"));
+        let names: Vec<&str> = args.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["a", "c", "mode", "path", "zeta"]);
+        assert_eq!(args.get("c").map(|v| &v[..]), Some(&b"2"[..]));
     }
 }

@@ -198,6 +198,22 @@ impl Driver {
         self.reactor.active_requests()
     }
 
+    /// Whether a byte stream should read more: fewer complete requests are
+    /// active (running, waiting their turn, or answered and not yet sent)
+    /// than [`ServerConfig::max_requests_per_message`](framegate_wire::ServerConfig)
+    /// (the limit an HTTP message has). Past it a byte stream stops reading
+    /// until answers went out — backpressure, never a deadlock: complete
+    /// requests need no more input, and the ones still receiving (bounded
+    /// by `max_receiving_requests`) are not counted, so they never hold up
+    /// the input they need.
+    pub(crate) fn has_room_for_requests(&self) -> bool {
+        let complete = self
+            .reactor
+            .active_requests()
+            .saturating_sub(self.reactor.receiving_requests());
+        complete < self.gw.config.limits.max_requests_per_message
+    }
+
     /// Requests whose frames are still arriving.
     pub(crate) fn receiving_requests(&self) -> usize {
         self.reactor.receiving_requests()

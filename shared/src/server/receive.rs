@@ -61,13 +61,13 @@ impl ServerReactor {
         let flags = body.flags;
         let has_data = flags.contains(CommandNameFlags::HAVE_DATA);
         let phase = if flags.contains(CommandNameFlags::HAVE_ARGS) {
-            Phase::Arguments(ArgumentState {
+            Phase::Arguments(Box::new(ArgumentState {
                 name,
                 has_data,
                 args: Arguments::new(),
                 partial: None,
                 bytes: 0,
-            })
+            }))
         } else {
             self.events.push_back(ServerEvent::Command(IncomingCommand {
                 request_id: id,

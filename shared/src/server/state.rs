@@ -17,7 +17,9 @@ use crate::request::Arguments;
 /// ```
 #[derive(Debug)]
 pub(super) enum Phase {
-    Arguments(ArgumentState),
+    /// Boxed: a request spends most of its life past this phase, and its
+    /// record should then be small (thousands wait in a message).
+    Arguments(Box<ArgumentState>),
     Data,
     Discarding,
     Complete,
@@ -80,4 +82,20 @@ pub(super) struct Pending {
     pub(super) encode: bool,
     /// This frame ends the request's answer.
     pub(super) last: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Thousands of records wait in a busy message: each must stay small
+    /// (about 190 bytes with the argument phase inline).
+    #[test]
+    fn a_request_record_is_small() {
+        assert!(
+            std::mem::size_of::<Request>() <= 80,
+            "{} bytes",
+            std::mem::size_of::<Request>()
+        );
+    }
 }
