@@ -538,6 +538,14 @@ enum Fake {
     Throttling,
     /// The key's bytes (`x`), after 50 ms.
     Slow,
+    /// No answer at all (the connection stays open).
+    Silent,
+    /// Every key is the same [`RANGED_SIZE`]-byte object ([`ranged_byte`]),
+    /// `Range` headers honoured, each answer after 20 ms.
+    Ranged,
+    /// Lists the bucket once (closing that connection), then stops
+    /// listening: every later request meets a refused connection.
+    GoneAfterStart,
 }
 
 /// The most requests [`fake_store`] had in flight at once, and how many
@@ -559,6 +567,7 @@ async fn fake_store(how: Fake) -> (u16, std::sync::Arc<FakeStats>) {
     let counter = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
+            let gone = matches!(how, Fake::GoneAfterStart);
             let counter = counter.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
@@ -577,6 +586,16 @@ async fn fake_store(how: Fake) -> (u16, std::sync::Arc<FakeStats>) {
                     counter.seen.fetch_add(1, SeqCst);
                     let now = counter.in_flight.fetch_add(1, SeqCst) + 1;
                     counter.most.fetch_max(now, SeqCst);
+                    if matches!(how, Fake::Ranged) && !head.contains("list-type=2") {
+                        // A store's latency, so requests in flight overlap.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let answer = ranged_answer(&head);
+                        counter.in_flight.fetch_sub(1, SeqCst);
+                        if sock.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     let (status, body) = if head.contains("list-type=2") {
                         (
                             "200 OK",
@@ -588,6 +607,9 @@ async fn fake_store(how: Fake) -> (u16, std::sync::Arc<FakeStats>) {
                     } else if let Fake::Slow = how {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         ("200 OK", "x")
+                    } else if let Fake::Silent = how {
+                        std::future::pending::<()>().await;
+                        return;
                     } else {
                         (
                             "503 Service Unavailable",
@@ -596,20 +618,67 @@ async fn fake_store(how: Fake) -> (u16, std::sync::Arc<FakeStats>) {
                         )
                     };
                     let body = if head.starts_with("HEAD") { "" } else { body };
+                    let close = if gone { "connection: close\r\n" } else { "" };
                     let answer = format!(
                         "HTTP/1.1 {status}\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\
-                         etag: \"abc\"\r\nlast-modified: Wed, 25 Nov 2026 10:00:00 GMT\r\n\r\n{body}",
+                         etag: \"abc\"\r\nlast-modified: Wed, 25 Nov 2026 10:00:00 GMT\r\n{close}\r\n{body}",
                         body.len()
                     );
                     counter.in_flight.fetch_sub(1, SeqCst);
-                    if sock.write_all(answer.as_bytes()).await.is_err() {
+                    if sock.write_all(answer.as_bytes()).await.is_err() || gone {
                         return;
                     }
                 }
             });
+            if gone {
+                return; // the listener goes with this task
+            }
         }
     });
     (port, seen)
+}
+
+/// The size of [`Fake::Ranged`]'s object.
+const RANGED_SIZE: u64 = 32 << 20;
+
+/// The byte at `at` of [`Fake::Ranged`]'s object.
+fn ranged_byte(at: u64) -> u8 {
+    (at % 251) as u8
+}
+
+/// [`Fake::Ranged`]'s answer to a GET or HEAD with request head `head`.
+fn ranged_answer(head: &str) -> Vec<u8> {
+    let range = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        let spec = value.trim().strip_prefix("bytes=")?;
+        let (a, b) = spec.split_once('-')?;
+        name.eq_ignore_ascii_case("range")
+            .then(|| (a.parse::<u64>().ok(), b.parse::<u64>().ok()))
+    });
+    let (status, start, end) = match range {
+        Some((Some(a), Some(b))) => ("206 Partial Content", a, (b + 1).min(RANGED_SIZE)),
+        _ => ("200 OK", 0, RANGED_SIZE),
+    };
+    let body: Vec<u8> = if head.starts_with("HEAD") {
+        Vec::new()
+    } else {
+        (start..end).map(ranged_byte).collect()
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\netag: \"abc\"\r\n\
+         last-modified: Wed, 25 Nov 2026 10:00:00 GMT\r\n",
+        end - start
+    );
+    if status.starts_with("206") {
+        out.push_str(&format!(
+            "content-range: bytes {start}-{}/{RANGED_SIZE}\r\n",
+            end - 1
+        ));
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 /// A gateway on the [`fake_store`] at `port`, with `extra` flags; and the
@@ -686,4 +755,184 @@ async fn a_batch_puts_at_most_max_requests_in_flight_to_the_store() {
     assert!(most <= 4, "{most} requests in flight at once");
     assert!(most >= 2, "the gets ran one at a time ({most})");
     assert!(took >= Duration::from_millis(16 * 50), "took {took:?}");
+}
+
+/// A store that stops answering is `busy` (retry later) after the request
+/// timeout; one that can no longer be reached is an `internal` error that
+/// says so. Before, the two were swapped: the retry settings in the store
+/// client's error text (`retry_timeout: 15s`) made every refused
+/// connection look like a timeout, and a real timeout was `internal`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_store_is_busy_and_a_vanished_one_unreachable() {
+    let flags = [
+        "--s3-max-retries",
+        "0",
+        "--s3-request-timeout",
+        "1s",
+        "--s3-connect-timeout",
+        "1s",
+    ];
+    for (how, code, says) in [
+        (Fake::Silent, "busy", "retry later"),
+        (Fake::GoneAfterStart, "internal", "cannot be reached"),
+    ] {
+        let (port, _) = fake_store(how).await;
+        let (gw, _dir) = fake_gateway(port, &flags);
+        let started = Instant::now();
+        let mut batch = Batch::new();
+        batch.add("get", &[("path", b"a.txt")], None);
+        batch.add("stat", &[("path", b"b.txt")], None);
+        let o = send(&gw, &mut batch).await;
+        for outcome in &o {
+            assert_eq!(outcome.code(), Some(code), "{}", outcome.describe());
+            let Outcome::Err { message, .. } = outcome else {
+                unreachable!()
+            };
+            assert!(message.contains(says), "{message}");
+            assert!(!message.contains("127.0.0.1"), "endpoint leaked: {message}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// `readv` coalesces forward ranges into a few GETs and runs the others
+/// concurrently, answering every range in the order asked: 5,000 ranges
+/// of 100 bytes, once 5,000 GETs one after another (a 5,000-range `readv`
+/// was cut after 120 s on a real cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readv_coalesces_forward_ranges_and_fetches_the_rest_concurrently() {
+    let (port, stats) = fake_store(Fake::Ranged).await;
+    let (gw, _dir) = fake_gateway(port, &[]);
+    let forward: Vec<(u64, u64)> = (0..5000).map(|i| (i * 200, 100)).collect();
+    // Backward, 64 KiB apart: no two join.
+    let scattered: Vec<(u64, u64)> = (0..64).rev().map(|i| (i * 16_384 + 7, 100)).collect();
+    for (ranges, most_gets) in [(forward, 8usize), (scattered, 64)] {
+        let spec: String = ranges.iter().map(|(o, l)| format!("{o},{l}\n")).collect();
+        let before = stats.seen.load(std::sync::atomic::Ordering::SeqCst);
+        stats.most.store(0, std::sync::atomic::Ordering::SeqCst);
+        let mut batch = Batch::new();
+        batch.add(
+            "readv",
+            &[("path", b"obj"), ("ranges", spec.as_bytes())],
+            None,
+        );
+        let o = send(&gw, &mut batch).await;
+        let want: Vec<u8> = ranges
+            .iter()
+            .flat_map(|&(o, l)| (o..o + l).map(ranged_byte))
+            .collect();
+        assert_eq!(text(&o[0]), want, "{}", o[0].describe());
+        let requests = stats.seen.load(std::sync::atomic::Ordering::SeqCst) - before;
+        // One HEAD for the version, then the GETs.
+        assert!(
+            requests <= most_gets + 1,
+            "{requests} store requests for {} ranges",
+            ranges.len()
+        );
+        if most_gets == 64 {
+            let most = stats.most.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(most >= 2, "the scattered ranges were fetched one at a time");
+        }
+    }
+}
+
+/// Clients that ask a large object and never read hold their answer slots,
+/// not the store's request permits: with two permits, four such clients
+/// once made every other request to the store wait for the send timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_hold_no_store_permits() {
+    use tokio::io::AsyncWriteExt;
+    let (port, _) = fake_store(Fake::Ranged).await;
+    let (gw, _dir) = fake_gateway(port, &["--s3-max-requests", "2", "--send-timeout", "30s"]);
+    let mut batch = Batch::new();
+    batch.add("get", &[("path", b"big")], None);
+    let body = batch.take_body();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut sock = socket
+            .connect(([127, 0, 0, 1], gw.port).into())
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /.framegate/ro HTTP/1.1\r\nHost: x\r\nContent-Type: {media}\r\n\
+             Accept: {media}\r\nContent-Length: {}\r\n\r\n",
+            body.len(),
+            media = framegate_wire::MEDIA_TYPE,
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        sock.write_all(&body).await.unwrap();
+        held.push(sock);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let mut batch = Batch::new();
+    batch.add("stat", &[("path", b"other")], None);
+    batch.add("readv", &[("path", b"other"), ("ranges", b"5,3\n")], None);
+    let o = tokio::time::timeout(Duration::from_secs(20), send(&gw, &mut batch))
+        .await
+        .expect("a bystander waited on the non-readers");
+    assert!(matches!(o[0], Outcome::Ok(_)), "{}", o[0].describe());
+    assert_eq!(text(&o[1]), (5..8).map(ranged_byte).collect::<Vec<u8>>());
+    let took = started.elapsed();
+    eprintln!("bystander took {took:?}");
+    assert!(took < Duration::from_secs(10), "bystander took {took:?}");
+    drop(held);
+}
+
+/// `--s3-request-timeout` bounds a request until its answer starts, not
+/// the relaying of its body: a client that pauses longer than that and
+/// then reads still gets the whole object. (The store client's total
+/// timeout once cut every body still being relayed after 30 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_reader_gets_the_whole_object_past_the_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (port, _) = fake_store(Fake::Ranged).await;
+    let (gw, _dir) = fake_gateway(port, &["--s3-request-timeout", "1s"]);
+    let mut batch = Batch::new();
+    batch.add("get", &[("path", b"big")], None);
+    let body = batch.take_body();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut sock = socket
+        .connect(([127, 0, 0, 1], gw.port).into())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /.framegate/ro HTTP/1.1\r\nHost: x\r\nContent-Type: {media}\r\n\
+         Accept: {media}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len(),
+        media = framegate_wire::MEDIA_TYPE,
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&body).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), sock.read_to_end(&mut all))
+        .await
+        .unwrap()
+        .unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let (head, chunked) = all.split_at(split + 4);
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    let mut frames = Vec::new();
+    let mut rest = chunked;
+    while let Some(line) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line]).unwrap(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        frames.extend_from_slice(&rest[line + 2..line + 2 + size]);
+        rest = &rest[line + 4 + size..];
+    }
+    let mut batch_decoder = batch;
+    let o = batch_decoder.decode(&frames);
+    let want: Vec<u8> = (0..RANGED_SIZE).map(ranged_byte).collect();
+    assert_eq!(text(&o[0]).len(), want.len(), "{}", o[0].describe());
+    assert_eq!(text(&o[0]), want);
 }

@@ -18,6 +18,7 @@
 //! own message, which names the endpoint and the key, goes to the log only,
 //! and no credential is ever in either.
 
+mod ranges;
 mod read;
 mod write;
 
@@ -256,6 +257,7 @@ impl ObjectStorage {
                 match kind_of(&e) {
                     Kind::NotFound => format!("no such bucket: {text}"),
                     Kind::Refused => format!("access refused (check the credentials): {text}"),
+                    Kind::Unreachable => format!("cannot reach the object store: {text}"),
                     _ => text,
                 }
             })
@@ -330,15 +332,24 @@ enum Kind {
     Exists,
     Refused,
     NotSupported,
+    /// The store throttled us (429, 503, `SlowDown`) or did not answer in
+    /// time: retry later.
     Throttled,
+    /// The store could not be reached (connection refused, DNS, TLS).
+    Unreachable,
     Failed,
 }
 
-/// The meaning of a store error: its variant, or — for the S3 client's
-/// generic errors, which carry the HTTP status and the S3 code only in
-/// their text — the status and code it names.
+/// The meaning of a store error: its variant; else the HTTP client's own
+/// error kind, found in its source chain (a timed-out request, a refused
+/// connection); else the status and S3 code the S3 client's generic error
+/// names in its text (`status code: 503 …`, `<Code>SlowDown</Code>`).
+/// Only those forms are matched, not bare words: the text also holds the
+/// key and the retry settings (`retry_timeout: 15s` once made every
+/// refused connection look like a timeout).
 fn kind_of(err: &object_store::Error) -> Kind {
     use object_store::Error as E;
+    use object_store::client::{HttpError, HttpErrorKind};
     match err {
         E::NotFound { .. } => return Kind::NotFound,
         E::Precondition { .. } | E::NotModified { .. } => return Kind::Changed,
@@ -349,26 +360,40 @@ fn kind_of(err: &object_store::Error) -> Kind {
     }
     let text = err.to_string();
     let says = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
-    if says(&["NoSuchBucket", "NoSuchKey", "404 Not Found"]) {
+    let status = |codes: &[u16]| {
+        codes
+            .iter()
+            .any(|c| text.contains(&format!("status code: {c} ")))
+    };
+    let code = |names: &[&str]| {
+        names
+            .iter()
+            .any(|n| text.contains(&format!("<Code>{n}</Code>")))
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(http) = e.downcast_ref::<HttpError>() {
+            match http.kind() {
+                HttpErrorKind::Timeout => return Kind::Throttled,
+                HttpErrorKind::Connect => return Kind::Unreachable,
+                _ => {}
+            }
+        }
+        source = e.source();
+    }
+    if status(&[404]) || code(&["NoSuchBucket", "NoSuchKey"]) {
         Kind::NotFound
-    } else if says(&[
-        "403 Forbidden",
-        "401 Unauthorized",
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-    ]) {
+    } else if status(&[401, 403])
+        || code(&[
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+        ])
+    {
         Kind::Refused
-    } else if says(&["412 Precondition Failed", "PreconditionFailed"]) {
+    } else if status(&[412]) || code(&["PreconditionFailed"]) {
         Kind::Changed
-    } else if says(&[
-        "429",
-        "503 Service Unavailable",
-        "SlowDown",
-        "Too Many Requests",
-        "timed out",
-        "timeout",
-    ]) {
+    } else if status(&[429, 503]) || code(&["SlowDown"]) || says(&["Too Many Requests"]) {
         Kind::Throttled
     } else {
         Kind::Failed
@@ -395,7 +420,11 @@ pub(crate) fn store_error(err: object_store::Error, path: &Path) -> CommandError
         ),
         Kind::Throttled => (
             ErrorCode::BUSY,
-            "the object store is busy (throttled); retry later",
+            "the object store is busy (throttled or slow); retry later",
+        ),
+        Kind::Unreachable => (
+            ErrorCode::INTERNAL,
+            "the object store cannot be reached; see the server log",
         ),
         Kind::Failed => (
             ErrorCode::INTERNAL,

@@ -153,18 +153,18 @@ fn quoted(tag: &str) -> String {
     format!("\"{tag}\"")
 }
 
-/// A GET's body as an answer stream holding its request permit until the
-/// last byte went out.
-fn streamed(
+/// A GET's body as an answer stream. It holds no store request permit:
+/// `--s3-max-requests` bounds requests until their answer starts, and a
+/// body being relayed is bounded by the answer slots of the message and
+/// the server (`--open-answers`) — a client that never reads holds its
+/// slot, not the store's permits (it once held them until the send timeout,
+/// and as many such clients as permits stalled every other store request).
+pub(super) fn streamed(
     body: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
-    permit: tokio::sync::OwnedSemaphorePermit,
     path: std::path::PathBuf,
 ) -> futures_util::stream::BoxStream<'static, Result<Bytes, CommandError>> {
-    body.map(move |piece| {
-        let _held = &permit;
-        piece.map_err(|e| store_error(e, &path))
-    })
-    .boxed()
+    body.map(move |piece| piece.map_err(|e| store_error(e, &path)))
+        .boxed()
 }
 
 pub(super) async fn read(
@@ -194,7 +194,8 @@ pub(super) async fn read(
                 let bytes = got.bytes().await.map_err(|e| store_error(e, path))?;
                 Answer::Bytes(bytes)
             } else {
-                Answer::Stream(streamed(got.into_stream(), permit, path.to_path_buf()))
+                drop(permit);
+                Answer::Stream(streamed(got.into_stream(), path.to_path_buf()))
             };
             Ok(FileRead { answer, etag })
         }
@@ -219,21 +220,12 @@ pub(super) async fn read(
             }
             let total: u64 = ranges.iter().map(|r| r.1).sum();
             let wanted: Vec<(u64, u64)> = ranges.into_iter().filter(|r| r.1 > 0).collect();
+            let stream = super::ranges::fetch(s.clone(), key, &wanted, etag.clone(), path);
             let answer = if total <= MAX_INLINE_ANSWER {
-                let mut out = Vec::with_capacity(total as usize);
-                for (offset, len) in wanted {
-                    let _permit = s.permit().await?;
-                    let piece = get_range(s, &key, offset, len, &etag)
-                        .await
-                        .map_err(|e| store_error(e, path))?
-                        .bytes()
-                        .await
-                        .map_err(|e| store_error(e, path))?;
-                    out.extend_from_slice(&piece);
-                }
-                Answer::Bytes(out.into())
+                let pieces: Vec<Bytes> = stream.try_collect().await?;
+                Answer::Bytes(pieces.concat().into())
             } else {
-                Answer::Stream(ranges_stream(s.clone(), key, wanted, etag.clone(), path))
+                Answer::Stream(stream)
             };
             Ok(FileRead { answer, etag })
         }
@@ -241,7 +233,7 @@ pub(super) async fn read(
 }
 
 /// One range of the version `etag`: a later version is `file-changed`.
-async fn get_range(
+pub(super) async fn get_range(
     s: &ObjectStorage,
     key: &Key,
     offset: u64,
@@ -254,31 +246,6 @@ async fn get_range(
         ..GetOptions::default()
     };
     s.shared.store.get_opts(key, opts).await
-}
-
-/// The ranges of one version, fetched one after another as the answer is
-/// sent (one request in flight for it, none before it is sent).
-fn ranges_stream(
-    s: ObjectStorage,
-    key: Key,
-    ranges: Vec<(u64, u64)>,
-    etag: Etag,
-    path: &Path,
-) -> futures_util::stream::BoxStream<'static, Result<Bytes, CommandError>> {
-    let path = path.to_path_buf();
-    futures_util::stream::iter(ranges)
-        .then(move |(offset, len)| {
-            let (s, key, etag, path) = (s.clone(), key.clone(), etag.clone(), path.clone());
-            async move {
-                let permit = s.permit().await?;
-                let got = get_range(&s, &key, offset, len, &etag)
-                    .await
-                    .map_err(|e| store_error(e, &path))?;
-                Ok::<_, CommandError>(streamed(got.into_stream(), permit, path))
-            }
-        })
-        .try_flatten()
-        .boxed()
 }
 
 /// A directory's entries, sorted bytewise by name; at most `max`.
