@@ -138,14 +138,15 @@ impl ObjectConfig {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&self.bucket);
         if let Some(endpoint) = &self.endpoint {
+            let shown = without_userinfo(endpoint);
             if endpoint.starts_with("http://") && !self.allow_http {
                 return Err(format!(
-                    "the endpoint {endpoint} is plain HTTP: pass --s3-allow-http (loopback only)"
+                    "the endpoint {shown} is plain HTTP: pass --s3-allow-http (loopback only)"
                 ));
             }
             if self.allow_http && !is_loopback_url(endpoint) {
                 return Err(format!(
-                    "--s3-allow-http is for loopback endpoints only, not {endpoint}"
+                    "--s3-allow-http is for loopback endpoints only, not {shown}"
                 ));
             }
             builder = builder.with_endpoint(endpoint);
@@ -316,12 +317,33 @@ impl ObjectStorage {
 /// The store's error text without what clients must not see: kept for
 /// the log (it names the endpoint and the key, never a credential).
 fn clean(err: &dyn std::fmt::Display) -> String {
-    let text = err.to_string();
+    let text = without_userinfo(&err.to_string());
     let mut cut: String = text.chars().take(512).collect();
     if cut.len() < text.len() {
         cut.push('…');
     }
     cut
+}
+
+/// `text` with the user information (`user:secret@`) of every URL in it
+/// removed: an endpoint given as `https://key:secret@host` must not reach
+/// a message or the log.
+fn without_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = tail.get(..authority_end).unwrap_or_default();
+        let host_from = authority.rfind('@').map_or(0, |i| i + 1);
+        out.push_str(authority.get(host_from..).unwrap_or_default());
+        rest = tail.get(authority_end..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What a store error means for a client.
@@ -565,6 +587,18 @@ impl Storage for ObjectStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_never_shows() {
+        let w = without_userinfo;
+        assert_eq!(
+            w("bad https://GK1:s3cr3t@s3.example:9000/b?x=1 and http://h/x"),
+            "bad https://s3.example:9000/b?x=1 and http://h/x"
+        );
+        assert_eq!(w("http://a@b@c d"), "http://c d");
+        assert_eq!(w("no url here"), "no url here");
+        assert_eq!(w("trailing ://"), "trailing ://");
+    }
 
     #[test]
     fn urls_name_a_bucket_and_a_plain_prefix() {
