@@ -18,7 +18,9 @@
 //! reactor is then errored and every open request should be failed by the
 //! driver.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -214,7 +216,7 @@ impl ClientReactor {
             ids: RequestIds::default(),
             inbound: InboundStreams::new(Side::Server, config.max_frame_size),
             outbound: OutboundStream::new(CLIENT_STREAM, config.encoding),
-            requests: HashMap::new(),
+            requests: HashMap::default(),
             active: 0,
             outbox: VecDeque::new(),
             events: VecDeque::new(),

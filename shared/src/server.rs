@@ -50,7 +50,9 @@
 //! [`pending_output_bytes`](ServerReactor::pending_output_bytes) is below the
 //! driver's watermark. Small answers (CBOR maps) may be handed over at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use bytes::{Bytes, BytesMut};
 
@@ -194,7 +196,7 @@ impl ServerReactor {
             outbound: OutboundStream::new(SERVER_STREAM, encoding),
             config,
             mode,
-            requests: HashMap::new(),
+            requests: HashMap::default(),
             events: VecDeque::new(),
             pending: VecDeque::new(),
             pending_bytes: 0,

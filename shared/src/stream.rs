@@ -11,7 +11,7 @@
 //! [`SharedBudget`]) and how far encoded input may inflate
 //! ([`MAX_DECODE_RATIO`] past [`DECODE_ALLOWANCE`]).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 
 use bytes::Bytes;
@@ -152,7 +152,7 @@ impl InboundStreams {
             bound_ratio: false,
             encoded_bytes: 0,
             decoded_bytes: 0,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             scratch: Vec::new(),
         }
     }

@@ -23,7 +23,9 @@
 //! that only sending — after the input ended — can free. They are bounded
 //! by the reactor's `max_receiving_requests`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use framegate_wire::RequestId;
@@ -56,7 +58,7 @@ impl Budget {
     ) -> Budget {
         Budget {
             waiting: VecDeque::new(),
-            running: HashMap::new(),
+            running: HashMap::default(),
             max_open: max_open.max(1),
             max_held: max_held.max(1),
             slots,

@@ -23,7 +23,7 @@ mod order;
 mod output;
 mod sending;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -162,8 +162,8 @@ impl Driver {
             spec,
             reactor,
             tasks: JoinSet::new(),
-            task_ids: HashMap::new(),
-            inflight: HashMap::new(),
+            task_ids: HashMap::default(),
+            inflight: HashMap::default(),
             order,
             notes_tx,
             notes_rx,
