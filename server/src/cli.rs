@@ -142,6 +142,11 @@ pub(crate) struct ServeArgs {
     /// [default: 67108864 = 64 MiB].
     #[arg(long, value_name = "BYTES")]
     pub(crate) max_held_argument_bytes: Option<usize>,
+    /// Per server: requests held (received, not yet answered and sent)
+    /// beyond the first 64 of each message or session, over all of them;
+    /// more is `too-many-requests` [default: 262144, about 170 MiB].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_held_requests: Option<usize>,
     /// Send a keepalive frame after this long without output [default: 15s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -316,6 +321,7 @@ impl ServeArgs {
             max_held_argument_bytes: self
                 .max_held_argument_bytes
                 .or(file.max_held_argument_bytes),
+            max_held_requests: self.max_held_requests.or(file.max_held_requests),
             keepalive_interval: self.keepalive_interval.or(file.keepalive_interval),
             coalesce_wait: self.coalesce_wait.or(file.coalesce_wait),
             body_read_timeout: self.body_read_timeout.or(file.body_read_timeout),
@@ -484,7 +490,8 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
         max_messages,
         http2_max_streams,
         max_decoding_streams,
-        max_held_argument_bytes
+        max_held_argument_bytes,
+        max_held_requests
     );
     if let Some(n) = args.max_compressing_messages {
         config.max_compressing_messages = n;

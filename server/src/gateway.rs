@@ -112,6 +112,14 @@ pub struct GatewayConfig {
     /// the protocol error `too-large` for the request that asked. Shared by
     /// the reactors as [`ServerConfig::held_argument_budget`].
     pub max_held_argument_bytes: usize,
+    /// Per server: requests held (from their first frame until their
+    /// answer went out) beyond the first
+    /// [`FREE_REQUESTS`](framegate_wire::FREE_REQUESTS) of each message or
+    /// session, over all of them (default 262,144: 64 messages of 4,096,
+    /// about 170 MiB at ~660 bytes a request). More is the protocol error
+    /// `too-many-requests`. Shared by the reactors as
+    /// [`ServerConfig::held_request_budget`].
+    pub max_held_requests: usize,
     /// Per server: bytes of plain-HTTP directory listings read and not yet
     /// sent, over all of them (default 64 MiB; a 1,000,000-entry listing
     /// takes about 40 MiB). A listing is charged as it is read and holds
@@ -153,6 +161,7 @@ impl GatewayConfig {
             max_queued_upload_bytes: 64 << 20,
             max_decoding_streams: 16,
             max_held_argument_bytes: 64 << 20,
+            max_held_requests: 1 << 18,
             listing_memory: 64 << 20,
         }
     }
@@ -190,6 +199,8 @@ pub struct Gateway {
     pub(crate) decoder_budget: SharedBudget,
     /// Server-wide budget of argument bytes held by unanswered requests.
     pub(crate) argument_budget: SharedBudget,
+    /// Server-wide budget of requests held (`max_held_requests`).
+    pub(crate) request_budget: SharedBudget,
     /// Server-wide budget of plain listings' bytes (`listing_memory`).
     pub(crate) listing_budget: SharedBudget,
     /// Metrics (rendered on the metrics listener).
@@ -256,12 +267,14 @@ impl Gateway {
         let message_slots = Arc::new(Semaphore::new(config.max_messages.max(1)));
         let decoder_budget = SharedBudget::new(config.max_decoding_streams);
         let argument_budget = SharedBudget::new(config.max_held_argument_bytes);
+        let request_budget = SharedBudget::new(config.max_held_requests);
         let listing_budget = SharedBudget::new(config.listing_memory);
         Arc::new(Gateway {
             listing_budget,
             message_slots,
             decoder_budget,
             argument_budget,
+            request_budget,
             compressor_slots,
             output_budget,
             upload_budget,
@@ -316,5 +329,11 @@ impl Gateway {
     /// (of [`GatewayConfig::max_held_argument_bytes`]).
     pub fn held_argument_bytes(&self) -> usize {
         self.argument_budget.in_use()
+    }
+
+    /// Requests held now beyond each message's free share, over all
+    /// messages (of [`GatewayConfig::max_held_requests`]).
+    pub fn held_requests(&self) -> usize {
+        self.request_budget.in_use()
     }
 }

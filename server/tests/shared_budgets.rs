@@ -54,13 +54,15 @@ fn zstd_settings() -> Frame {
     )
 }
 
-/// Request 1, `get` with an argument `p` declaring `declared` bytes of
-/// which one arrives: it holds them and never completes.
-fn holding_request(declared: u16) -> Vec<Frame> {
+/// Request 1, `get` with an argument `p` declaring 60,000 bytes of which
+/// `sent` arrive: it holds them (and `ARGUMENT_OVERHEAD` and its name) and
+/// never completes.
+fn holding_request(sent: usize) -> Vec<Frame> {
     let mut p = Vec::new();
     p.extend_from_slice(&1u16.to_le_bytes());
-    p.extend_from_slice(&declared.to_le_bytes());
-    p.extend_from_slice(b"px");
+    p.extend_from_slice(&60_000u16.to_le_bytes());
+    p.push(b'p');
+    p.extend(std::iter::repeat_n(b'x', sent));
     vec![
         f(
             1,
@@ -142,10 +144,11 @@ async fn argument_bytes_held_over_all_connections_are_bounded() {
     let (gw, addr, _stop, _dir) = tcp_server(|c| c.max_held_argument_bytes = 1000).await;
     let mut holder = TcpStream::connect(&addr).await.unwrap();
     holder
-        .write_all(&wire(&holding_request(599)))
+        .write_all(&wire(&holding_request(600)))
         .await
         .unwrap();
-    settles(|| gw.held_argument_bytes(), 600).await;
+    let holds = 1 + 600 + framegate_wire::ARGUMENT_OVERHEAD;
+    settles(|| gw.held_argument_bytes(), holds).await;
 
     // Well within its own connection's 8 MiB, but not within the server's.
     let errors = refused(&addr, &wire(&holding_request(500))).await;
@@ -153,7 +156,7 @@ async fn argument_bytes_held_over_all_connections_are_bounded() {
     let (id, code, message) = &errors[0];
     assert_eq!((*id, code.as_str()), (1, "too-large"));
     assert!(message.contains("over all its clients"), "{message}");
-    assert_eq!(gw.held_argument_bytes(), 600);
+    assert_eq!(gw.held_argument_bytes(), holds);
 
     drop(holder);
     settles(|| gw.held_argument_bytes(), 0).await;

@@ -84,7 +84,8 @@ pub use preamble::PreambleError;
 pub use ranges::RangesError;
 pub use request::{Arguments, RequestEncoder, RequestError};
 pub use server::{
-    ApiMisuse, IncomingCommand, OutputMode, ServerConfig, ServerEvent, ServerReactor,
+    ARGUMENT_OVERHEAD, ApiMisuse, FREE_REQUESTS, IncomingCommand, OutputMode, ServerConfig,
+    ServerEvent, ServerReactor,
 };
 pub use stream::Encoding;
 

@@ -73,7 +73,8 @@ mod receive;
 mod state;
 
 pub use config::ServerConfig;
-use held::HeldArguments;
+pub use held::{ARGUMENT_OVERHEAD, FREE_REQUESTS};
+use held::{HeldArguments, HeldRequests};
 use state::{AnswerState, ArgumentState, PartialArgument, Pending, Phase, Request};
 
 /// The stream id a server sends on.
@@ -178,6 +179,8 @@ pub struct ServerReactor {
     compress: bool,
     /// Argument bytes held by requests not yet answered.
     held_args: HeldArguments,
+    /// Requests held, against the server-wide budget.
+    held_requests: HeldRequests,
 }
 
 impl ServerReactor {
@@ -193,6 +196,7 @@ impl ServerReactor {
                 config.max_unanswered_argument_bytes,
                 config.held_argument_budget.as_ref(),
             ),
+            held_requests: HeldRequests::new(config.held_request_budget.as_ref()),
             outbound: OutboundStream::new(SERVER_STREAM, encoding),
             config,
             mode,
@@ -476,6 +480,7 @@ impl ServerReactor {
         });
         if finished {
             self.requests.remove(&id);
+            self.held_requests.left(self.requests.len());
         }
     }
 }

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use framegate_wire::frame::*;
 use framegate_wire::stream::{DECODE_ALLOWANCE, Encoding, MAX_DECODE_RATIO};
 use framegate_wire::{
-    ClientConfig, ClientReactor, ErrorCode, ErrorPayload, OutputMode, ServerConfig, ServerEvent,
-    ServerReactor, SharedBudget,
+    ARGUMENT_OVERHEAD, ClientConfig, ClientReactor, ErrorCode, ErrorPayload, FREE_REQUESTS,
+    OutputMode, ServerConfig, ServerEvent, ServerReactor, SharedBudget,
 };
 
 // ---- literal frames -----------------------------------------------------------
@@ -234,20 +234,29 @@ fn held_argument_bytes_are_shared_between_reactors_and_refused_as_too_large() {
     let mut a = reactor(with_budget);
     let mut b = reactor(with_budget);
     let value = [b'v'; 599];
+    // An argument costs its name, its value and ARGUMENT_OVERHEAD.
+    let cost = |name: usize, value: usize| name + value + ARGUMENT_OVERHEAD;
 
     a.handle_frame(name(1, 1, B, CommandNameFlags::HAVE_ARGS, b"get"))
         .unwrap();
     a.handle_frame(arg(1, CommandArgumentFlags::EOA, "p", 599, &value))
         .unwrap();
     let _ = events(&mut a);
-    assert_eq!(held.in_use(), 600, "name and value");
+    assert_eq!(held.in_use(), cost(1, 599), "name, value and overhead");
 
-    // B is far within its own 8 MiB, but the server holds 600 of 1000: a
-    // declared 400 + 1 does not fit, refused on the first argument frame.
+    // B is far within its own 8 MiB, but the server holds 696 of 1000: a
+    // value of which 300 bytes arrived does not fit (its declared length
+    // is not charged: bytes are, as they come).
     b.handle_frame(name(1, 1, B, CommandNameFlags::HAVE_ARGS, b"get"))
         .unwrap();
     let err = b
-        .handle_frame(arg(1, CommandArgumentFlags::CONTINUATION, "p", 400, b"v"))
+        .handle_frame(arg(
+            1,
+            CommandArgumentFlags::CONTINUATION,
+            "p",
+            5000,
+            &[b'v'; 300],
+        ))
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::TOO_LARGE);
     assert!(
@@ -259,21 +268,28 @@ fn held_argument_bytes_are_shared_between_reactors_and_refused_as_too_large() {
     let sent = errors(&mut b);
     assert_eq!(sent.len(), 1);
     assert_eq!((sent[0].0, sent[0].1.as_str()), (1, "too-large"));
-    assert_eq!(held.in_use(), 600);
+    assert_eq!(held.in_use(), cost(1, 599));
 
-    // 399 + 1 fit exactly.
+    // What is left fits exactly.
+    let rest = 1000 - cost(1, 599) - cost(1, 0);
     let mut c = reactor(with_budget);
     c.handle_frame(name(1, 1, B, CommandNameFlags::HAVE_ARGS, b"get"))
         .unwrap();
-    c.handle_frame(arg(1, CommandArgumentFlags::EOA, "p", 399, &value[..399]))
-        .unwrap();
+    c.handle_frame(arg(
+        1,
+        CommandArgumentFlags::EOA,
+        "p",
+        rest as u16,
+        &value[..rest],
+    ))
+    .unwrap();
     assert_eq!(held.in_use(), 1000);
 
-    // Answering A's request gives its 600 back.
+    // Answering A's request gives its share back.
     a.send_answer_data(RequestId(1), Bytes::from_static(b"ok"))
         .unwrap();
     a.finish_answer(RequestId(1)).unwrap();
-    assert_eq!(held.in_use(), 400);
+    assert_eq!(held.in_use(), 1000 - cost(1, 599));
     // Dropping C (its request unanswered) gives back the rest.
     drop(c);
     assert_eq!(held.in_use(), 0);
@@ -287,9 +303,51 @@ fn requests_cut_off_by_end_of_input_give_their_argument_bytes_back() {
         .unwrap();
     r.handle_frame(arg(1, CommandArgumentFlags::CONTINUATION, "p", 5000, b"x"))
         .unwrap();
-    assert_eq!(held.in_use(), 5001);
+    // Declared 5,000, arrived 1: a value declared long and never sent
+    // holds only what came.
+    assert_eq!(held.in_use(), 1 + 1 + ARGUMENT_OVERHEAD);
     r.handle_input_ended();
     assert_eq!(errors(&mut r)[0].1, "incomplete-request");
+    assert_eq!(held.in_use(), 0);
+}
+
+// ---- held requests ------------------------------------------------------------
+
+#[test]
+fn held_requests_past_a_free_share_are_shared_between_reactors() {
+    let held = SharedBudget::new(10);
+    let with_budget = |c: &mut ServerConfig| c.held_request_budget = Some(held.clone());
+    let mut a = reactor(with_budget);
+    let mut b = reactor(with_budget);
+    let get = |id: u16| {
+        name(
+            id,
+            1,
+            if id == 1 { B } else { N },
+            CommandNameFlags::EOS,
+            b"get",
+        )
+    };
+    // A's first FREE_REQUESTS cost nothing; ten more take the budget.
+    let ids: Vec<u16> = (0..FREE_REQUESTS + 10).map(|i| 2 * i as u16 + 1).collect();
+    for &id in &ids {
+        a.handle_frame(get(id)).unwrap();
+    }
+    assert_eq!(held.in_use(), 10);
+    // B still gets its free share, and no more.
+    for &id in &ids[..FREE_REQUESTS] {
+        b.handle_frame(get(id)).unwrap();
+    }
+    let err = b.handle_frame(get(ids[FREE_REQUESTS])).unwrap_err();
+    assert_eq!(err.code, ErrorCode::TOO_MANY_REQUESTS);
+    assert!(err.message.contains("over all its"), "{}", err.message);
+    // A request of A answered and sent gives one unit back.
+    let _ = events(&mut a);
+    a.finish_answer(RequestId(1)).unwrap();
+    a.handle_input_ended();
+    while a.poll_transmit().is_some() {}
+    assert_eq!(held.in_use(), 9);
+    drop(a);
     assert_eq!(held.in_use(), 0);
 }
 

@@ -451,3 +451,131 @@ fn requests_still_receiving_never_hold_up_their_own_input() {
         }
     });
 }
+
+/// One message of `n` `get`s of `path`, each with `extra` more one- or
+/// two-byte arguments with empty values.
+fn gets_with_arguments(n: usize, path: &[u8], extra: usize) -> Bytes {
+    let names: Vec<String> = (0..extra)
+        .map(|i| format!("{}", (b'a' + (i % 26) as u8) as char) + &(i / 26).to_string())
+        .collect();
+    let mut pairs: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
+    pairs.push(("path", path));
+    let mut batch = Batch::new();
+    for _ in 0..n {
+        batch.add("get", &pairs, None);
+    }
+    batch.take_body()
+}
+
+/// The fifth attack: requests of 64 tiny arguments, never read. The
+/// argument budget counted 2 bytes for an argument that takes about 90,
+/// so 64 clients held 1.6 GiB within every budget. An argument now costs
+/// its bytes plus `ARGUMENT_OVERHEAD`, and messages past the budgets end
+/// `too-large`. `FRAMEGATE_HOSTILE=full`: 64 clients; CI: 16.
+#[test]
+fn many_tiny_arguments_are_counted_at_what_they_cost() {
+    run(Duration::from_secs(120), async {
+        let site = Site::new();
+        site.write("small", b"hello\n");
+        let gw = site.gateway(&[]);
+        let pid = gw.pid();
+        bystander(&gw).await;
+        let base = rss_mib(pid);
+        gw.reset_peak_rss();
+        let clients = size(16usize, 64);
+        let body = gets_with_arguments(4096, b"small", 63);
+        let mut held = Vec::new();
+        for _ in 0..clients {
+            held.push(post_never_read(gw.port, body.clone()).await);
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let during = bystander(&gw).await;
+        let peak = gw.peak_rss_mib();
+        report(
+            "5-tiny-arguments",
+            &[
+                ("clients", clients.to_string()),
+                ("body_kib", (body.len() / 1024).to_string()),
+                ("rss_base_mib", format!("{base:.1}")),
+                ("rss_peak_mib", format!("{peak:.1}")),
+                ("bystander_ms", millis(during)),
+            ],
+        );
+        drop(held);
+        // Before: 413 MiB at 16 clients, 1.6 GiB at 64.
+        assert!(peak <= 160.0, "peak RSS {peak:.1} MiB");
+        assert!(
+            during <= Duration::from_secs(1),
+            "bystander took {during:?}"
+        );
+    });
+}
+
+/// Messages of 4,096 requests from many clients at once (or many HTTP/2
+/// streams of one: 320 such messages held 855 MiB) now hold at most
+/// `--max-held-requests` beyond each message's first `FREE_REQUESTS`; past
+/// it a message ends `too-many-requests` while small messages still go
+/// through. Here 128 clients × 4,096 `get`s of a 64 KiB file, never read
+/// (524,288 requests), against a budget of 32,768.
+#[test]
+fn busy_messages_cannot_hold_more_requests_than_the_server_budget() {
+    run(Duration::from_secs(120), async {
+        let site = Site::new();
+        site.write("small", b"hello\n");
+        // Answers that cannot all go out to a client that never reads, so
+        // its message holds its requests.
+        site.write("f64k", &noise(64 << 10, 3));
+        let gw = site.gateway(&["--max-held-requests", "32768"]);
+        let pid = gw.pid();
+        bystander(&gw).await;
+        let base = rss_mib(pid);
+        gw.reset_peak_rss();
+        let body = gets(4096, b"f64k");
+        let mut held = Vec::new();
+        for _ in 0..128 {
+            held.push(post_never_read(gw.port, body.clone()).await);
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let during = bystander(&gw).await;
+        // A large message now is refused, and says why.
+        let mut batch = Batch::new();
+        for _ in 0..4096 {
+            batch.add("get", &[("path", b"small")], None);
+        }
+        let bytes = post_message(&message_client(), &ro(&gw), TOKEN, batch.take_body().into())
+            .await
+            .unwrap();
+        let outcomes = batch.decode(&bytes);
+        let refused = outcomes
+            .iter()
+            .filter(|o| o.code() == Some("too-many-requests"))
+            .count();
+        let peak = gw.peak_rss_mib();
+        report(
+            "5-held-requests-budget",
+            &[
+                ("messages", "128".into()),
+                ("requests", (128 * 4096).to_string()),
+                ("rss_base_mib", format!("{base:.1}")),
+                ("rss_peak_mib", format!("{peak:.1}")),
+                ("bystander_ms", millis(during)),
+                ("refused_in_a_late_message", refused.to_string()),
+            ],
+        );
+        drop(held);
+        assert!(
+            refused >= 1,
+            "a late 4,096-request message went through whole"
+        );
+        // 32,768 + 128 × 64 requests at ~700 bytes: ~28 MiB; before, every
+        // request was held (~350 MiB).
+        assert!(
+            peak <= base + 100.0,
+            "peak RSS {peak:.1} MiB (base {base:.1})"
+        );
+        assert!(
+            during <= Duration::from_secs(1),
+            "bystander took {during:?}"
+        );
+    });
+}

@@ -137,6 +137,7 @@ impl Driver {
         let mut limits = gw.config.limits.clone();
         limits.decoder_budget = Some(gw.decoder_budget.clone());
         limits.held_argument_budget = Some(gw.argument_budget.clone());
+        limits.held_request_budget = Some(gw.request_budget.clone());
         let mut reactor = ServerReactor::new(limits, mode, spec.encoding);
         // A compressor costs a few MiB: past the server's budget of them,
         // this message is answered unencoded.

@@ -21,10 +21,11 @@ pub struct ServerConfig {
     pub max_arguments: usize,
     /// Bytes of argument names and values per request (default 1 MiB).
     pub max_argument_bytes: usize,
-    /// Bytes of argument names and (declared) values held by the requests
-    /// of a message or connection that are not answered yet (default
-    /// 8 MiB): waiting requests keep their arguments, so this bounds them.
-    /// More is the protocol error `too-large`.
+    /// Bytes of argument names and values (counted as they arrive), plus
+    /// [`ARGUMENT_OVERHEAD`](super::ARGUMENT_OVERHEAD) per argument, held by
+    /// the requests of a message or connection that are not answered yet
+    /// (default 8 MiB): waiting requests keep their arguments, so this
+    /// bounds them. More is the protocol error `too-large`.
     pub max_unanswered_argument_bytes: usize,
     /// Commands running at once per message (default 16). Applied by the
     /// driver, which runs the commands; carried here so all limits live in
@@ -50,6 +51,12 @@ pub struct ServerConfig {
     /// same handle (default none). A request whose arguments do not fit is
     /// answered `too-large`, as when the per-message limit is reached.
     pub held_argument_budget: Option<SharedBudget>,
+    /// Server-wide budget of requests held (from their `command-name`
+    /// frame until their answer went out), shared by every reactor given
+    /// the same handle (default none). A message or session holds its
+    /// first [`FREE_REQUESTS`](super::FREE_REQUESTS) without it; past it, a
+    /// request that does not fit is the protocol error `too-many-requests`.
+    pub held_request_budget: Option<SharedBudget>,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +74,7 @@ impl Default for ServerConfig {
             max_encoded_streams: 2,
             decoder_budget: None,
             held_argument_budget: None,
+            held_request_budget: None,
         }
     }
 }
