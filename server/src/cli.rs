@@ -144,7 +144,7 @@ pub(crate) struct ServeArgs {
     pub(crate) max_held_argument_bytes: Option<usize>,
     /// Per server: requests held (received, not yet answered and sent)
     /// beyond the first 64 of each message or session, over all of them;
-    /// more is `too-many-requests` [default: 262144, about 170 MiB].
+    /// more is `too-many-requests` [default: 196608, about 130 MiB].
     #[arg(long, value_name = "N")]
     pub(crate) max_held_requests: Option<usize>,
     /// Send a keepalive frame after this long without output [default: 15s].

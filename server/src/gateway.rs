@@ -115,8 +115,9 @@ pub struct GatewayConfig {
     /// Per server: requests held (from their first frame until their
     /// answer went out) beyond the first
     /// [`FREE_REQUESTS`](framegate_wire::FREE_REQUESTS) of each message or
-    /// session, over all of them (default 262,144: 64 messages of 4,096,
-    /// about 170 MiB at ~660 bytes a request). More is the protocol error
+    /// session, over all of them (default 196,608: 48 messages of 4,096,
+    /// about 130 MiB at ~660 bytes a request; 262,144 peaked at 245 MiB
+    /// with 512 HTTP/2 messages of 4,096 never read). More is the protocol error
     /// `too-many-requests`. Shared by the reactors as
     /// [`ServerConfig::held_request_budget`].
     pub max_held_requests: usize,
@@ -161,7 +162,7 @@ impl GatewayConfig {
             max_queued_upload_bytes: 64 << 20,
             max_decoding_streams: 16,
             max_held_argument_bytes: 64 << 20,
-            max_held_requests: 1 << 18,
+            max_held_requests: 3 << 16,
             listing_memory: 64 << 20,
         }
     }

@@ -808,9 +808,12 @@ async fn readv_coalesces_forward_ranges_and_fetches_the_rest_concurrently() {
     let (port, stats) = fake_store(Fake::Ranged).await;
     let (gw, _dir) = fake_gateway(port, &[]);
     let forward: Vec<(u64, u64)> = (0..5000).map(|i| (i * 200, 100)).collect();
-    // Backward, 64 KiB apart: no two join.
-    let scattered: Vec<(u64, u64)> = (0..64).rev().map(|i| (i * 16_384 + 7, 100)).collect();
-    for (ranges, most_gets) in [(forward, 8usize), (scattered, 64)] {
+    // The same range again and again, and a backward scan: a few GETs.
+    let same: Vec<(u64, u64)> = std::iter::repeat_n((4096, 100), 5000).collect();
+    let backward: Vec<(u64, u64)> = (0..5000).rev().map(|i| (i * 200, 100)).collect();
+    // 64 KiB apart, backward: no two join.
+    let scattered: Vec<(u64, u64)> = (0..64).rev().map(|i| (i * 65_536 + 7, 100)).collect();
+    for (ranges, most_gets) in [(forward, 8usize), (same, 1), (backward, 8), (scattered, 64)] {
         let spec: String = ranges.iter().map(|(o, l)| format!("{o},{l}\n")).collect();
         let before = stats.seen.load(std::sync::atomic::Ordering::SeqCst);
         stats.most.store(0, std::sync::atomic::Ordering::SeqCst);
@@ -840,19 +843,31 @@ async fn readv_coalesces_forward_ranges_and_fetches_the_rest_concurrently() {
     }
 }
 
-/// Clients that ask a large object and never read hold their answer slots,
-/// not the store's request permits: with two permits, four such clients
-/// once made every other request to the store wait for the send timeout.
+/// Clients that ask a large object (`get`) or many large ranges (`readv`)
+/// and never read hold their answer slots, not the store's request permits:
+/// with two permits, four such clients once made every other request to
+/// the store wait for the send timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_hold_no_store_permits() {
     use tokio::io::AsyncWriteExt;
     let (port, _) = fake_store(Fake::Ranged).await;
     let (gw, _dir) = fake_gateway(port, &["--s3-max-requests", "2", "--send-timeout", "30s"]);
-    let mut batch = Batch::new();
-    batch.add("get", &[("path", b"big")], None);
-    let body = batch.take_body();
+    let mut get = Batch::new();
+    get.add("get", &[("path", b"big")], None);
+    // A readv of 128 spans of 256 KiB: spans are fetched ahead of the
+    // answer, and once held their permits until read.
+    let spans: String = (0..128u64)
+        .map(|i| format!("{},{}\n", i << 18, 1 << 18))
+        .collect();
+    let mut readv = Batch::new();
+    readv.add(
+        "readv",
+        &[("path", b"big"), ("ranges", spans.as_bytes())],
+        None,
+    );
+    let bodies = [get.take_body(), readv.take_body()];
     let mut held = Vec::new();
-    for _ in 0..4 {
+    for body in bodies.iter().cycle().take(8) {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let mut sock = socket
@@ -866,7 +881,7 @@ async fn clients_that_never_read_hold_no_store_permits() {
             media = framegate_wire::MEDIA_TYPE,
         );
         sock.write_all(head.as_bytes()).await.unwrap();
-        sock.write_all(&body).await.unwrap();
+        sock.write_all(body).await.unwrap();
         held.push(sock);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;

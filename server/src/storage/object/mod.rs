@@ -178,6 +178,8 @@ impl ObjectConfig {
 fn is_loopback_url(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or_default();
+    // `user:secret@host:port`: the host is after the last `@`.
+    let authority = authority.rsplit('@').next().unwrap_or_default();
     let host = if let Some(v6) = authority.strip_prefix('[') {
         v6.split(']').next().unwrap_or_default()
     } else {
@@ -587,6 +589,13 @@ impl Storage for ObjectStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loopback_endpoint_with_user_information_is_loopback() {
+        assert!(is_loopback_url("http://GK1:pw@127.0.0.1:3900"));
+        assert!(is_loopback_url("http://u@[::1]:3900/x"));
+        assert!(!is_loopback_url("http://127.0.0.1@example.com:3900"));
+    }
 
     #[test]
     fn userinfo_never_shows() {
