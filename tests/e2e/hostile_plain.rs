@@ -196,10 +196,9 @@ fn listing_floods_hold_no_answer_slots() {
             heads_took < Duration::from_secs(5),
             "100 HEADs took {heads_took:?}"
         );
-        assert!(
-            worst < Duration::from_millis(500),
-            "bystander took {worst:?}"
-        );
+        // Measured 64–78 ms alone, 605 ms once in a CI run (debug build, two
+        // cores shared with 24 listings being built); the old binary: 6.9 s.
+        assert!(worst < Duration::from_secs(2), "bystander took {worst:?}");
         for (status, retry) in statuses {
             assert!(
                 status == 200 || (status == 503 && retry),
