@@ -452,6 +452,23 @@ pub fn post_head(port: u16, len: usize) -> String {
     )
 }
 
+/// Posts `body` as one message to `/.framegate/ro` from a socket with a
+/// 4 KiB receive buffer, and reads nothing: a client that never reads (or
+/// not yet). `close` asks the server to close the connection after its
+/// answer (`Connection: close`), so a later read ends with the answer.
+pub async fn post_unread(port: u16, body: &[u8], close: bool) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut sock = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let mut head = post_head(port, body.len());
+    if close {
+        head.insert_str(head.len() - 2, "Connection: close\r\n");
+    }
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(body).await.unwrap();
+    sock
+}
+
 /// The codes of the protocol errors among `frames`.
 pub fn protocol_errors(frames: &[Frame]) -> Vec<String> {
     frames

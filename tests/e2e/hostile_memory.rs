@@ -233,23 +233,6 @@ fn http2_message_non_readers_hold_a_small_chunk_each() {
     });
 }
 
-/// An HTTP/1.1 client that posts `body` (a framegate message) with a
-/// small receive buffer and never reads the answer.
-async fn post_never_read(port: u16, body: Bytes) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut sock = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
-    let head = format!(
-        "POST /.framegate/ro HTTP/1.1\r\nHost: x\r\nContent-Type: {MEDIA_TYPE}\r\n\
-         Accept: {MEDIA_TYPE}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    sock.write_all(head.as_bytes()).await.unwrap();
-    sock.write_all(&body).await.unwrap();
-    sock
-}
-
 /// One message of `n` `get`s of `path`, as body bytes.
 fn gets(n: usize, path: &[u8]) -> Bytes {
     let mut batch = Batch::new();
@@ -279,7 +262,7 @@ fn requests_held_by_busy_messages_cost_a_few_hundred_bytes_each() {
         let body = gets(per_message, b"small");
         let mut held = Vec::new();
         for _ in 0..clients {
-            held.push(post_never_read(gw.port, body.clone()).await);
+            held.push(post_unread(gw.port, &body, false).await);
         }
         // The server reads every message whole (deferred output), runs it,
         // and waits on the client.
@@ -486,7 +469,7 @@ fn many_tiny_arguments_are_counted_at_what_they_cost() {
         let body = gets_with_arguments(4096, b"small", 63);
         let mut held = Vec::new();
         for _ in 0..clients {
-            held.push(post_never_read(gw.port, body.clone()).await);
+            held.push(post_unread(gw.port, &body, false).await);
         }
         tokio::time::sleep(Duration::from_secs(4)).await;
         let during = bystander(&gw).await;
@@ -533,7 +516,7 @@ fn busy_messages_cannot_hold_more_requests_than_the_server_budget() {
         let body = gets(4096, b"f64k");
         let mut held = Vec::new();
         for _ in 0..128 {
-            held.push(post_never_read(gw.port, body.clone()).await);
+            held.push(post_unread(gw.port, &body, false).await);
         }
         tokio::time::sleep(Duration::from_secs(4)).await;
         let during = bystander(&gw).await;

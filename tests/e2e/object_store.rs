@@ -849,7 +849,6 @@ async fn readv_coalesces_forward_ranges_and_fetches_the_rest_concurrently() {
 /// the store wait for the send timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_hold_no_store_permits() {
-    use tokio::io::AsyncWriteExt;
     let (port, _) = fake_store(Fake::Ranged).await;
     let (gw, _dir) = fake_gateway(port, &["--s3-max-requests", "2", "--send-timeout", "30s"]);
     let mut get = Batch::new();
@@ -868,21 +867,7 @@ async fn clients_that_never_read_hold_no_store_permits() {
     let bodies = [get.take_body(), readv.take_body()];
     let mut held = Vec::new();
     for body in bodies.iter().cycle().take(8) {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut sock = socket
-            .connect(([127, 0, 0, 1], gw.port).into())
-            .await
-            .unwrap();
-        let head = format!(
-            "POST /.framegate/ro HTTP/1.1\r\nHost: x\r\nContent-Type: {media}\r\n\
-             Accept: {media}\r\nContent-Length: {}\r\n\r\n",
-            body.len(),
-            media = framegate_wire::MEDIA_TYPE,
-        );
-        sock.write_all(head.as_bytes()).await.unwrap();
-        sock.write_all(body).await.unwrap();
-        held.push(sock);
+        held.push(hostile::post_unread(gw.port, body, false).await);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
@@ -906,26 +891,13 @@ async fn clients_that_never_read_hold_no_store_permits() {
 /// timeout once cut every body still being relayed after 30 s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_reader_gets_the_whole_object_past_the_request_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let (port, _) = fake_store(Fake::Ranged).await;
     let (gw, _dir) = fake_gateway(port, &["--s3-request-timeout", "1s"]);
     let mut batch = Batch::new();
     batch.add("get", &[("path", b"big")], None);
     let body = batch.take_body();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut sock = socket
-        .connect(([127, 0, 0, 1], gw.port).into())
-        .await
-        .unwrap();
-    let head = format!(
-        "POST /.framegate/ro HTTP/1.1\r\nHost: x\r\nContent-Type: {media}\r\n\
-         Accept: {media}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len(),
-        media = framegate_wire::MEDIA_TYPE,
-    );
-    sock.write_all(head.as_bytes()).await.unwrap();
-    sock.write_all(&body).await.unwrap();
+    let mut sock = hostile::post_unread(gw.port, &body, true).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut all = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), sock.read_to_end(&mut all))
