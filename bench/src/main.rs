@@ -5,10 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod breezy;
+mod delay;
+mod latency;
+mod medium;
+mod report;
 mod sections;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,28 +20,17 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use framegate_client::{Options, Transport};
 use framegate_e2e::*;
+
+use breezy::{Breezy, brz_read};
 use framegate_wire::{Arguments, ClientReactor, MEDIA_TYPE};
 use futures_util::StreamExt;
+use report::{Row, row, write_report};
 
 const SMALL_FILES: usize = 1000;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
-}
-
-/// One line of the report.
-#[derive(Clone)]
-struct Row {
-    id: &'static str,
-    what: String,
-    framegate: String,
-    other: String,
-    /// framegate's advantage as the goal states it (higher is better).
-    ratio: f64,
-    ratio_text: String,
-    goal: f64,
-    goal_text: &'static str,
 }
 
 struct Env {
@@ -66,6 +59,7 @@ fn setup(big: bool) -> Env {
         write_text(&tree.join("text"));
         write_noise_file(&tree.join("big.bin"), 1 << 30);
         write_noise_file(&tree.join("mid.bin"), 64 << 20);
+        medium::write_medium(&tree);
     }
     let token = dir.path().join("token");
     std::fs::write(&token, "bench").unwrap();
@@ -75,8 +69,11 @@ fn setup(big: bool) -> Env {
         Gateway::start(&tree, &token, &[]),
     ];
     let plain_port = free_port();
+    // nginx ends a connection after 1,000 requests by default (HTTP/2
+    // too): the 1,000-GET rows would pay a reconnect each round.
     let extra = format!(
         "gzip on; gzip_types text/plain application/octet-stream; gzip_min_length 0;\n\
+         keepalive_requests 100000;\n\
          server {{ listen 127.0.0.1:{plain_port}; location / {{ root {}; }} }}",
         tree.display()
     );
@@ -418,148 +415,32 @@ where
     done.load(Ordering::Relaxed) as f64 / secs
 }
 
-async fn breezy(env: &Env) -> Option<f64> {
-    let root = repo_root();
-    let setup = Command::new(root.join("bench/peer/setup-brz.sh"))
-        .output()
-        .ok()?;
-    if !setup.status.success() {
-        eprintln!(
-            "breezy setup failed: {}",
-            String::from_utf8_lossy(&setup.stderr)
-        );
-        return None;
-    }
-    let venv = PathBuf::from(String::from_utf8_lossy(&setup.stdout).trim());
-    let port = free_port();
-    let mut server = Command::new(venv.join("bin/brz"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--directory",
-        ])
-        .arg(env.tree.join("small"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = Command::new(venv.join("bin/python"))
-        .arg(root.join("bench/peer/brz_read.py"))
-        .arg(format!("bzr://127.0.0.1:{port}/"))
-        .args([SMALL_FILES.to_string(), "3".into()])
-        .output()
-        .ok();
-    let _ = server.kill();
-    let _ = server.wait();
-    let out = out?;
-    if !out.status.success() {
-        eprintln!(
-            "breezy client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["median_s"].as_f64()
-}
-
-/// Runs P2/P3 again inside a network namespace whose loopback has 10 ms
-/// each way (20 ms RTT). Needs root, `ip` and `tc` (netem).
-fn with_rtt() -> Result<[f64; 4], String> {
-    let ns = format!("fgbench{}", std::process::id());
-    let ip = |args: &[&str]| {
-        Command::new("ip")
-            .args(args)
-            .status()
-            .map_err(|e| e.to_string())
-    };
-    if !ip(&["netns", "add", &ns])?.success() {
-        return Err("`ip netns add` failed (needs root)".into());
-    }
-    let run = || -> Result<[f64; 4], String> {
-        let exec = |cmd: &[&str]| {
-            Command::new("ip")
-                .args(["netns", "exec", &ns])
-                .args(cmd)
-                .status()
-                .map_err(|e| e.to_string())
-        };
-        if !exec(&["ip", "link", "set", "lo", "up"])?.success() {
-            return Err("cannot bring up lo in the namespace".into());
-        }
-        if !exec(&[
-            "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "10ms",
-        ])?
-        .success()
-        {
-            return Err("tc netem is not available (kernel module sch_netem?)".into());
-        }
-        let me = std::env::current_exe().map_err(|e| e.to_string())?;
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(me)
-            .arg("--rtt-phase")
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err("the 20 ms RTT phase failed".into());
-        }
-        let v: Vec<f64> = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-        Ok([v[0], v[1], v[2], v[3]])
-    };
-    let result = run();
-    let _ = ip(&["netns", "delete", &ns]);
-    result
-}
-
-// One argument per report column reads best at the call sites.
-#[allow(clippy::too_many_arguments)]
-fn row(
-    id: &'static str,
-    what: impl Into<String>,
-    fg: String,
-    other: String,
-    ratio: f64,
-    ratio_text: String,
-    goal: f64,
-    goal_text: &'static str,
-) -> Row {
-    Row {
-        id,
-        what: what.into(),
-        framegate: fg,
-        other,
-        ratio,
-        ratio_text,
-        goal,
-        goal_text,
-    }
-}
-
 fn ms(s: f64) -> String {
     format!("{:.1} ms", s * 1e3)
 }
 
 #[tokio::main]
 async fn main() {
-    if std::env::args().any(|a| a == "--rtt-phase") {
+    if std::env::args().any(|a| a == "--latency-only") {
+        // The latency rows alone, printed (BENCHMARKS.md untouched).
         let env = setup(false);
-        let r = small_reads(&env, 3).await;
-        println!("{}", serde_json::json!(r));
+        let brz = Breezy::start(&env);
+        let (rows, notes) = latency::rows(&env, brz.as_ref().map(|b| b.port)).await;
+        for r in rows {
+            println!(
+                "{} | {} | {} | {} | {}",
+                r.id, r.framegate, r.other, r.ratio_text, r.goal_text
+            );
+        }
+        for n in notes {
+            println!("{n}");
+        }
         return;
     }
     let started = Instant::now();
-    eprintln!("setting up (1 GiB and 64 MiB files, 1,000 small and 1,000 text files)...");
+    eprintln!(
+        "setting up (1 GiB and 64 MiB files, 1,000 small, 1,000 × 1 MiB and 1,000 text files)..."
+    );
     let env = setup(true);
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
@@ -568,38 +449,6 @@ async fn main() {
     let [fg_direct, ngx_seq, fg_via, ngx_h2] = small_reads(&env, 7).await;
     rows.push(row("P2", "1,000 × 1 KiB reads: one framegate message vs sequential HTTP/1.1 keep-alive GETs (nginx static, loopback)", ms(fg_direct), ms(ngx_seq), ngx_seq / fg_direct, format!("{:.1}× faster", ngx_seq / fg_direct), 10.0, "≥ 10×"));
     rows.push(row("P3", "1,000 × 1 KiB reads through nginx TLS: one framegate message vs 1,000 multiplexed HTTP/2 GETs", ms(fg_via), ms(ngx_h2), ngx_h2 / fg_via, format!("{:.2}× faster", ngx_h2 / fg_via), 2.0, "≥ 2×"));
-    eprintln!("P2/P3 with 20 ms RTT...");
-    match with_rtt() {
-        Ok([fd, ns, fv, nh]) => {
-            rows.push(row(
-                "P2-rtt",
-                "P2 with 20 ms round-trip time (netns + netem)",
-                ms(fd),
-                ms(ns),
-                ns / fd,
-                format!("{:.0}× faster", ns / fd),
-                10.0,
-                "≥ 10×",
-            ));
-            rows.push(row(
-                "P3-rtt",
-                "P3 with 20 ms round-trip time (netns + netem)",
-                ms(fv),
-                ms(nh),
-                nh / fv,
-                format!("{:.2}× faster", nh / fv),
-                2.0,
-                "≥ 2×",
-            ));
-        }
-        Err(why) => {
-            eprintln!("20 ms RTT runs skipped: {why}");
-            notes.push(format!(
-                "P2/P3 with 20 ms added round-trip time were not run: {why}."
-            ));
-        }
-    }
-
     eprintln!("P4/P5: 1 GiB...");
     let Clients {
         direct,
@@ -663,6 +512,7 @@ async fn main() {
     let results = futures_util::future::join_all(reads).await;
     assert!(results.iter().all(|(_, n)| *n == 64 << 20));
     let peak_many = env.gateways[0].peak_rss_mib();
+    let peak_16 = medium::peak_with_16_threads(&env).await;
     rows.push(row(
         "P5-64",
         "server peak RSS, 64 concurrent clients each reading 64 MiB",
@@ -672,6 +522,29 @@ async fn main() {
         format!("{peak_many:.1} MiB"),
         1.0,
         "≤ 256 MiB",
+    ));
+    rows.push(row(
+        "P5-64/16",
+        "P5-64 with 16 runtime threads, as on a 16-core machine (`TOKIO_WORKER_THREADS=16`; the file pool has 8 threads on any machine)",
+        format!("{peak_16:.1} MiB"),
+        "—".into(),
+        256.0 / peak_16,
+        format!("{peak_16:.1} MiB"),
+        1.0,
+        "≤ 256 MiB",
+    ));
+
+    eprintln!("P4m: 1,000 × 1 MiB...");
+    let (fg_medium, ngx_medium) = medium::medium_reads(&env, 3).await;
+    rows.push(row(
+        "P4m",
+        "1,000 × 1 MiB files, loopback: one framegate message vs sequential HTTP/1.1 keep-alive GETs (nginx static, sendfile)",
+        ms(fg_medium),
+        ms(ngx_medium),
+        ngx_medium / fg_medium,
+        format!("{:.2}× faster", ngx_medium / fg_medium),
+        1.5,
+        "≥ 1.5×",
     ));
 
     eprintln!("P6: bytes on the wire for 1,000 text files...");
@@ -717,64 +590,22 @@ async fn main() {
     rows.push(row("P7", "small messages per second, 32 concurrent clients, loopback: framegate `hello` POSTs vs nginx static 1 KiB GETs", format!("{fg_rate:.0}/s"), format!("{ngx_rate:.0}/s"), fg_rate / ngx_rate, format!("{:.2}× nginx", fg_rate / ngx_rate), 0.5, "≥ 0.5×"));
 
     eprintln!("P8: Breezy smart server...");
-    match breezy(&env).await {
-        Some(brz) => rows.push(row("P8", "1,000 × 1 KiB reads: Breezy smart server (`brz serve`, bzr://, one get each) vs one framegate message", ms(fg_direct), ms(brz), brz / fg_direct, format!("{:.0}× faster", brz / fg_direct), 50.0, "≥ 50×")),
+    let brz = Breezy::start(&env);
+    let brz_url = |b: &Breezy| format!("bzr://127.0.0.1:{}/", b.port);
+    match brz.as_ref().and_then(|b| brz_read(&brz_url(b), 3)) {
+        Some((_, brz)) => rows.push(row("P8", "1,000 × 1 KiB reads: Breezy smart server (`brz serve`, bzr://, one get each) vs one framegate message", ms(fg_direct), ms(brz), brz / fg_direct, format!("{:.0}× faster", brz / fg_direct), 50.0, "≥ 50×")),
         None => {
             eprintln!("P8 skipped: Breezy could not be installed or run");
             notes.push("P8 was not run: Breezy could not be installed or run.".into());
         }
     }
 
+    let (latency_rows, latency_notes) = latency::rows(&env, brz.as_ref().map(|b| b.port)).await;
+    rows.extend(latency_rows);
+    notes.extend(latency_notes);
+    drop(brz);
+
     let elapsed = started.elapsed().as_secs_f64();
     write_report(&rows, &notes, elapsed);
     eprintln!("done in {elapsed:.0} s: BENCHMARKS.md and benchmarks.svg written");
-}
-
-fn write_report(rows: &[Row], notes: &[String], elapsed: f64) {
-    let mut md = String::from(
-        "# Benchmarks\n\nWritten by `cargo run --release -p framegate-bench` (every comparison measured side by side in the same run, \
-         medians of repeated runs, on the 2-core CI-class machine; loopback unless stated). Ratios are framegate's standing against \
-         the goal: higher is better for speed, lower for bytes and memory.\n\n![ratios against goals](benchmarks.svg)\n\n\
-         | id | what | framegate | compared with | result | goal | met |\n|---|---|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        let met = if r.ratio >= r.goal { "yes" } else { "**no**" };
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            r.id, r.what, r.framegate, r.other, r.ratio_text, r.goal_text, met
-        ));
-    }
-    for note in notes {
-        md.push_str(&format!("\n{note}\n"));
-    }
-    md.push_str(&format!("\nTotal run time: {elapsed:.0} s.\n"));
-    // The sections the other bench binaries wrote stay.
-    let old = std::fs::read_to_string(repo_root().join("BENCHMARKS.md")).unwrap_or_default();
-    md.push_str(&sections::sections(&old));
-    std::fs::write(repo_root().join("BENCHMARKS.md"), md).unwrap();
-    std::fs::write(repo_root().join("benchmarks.svg"), svg(rows)).unwrap();
-}
-
-/// A bar per line: its standing relative to its goal (1.0 = exactly the goal).
-fn svg(rows: &[Row]) -> String {
-    let (w, bar_h, left) = (760.0, 26.0, 90.0);
-    let h = 40.0 + bar_h * rows.len() as f64 + 30.0;
-    let max = rows
-        .iter()
-        .map(|r| r.ratio / r.goal)
-        .fold(2.0_f64, f64::max)
-        .min(20.0);
-    let scale = |v: f64| left + (w - left - 20.0) * (v.min(max) / max);
-    let mut s = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{left}" y="20">standing against the goal (goal = 1, bar to the right is better; capped at {max:.0})</text>"##
-    );
-    for (i, r) in rows.iter().enumerate() {
-        let y = 34.0 + bar_h * i as f64;
-        let v = r.ratio / r.goal;
-        let color = if v >= 1.0 { "#3a7d44" } else { "#c0392b" };
-        s.push_str(&format!(r##"<text x="8" y="{}">{}</text><rect x="{left}" y="{y}" width="{:.1}" height="{}" fill="{color}"/><text x="{:.1}" y="{}">{}</text>"##, y + 16.0, r.id, scale(v) - left, bar_h - 6.0, scale(v) + 4.0, y + 16.0, r.ratio_text));
-    }
-    let gx = scale(1.0);
-    s.push_str(&format!(r##"<line x1="{gx:.1}" y1="28" x2="{gx:.1}" y2="{}" stroke="black" stroke-dasharray="4 3"/><text x="{:.1}" y="{}">goal</text></svg>"##, h - 20.0, gx - 12.0, h - 6.0));
-    s
 }

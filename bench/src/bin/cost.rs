@@ -180,6 +180,51 @@ fn floor_under_callgrind(dir: &Path) -> u64 {
     instructions(&out)
 }
 
+/// CPU time (user + system) of process `pid` so far, in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    ticks * 10.0
+}
+
+/// Context switches (voluntary and not) of every thread of `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// The release server run normally: `messages` messages of a `get` of
+/// every file, one after another; the server's CPU time per message (ms)
+/// and its threads' context switches per `get`.
+async fn cpu_and_switches(files: &[PathBuf], tree: &Path, messages: usize) -> (f64, f64) {
+    let token = tree.parent().unwrap().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let gw = framegate_e2e::Gateway::start(tree, &token, &[]);
+    let url = format!("{}/.framegate/ro", gw.url());
+    message(&url, files, tree).await;
+    let (cpu, switches) = (cpu_ms(gw.pid()), context_switches(gw.pid()));
+    for _ in 0..messages {
+        message(&url, files, tree).await;
+    }
+    let cpu = (cpu_ms(gw.pid()) - cpu) / messages as f64;
+    let switches = (context_switches(gw.pid()) - switches) as f64 / (messages * files.len()) as f64;
+    (cpu, switches)
+}
+
 fn files_in(tree: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(tree)
         .unwrap()
@@ -225,6 +270,7 @@ async fn main() {
     times.sort_by(f64::total_cmp);
     let floor_ms = times[times.len() / 2];
     let floor_ir = floor_under_callgrind(dir.path());
+    let (cpu_per_message, switches_per_get) = cpu_and_switches(&files, &tree, 50).await;
 
     // The server under callgrind, collection off until asked.
     let port = free_port();
@@ -292,9 +338,15 @@ async fn main() {
          | floor: open + fstat + read + close, one thread, user space | {floor_ir} | {floor_per_file:.0} |\n\n\
          The floor's wall time: {floor_ms:.2} ms for {count} page-cached files (median of 21 passes), \
          {:.1} µs a file; the kernel's share is not in any instruction count above.\n\n\
+         The same server run normally, 50 messages of {count} `get`s one after another: {cpu_per_message:.1} ms of \
+         CPU time (user + system, all threads) per message, {:.1} µs per `get`, against the floor's {:.1}; its \
+         threads switched context {switches_per_get:.2} times per `get` (`/proc/<pid>/task/*/status`): each \
+         `get` is handed to a file-pool thread and its answer back to the async runtime.\n\n\
          Where the {count}-`get` message's instructions go (self cost, `callgrind_annotate`, top 15):\n\n\
          ```text\n{profile}```\n",
         count - 1,
+        floor_ms * 1e3 / count as f64,
+        cpu_per_message * 1e3 / count as f64,
         floor_ms * 1e3 / count as f64,
     );
     print!("{body}");
