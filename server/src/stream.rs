@@ -165,8 +165,16 @@ where
             // A peer that stops reading: a write making no progress for
             // the send timeout (as over HTTP; at most the idle timeout)
             // ends the session, and gives back the answer slots it held.
-            let stalled = !write_with_progress(&mut writer, &chunk, stall).await?;
-            if stalled || tokio::time::timeout(stall, writer.flush()).await.is_err() {
+            // Commands that finish meanwhile are taken in (their answer
+            // slots go back); none starts while the write waits.
+            let written = driver
+                .while_output_waits(async {
+                    let whole = write_with_progress(&mut writer, &chunk, stall).await?;
+                    let flushed = tokio::time::timeout(stall, writer.flush()).await.is_ok();
+                    Ok::<_, io::Error>(whole && flushed)
+                })
+                .await?;
+            if !written {
                 tracing::info!(
                     send_timeout_secs = stall.as_secs_f64(),
                     "closing connection: the peer stopped reading"

@@ -450,3 +450,60 @@ async fn post_message_owned(
 ) -> Result<bytes::Bytes, String> {
     post_message(&http, &url, TOKEN, body).await
 }
+
+// ---- non-readers of small answers ------------------------------------------------
+
+/// One message of `n` `get`s of `path`, as body bytes.
+fn gets(n: usize, path: &[u8]) -> bytes::Bytes {
+    let mut batch = Batch::new();
+    for _ in 0..n {
+        batch.add("get", &[("path", path)], None);
+    }
+    batch.take_body()
+}
+
+/// The sixth attack's F1: clients that post many small `get`s (answers
+/// read at once, holding no file) and never read. A message waiting for
+/// its client to take output used to take nothing in, so its finished
+/// commands kept their server-wide answer slots (16 a message) until the
+/// send timeout: with `--open-answers 32`, four such clients starved every
+/// other message for 30 s. Now finished commands give their slots back
+/// while the message waits, and none starts until the client reads.
+#[test]
+fn clients_that_never_read_small_answers_hold_no_answer_slots() {
+    run(Duration::from_secs(120), async {
+        let site = Site::new();
+        site.write(SMALL, SMALL_CONTENT);
+        site.write("k12", &noise(12 << 10, 12));
+        let gw = site.gateway(&["--open-answers", "32", "--send-timeout", "30s"]);
+        bystander(&gw).await;
+        // 512 × 12 KiB: far more than the sockets buffer.
+        let body = gets(512, b"k12");
+        let mut held = Vec::new();
+        for _ in 0..size(8, 16) {
+            held.push(post_unread(gw.port, &body, false).await);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut took = Vec::new();
+        for _ in 0..5 {
+            let (got, t) = tokio::time::timeout(Duration::from_secs(15), get_once(&ro(&gw), SMALL))
+                .await
+                .expect("a bystander waited 15 s for an answer slot");
+            assert!(
+                matches!(got, Ok(Outcome::Ok(ref b)) if b.as_ref() == SMALL_CONTENT),
+                "{got:?}"
+            );
+            took.push(t);
+        }
+        let worst = took.iter().max().copied().unwrap();
+        report(
+            "unread-small-answers",
+            &[
+                ("clients", held.len().to_string()),
+                ("bystander_worst", millis(worst)),
+            ],
+        );
+        assert!(worst < Duration::from_secs(2), "bystanders took {took:?}");
+        drop(held);
+    });
+}

@@ -353,3 +353,63 @@ fn case8_silent_and_non_reading_peers_are_closed_at_the_idle_timeout() {
         assert!(worst <= Duration::from_secs(2), "bystander took {worst:?}");
     });
 }
+
+/// The sixth attack's F1 on byte streams: sessions that send thousands of
+/// small `get`s and never read held their finished commands' answer slots
+/// while the server's write waited (up to the send timeout), so a
+/// byte-stream bystander waited 19–24 s. Now the session takes finished
+/// commands in while its write waits, and starts none.
+#[test]
+fn byte_streams_that_never_read_small_answers_hold_no_answer_slots() {
+    run(Duration::from_secs(120), async {
+        let site = Site::new();
+        site.write(SMALL, SMALL_CONTENT);
+        site.write("k12", &noise(12 << 10, 12));
+        let (gw, tcp) = site.gateway_tcp(&["--open-answers", "32", "--send-timeout", "30s"]);
+        let mut batch = Batch::new();
+        for _ in 0..4096 {
+            batch.add("get", &[("path", b"k12")], None);
+        }
+        let body = batch.take_body();
+        let mut held = Vec::new();
+        for _ in 0..size(8, 16) {
+            let mut sock = stream_session(tcp).await;
+            // Written in the background: the server stops reading when its
+            // answers back up.
+            let body = body.clone();
+            let (_, mut w) = sock.split();
+            let _ = tokio::time::timeout(Duration::from_millis(500), w.write_all(&body)).await;
+            held.push(sock);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut took = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let mut sock = stream_session(tcp).await;
+            let mut one = Batch::new();
+            one.add("get", &[("path", SMALL.as_bytes())], None);
+            sock.write_all(&one.take_body()).await.unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(15), read_answers(&mut sock, 1))
+                .await
+                .expect("a byte-stream bystander waited 15 s for an answer slot")
+                .unwrap();
+            let outcome = one.decode(&answer).remove(0);
+            assert!(
+                matches!(outcome, Outcome::Ok(ref b) if b.as_ref() == SMALL_CONTENT),
+                "{outcome:?}"
+            );
+            took.push(started.elapsed());
+        }
+        let worst = took.iter().max().copied().unwrap();
+        report(
+            "stream-unread-small-answers",
+            &[
+                ("sessions", held.len().to_string()),
+                ("bystander_worst", millis(worst)),
+            ],
+        );
+        assert!(worst < Duration::from_secs(2), "bystanders took {took:?}");
+        drop(held);
+        drop(gw);
+    });
+}

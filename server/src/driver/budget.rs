@@ -47,6 +47,8 @@ pub(super) struct Budget {
     receiving: Option<Arc<Semaphore>>,
     /// Receiving-tier slots held: one per counted command or open answer.
     tier: Vec<OwnedSemaphorePermit>,
+    /// No command starts (see [`Budget::hold`]).
+    held: bool,
 }
 
 impl Budget {
@@ -64,7 +66,16 @@ impl Budget {
             slots,
             receiving: Some(receiving),
             tier: Vec::new(),
+            held: false,
         }
+    }
+
+    /// Holds (`true`) or lets go (`false`) the start of waiting commands:
+    /// held while the client takes no output, so a message nobody reads
+    /// makes no more answers than it has, while its finished commands
+    /// still give their slots back.
+    pub(super) fn hold(&mut self, held: bool) {
+        self.held = held;
     }
 
     /// The input ended: the receiving-tier slots are given back.
@@ -96,7 +107,7 @@ impl Budget {
     /// Whether the message has room for one more command, with `open`
     /// lazy answers and `held` answer bytes queued.
     fn has_room(&self, open: usize, held: usize) -> bool {
-        self.running.len() + open < self.max_open && held < self.max_held
+        !self.held && self.running.len() + open < self.max_open && held < self.max_held
     }
 
     /// Whether a command waits only for a server-wide slot.
@@ -182,6 +193,21 @@ mod tests {
         assert_eq!(slots.available_permits(), 9);
         drop(slot);
         assert_eq!(slots.available_permits(), 10);
+    }
+
+    #[test]
+    fn held_starts_wait_for_nothing_until_let_go() {
+        let slots = Arc::new(Semaphore::new(10));
+        let mut b = Budget::new(8, 100, slots.clone(), Arc::new(Semaphore::new(5)));
+        b.wait(RequestId(1));
+        b.hold(true);
+        let mut none = None;
+        assert!(!b.wants_slot(0, 0));
+        assert!(b.next(0, 0, &mut none).is_none());
+        assert_eq!(slots.available_permits(), 10);
+        b.hold(false);
+        assert!(b.wants_slot(0, 0));
+        assert_eq!(b.next(0, 0, &mut none).unwrap().0, RequestId(1));
     }
 
     #[test]

@@ -290,6 +290,30 @@ impl Driver {
         }
     }
 
+    /// Awaits `output_waits` — room to send, or a write in progress — while
+    /// taking in the commands that finish meanwhile, so their server-wide
+    /// answer slots go back at once; no new command starts until it is
+    /// done, so a message whose client does not read makes no more answers
+    /// than it already has. Before, a message waiting for its client took
+    /// nothing in: 8 HTTP/2 connections × 8 unread messages of 256 `stat`s
+    /// held every answer slot (16 a message, 240 at 1,024 descriptors), and
+    /// bystanders waited for the send timeout.
+    pub(crate) async fn while_output_waits<T>(
+        &mut self,
+        output_waits: impl Future<Output = T>,
+    ) -> T {
+        self.budget.hold(true);
+        tokio::pin!(output_waits);
+        let out = loop {
+            tokio::select! {
+                out = &mut output_waits => break out,
+                () = self.progress(), if self.is_busy() => {}
+            }
+        };
+        self.budget.hold(false);
+        out
+    }
+
     // ---- internals -------------------------------------------------------
 
     async fn process_events(&mut self) {

@@ -134,7 +134,10 @@ pub(super) async fn write_answers(
     loop {
         // Room for the next chunk first, then its bytes: a client that
         // does not read holds no piece read for it here.
-        let Some(room) = room(&tx, send_timeout, conn.as_ref()).await else {
+        // Commands that finish meanwhile are taken in (their answer
+        // slots go back); none starts while the client takes nothing.
+        let waiting = room(&tx, send_timeout, conn.as_ref());
+        let Some(room) = driver.while_output_waits(waiting).await else {
             return;
         };
         // Answers of small commands wait briefly for others (before the
