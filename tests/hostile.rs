@@ -452,6 +452,15 @@ pub fn post_head(port: u16, len: usize) -> String {
     )
 }
 
+/// One message of `n` `get`s of `path`, as body bytes.
+pub fn gets(n: usize, path: &[u8]) -> Bytes {
+    let mut batch = Batch::new();
+    for _ in 0..n {
+        batch.add("get", &[("path", path)], None);
+    }
+    batch.take_body()
+}
+
 /// Posts `body` as one message to `/.framegate/ro` from a socket with a
 /// 4 KiB receive buffer, and reads nothing: a client that never reads (or
 /// not yet). `close` asks the server to close the connection after its

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::delay::link_proxy;
 use crate::report::{Row, row};
-use crate::{Env, SMALL_FILES, framegate_batch, median, sequential_gets};
+use crate::{Env, framegate_batch, h2_gets, median, sequential_gets};
 
 /// Round trips measured, in milliseconds.
 pub(crate) const RTTS_MS: [u64; 2] = [20, 50];
@@ -121,18 +121,6 @@ async fn h2_cold_warm(env: &Env, base: &str) -> (f64, f64) {
     let started = Instant::now();
     h2_gets(&client, base, 0).await;
     (cold, started.elapsed().as_secs_f64())
-}
-
-async fn h2_gets(client: &reqwest::Client, base: &str, from: usize) {
-    let gets = (from..SMALL_FILES).map(|i| {
-        let url = format!("{base}small/f{i:04}");
-        async move {
-            let resp = client.get(url).send().await.unwrap();
-            assert_eq!(resp.version(), reqwest::Version::HTTP_2);
-            assert_eq!(resp.bytes().await.unwrap().len(), 1024);
-        }
-    });
-    futures_util::future::join_all(gets).await;
 }
 
 /// A framegate batch from a new client (`open_lazy`: `hello` goes with the

@@ -453,15 +453,6 @@ async fn post_message_owned(
 
 // ---- non-readers of small answers ------------------------------------------------
 
-/// One message of `n` `get`s of `path`, as body bytes.
-fn gets(n: usize, path: &[u8]) -> bytes::Bytes {
-    let mut batch = Batch::new();
-    for _ in 0..n {
-        batch.add("get", &[("path", path)], None);
-    }
-    batch.take_body()
-}
-
 /// The sixth attack's F1: clients that post many small `get`s (answers
 /// read at once, holding no file) and never read. A message waiting for
 /// its client to take output used to take nothing in, so its finished

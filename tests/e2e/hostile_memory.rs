@@ -233,15 +233,6 @@ fn http2_message_non_readers_hold_a_small_chunk_each() {
     });
 }
 
-/// One message of `n` `get`s of `path`, as body bytes.
-fn gets(n: usize, path: &[u8]) -> Bytes {
-    let mut batch = Batch::new();
-    for _ in 0..n {
-        batch.add("get", &[("path", path)], None);
-    }
-    batch.take_body()
-}
-
 /// The fourth attack's F2: clients each post one message of 4,096 `get`s
 /// of a 6-byte file and never read. Every request is held from its frames
 /// until its answer goes out; before, each cost about 1.4 KB (a `BTreeMap`

@@ -366,11 +366,7 @@ fn byte_streams_that_never_read_small_answers_hold_no_answer_slots() {
         site.write(SMALL, SMALL_CONTENT);
         site.write("k12", &noise(12 << 10, 12));
         let (gw, tcp) = site.gateway_tcp(&["--open-answers", "32", "--send-timeout", "30s"]);
-        let mut batch = Batch::new();
-        for _ in 0..4096 {
-            batch.add("get", &[("path", b"k12")], None);
-        }
-        let body = batch.take_body();
+        let body = gets(4096, b"k12");
         let mut held = Vec::new();
         for _ in 0..size(8, 16) {
             let mut sock = stream_session(tcp).await;
