@@ -200,14 +200,24 @@ impl Env {
 }
 
 async fn framegate_batch(t: &Transport) -> f64 {
+    framegate_gets(t, SMALL_FILES, |i| format!("small/f{i:04}"), 1024).await
+}
+
+/// One batch of `count` `get`s of the files `name(i)`, each `len` bytes
+/// long (asserted); seconds until every answer was taken (the answers are
+/// dropped after the clock stops).
+async fn framegate_gets(
+    t: &Transport,
+    count: usize,
+    name: impl Fn(usize) -> String,
+    len: usize,
+) -> f64 {
     let started = Instant::now();
     let mut batch = t.batch();
-    let slots: Vec<_> = (0..SMALL_FILES)
-        .map(|i| batch.get(&format!("small/f{i:04}")))
-        .collect();
+    let slots: Vec<_> = (0..count).map(|i| batch.get(&name(i))).collect();
     let mut r = batch.send().await.unwrap();
     for s in slots {
-        assert_eq!(r.take(s).unwrap().len(), 1024);
+        assert_eq!(r.take(s).unwrap().len(), len);
     }
     started.elapsed().as_secs_f64()
 }

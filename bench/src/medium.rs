@@ -8,7 +8,7 @@ use std::time::Instant;
 use framegate_client::{Options, Transport};
 use framegate_e2e::{Gateway, noise};
 
-use crate::{Env, fg_get, median};
+use crate::{Env, fg_get, framegate_gets, median};
 
 /// P5-64 against a gateway whose runtime has 16 worker threads: its peak
 /// RSS in MiB.
@@ -56,17 +56,8 @@ pub(crate) async fn medium_reads(env: &Env, rounds: usize) -> (f64, f64) {
     let h1 = reqwest::Client::builder().http1_only().build().unwrap();
     let (mut fg, mut ngx) = (Vec::new(), Vec::new());
     for round in 0..=rounds {
-        let started = Instant::now();
-        let mut batch = t.batch();
-        let slots: Vec<_> = (0..MEDIUM_FILES)
-            .map(|i| batch.get(&format!("medium/m{i:04}")))
-            .collect();
-        let mut r = batch.send().await.unwrap();
-        for s in slots {
-            assert_eq!(r.take(s).unwrap().len(), 1 << 20);
-        }
-        let fg_took = started.elapsed().as_secs_f64();
-        drop(r);
+        let fg_took =
+            framegate_gets(&t, MEDIUM_FILES, |i| format!("medium/m{i:04}"), 1 << 20).await;
         let started = Instant::now();
         for i in 0..MEDIUM_FILES {
             let body = h1
