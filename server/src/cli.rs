@@ -239,6 +239,13 @@ pub(crate) struct ServeArgs {
     /// [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub(crate) listing_memory: Option<usize>,
+    /// Per server: bytes that zstd decoders, held requests and arguments,
+    /// the output buffer, listings, queued upload data and compressors may
+    /// hold together, each at its worst-case cost; each keeps its own cap
+    /// too, and when this is spent acts as at its cap [default: 167772160
+    /// = 160 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) memory_budget: Option<usize>,
     /// Per server: commands running plus answers held open, over all
     /// messages (each may hold a file open) [default: a quarter of the
     /// descriptor limit left after 64, at most 4096].
@@ -345,6 +352,7 @@ impl ServeArgs {
                 .max_queued_upload_bytes
                 .or(file.max_queued_upload_bytes),
             listing_memory: self.listing_memory.or(file.listing_memory),
+            memory_budget: self.memory_budget.or(file.memory_budget),
             open_answers: self.open_answers.or(file.open_answers),
             max_staging_files: self.max_staging_files.or(file.max_staging_files),
             max_connections: self.max_connections.or(file.max_connections),
@@ -484,6 +492,7 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
         output_buffer,
         max_queued_upload_bytes,
         listing_memory,
+        memory_budget,
         open_answers,
         max_staging_files,
         max_connections,

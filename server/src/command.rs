@@ -48,9 +48,9 @@ pub enum Access {
 /// A piece of request data, or the end of it.
 #[derive(Debug)]
 pub(crate) enum Chunk {
-    /// Data, with its charge on the server's queued-upload budget (given
-    /// back when the command takes it).
-    Data(Bytes, Option<tokio::sync::OwnedSemaphorePermit>),
+    /// Data, with its charges on the server's queued-upload and memory
+    /// budgets (given back when the command takes it).
+    Data(Bytes, crate::memory::UploadCharge),
     End,
 }
 

@@ -129,6 +129,13 @@ pub struct GatewayConfig {
     /// ([`crate::LISTING_SLOTS`]) bound only how many are read at once, so a
     /// slow reader holds memory, never a slot.
     pub listing_memory: usize,
+    /// Per server: bytes that decoders, held requests and arguments, the
+    /// output buffer, listings, queued upload data and compressors may
+    /// hold together, each charged at its worst-case cost (default
+    /// [`MEMORY_BUDGET`](crate::MEMORY_BUDGET), 160 MiB). Each kind keeps
+    /// its own cap too; when this budget is spent a kind acts as at its
+    /// cap (see [`crate::MEMORY_BUDGET`]'s module).
+    pub memory_budget: usize,
 }
 
 impl GatewayConfig {
@@ -164,6 +171,7 @@ impl GatewayConfig {
             max_held_argument_bytes: 64 << 20,
             max_held_requests: 3 << 16,
             listing_memory: 64 << 20,
+            memory_budget: crate::MEMORY_BUDGET,
         }
     }
 }
@@ -204,6 +212,9 @@ pub struct Gateway {
     pub(crate) request_budget: SharedBudget,
     /// Server-wide budget of plain listings' bytes (`listing_memory`).
     pub(crate) listing_budget: SharedBudget,
+    /// The memory budget in bytes (`memory_budget`) every budget above
+    /// draws on.
+    pub(crate) memory: SharedBudget,
     /// Metrics (rendered on the metrics listener).
     pub metrics: Metrics,
 }
@@ -260,18 +271,28 @@ impl Gateway {
         let answer_slots = Arc::new(Semaphore::new(config.open_answers.max(1)));
         let connection_slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let compressor_slots = Arc::new(Semaphore::new(config.max_compressing_messages));
-        let output_budget = crate::outflow::OutputBudget::new(config.output_buffer);
+        let memory = SharedBudget::new(config.memory_budget);
+        let output_budget = crate::outflow::OutputBudget::new(config.output_buffer, &memory);
         let upload_budget_units = u32::try_from(config.max_queued_upload_bytes / 1024)
             .unwrap_or(u32::MAX)
             .clamp(64, 1 << 30);
         let upload_budget = Arc::new(Semaphore::new(upload_budget_units as usize));
         let message_slots = Arc::new(Semaphore::new(config.max_messages.max(1)));
-        let decoder_budget = SharedBudget::new(config.max_decoding_streams);
-        let argument_budget = SharedBudget::new(config.max_held_argument_bytes);
-        let request_budget = SharedBudget::new(config.max_held_requests);
-        let listing_budget = SharedBudget::new(config.listing_memory);
+        let decoder_budget = SharedBudget::drawing_on(
+            config.max_decoding_streams,
+            &memory,
+            crate::memory::DECODER_COST,
+        );
+        let argument_budget = SharedBudget::drawing_on(config.max_held_argument_bytes, &memory, 1);
+        let request_budget = SharedBudget::drawing_on(
+            config.max_held_requests,
+            &memory,
+            crate::memory::HELD_REQUEST_COST,
+        );
+        let listing_budget = SharedBudget::drawing_on(config.listing_memory, &memory, 1);
         Arc::new(Gateway {
             listing_budget,
+            memory,
             message_slots,
             decoder_budget,
             argument_budget,
@@ -336,5 +357,11 @@ impl Gateway {
     /// messages (of [`GatewayConfig::max_held_requests`]).
     pub fn held_requests(&self) -> usize {
         self.request_budget.in_use()
+    }
+
+    /// Bytes of the memory budget in use now (of
+    /// [`GatewayConfig::memory_budget`]).
+    pub fn memory_in_use(&self) -> usize {
+        self.memory.in_use()
     }
 }

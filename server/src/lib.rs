@@ -26,6 +26,7 @@ pub mod fuzzing;
 mod gateway;
 mod http;
 mod limits;
+mod memory;
 pub mod metrics;
 mod outflow;
 mod pace;
@@ -55,6 +56,7 @@ pub use limits::{
     FD_RESERVE, FdBudgets, MAX_CONNECTIONS_CAP, MAX_MESSAGES_CAP, MAX_OPEN_ANSWERS_CAP,
     MAX_STAGING_FILES_CAP, MIN_STAGING_FILES, UNSENT_LOWAT, budgets_for, fd_limit, raise_fd_limit,
 };
+pub use memory::{COMPRESSOR_COST, DECODER_COST, HELD_REQUEST_COST, MEMORY_BUDGET};
 pub use pool::{FILE_IO_THREADS, MAX_SHARE_THREADS};
 pub use serve::{HTTP1_MAX_BUF, LISTEN_BACKLOG, ServeHandle, listen, serve};
 pub use stop::GraceExpired;

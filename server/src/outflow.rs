@@ -12,11 +12,15 @@
 //! cuts it, and all of them together at most the budget plus a free chunk
 //! per message. (HTTP/2 is why the free chunk is small: hyper hands a whole
 //! chunk to the stream, which holds it while the client grants no window;
-//! 512 such streams once held 256 KiB each.)
+//! 512 such streams once held 256 KiB each.) A charged chunk also draws
+//! on the server's memory budget (`--memory-budget`); when that is spent
+//! elsewhere, a message goes on as if this budget were.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use framegate_wire::SharedBudget;
+use framegate_wire::budget::Permit;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Units of the output budget: KiB.
@@ -31,18 +35,31 @@ pub(crate) const FREE_CHUNK: usize = 32 * 1024;
 pub(crate) struct OutputBudget {
     slots: Arc<Semaphore>,
     units: u32,
+    memory: SharedBudget,
 }
 
 impl OutputBudget {
     /// A budget of `bytes` of output buffer.
-    pub(crate) fn new(bytes: usize) -> OutputBudget {
+    pub(crate) fn new(bytes: usize, memory: &SharedBudget) -> OutputBudget {
         let units = u32::try_from(bytes / UNIT)
             .unwrap_or(u32::MAX)
             .clamp(1, u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
         OutputBudget {
             slots: Arc::new(Semaphore::new(units as usize)),
             units,
+            memory: memory.clone(),
         }
+    }
+
+    /// `units` of this budget with their bytes of the memory budget, if
+    /// both have room (`permit`: the units, already taken).
+    fn with_memory(
+        &self,
+        permit: OwnedSemaphorePermit,
+        units: u32,
+    ) -> Option<(OwnedSemaphorePermit, Permit)> {
+        let bytes = self.memory.try_take(units as usize * UNIT)?;
+        Some((permit, bytes))
     }
 
     /// Bytes free now.
@@ -61,7 +78,7 @@ pub(crate) struct Outflow {
 /// What one chunk holds until hyper asks for the next.
 #[derive(Debug)]
 pub(crate) struct Charge {
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<(OwnedSemaphorePermit, Permit)>,
     flow: Arc<Outflow>,
     limit: usize,
 }
@@ -95,18 +112,28 @@ impl Outflow {
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            if let Ok(permit) = budget.slots.clone().try_acquire_many_owned(units) {
-                return self.charged(Some(permit), len);
+            let free_units = budget.slots.clone().try_acquire_many_owned(units).ok();
+            let memory_spent = free_units.is_some();
+            if let Some(charged) = free_units.and_then(|p| budget.with_memory(p, units)) {
+                return self.charged(Some(charged), len);
             }
             if self.in_flight.load(Ordering::SeqCst) == 0 {
                 return self.charged(None, len.min(FREE_CHUNK));
             }
+            if memory_spent {
+                // The output budget has room, the memory budget none: wait
+                // for this message's own chunk (budget freed elsewhere is
+                // seen on the next turn).
+                drained.await;
+                continue;
+            }
             tokio::select! {
                 permit = budget.slots.clone().acquire_many_owned(units) => {
-                    if let Ok(permit) = permit {
-                        return self.charged(Some(permit), len);
+                    if let Some(charged) = permit.ok().and_then(|p| budget.with_memory(p, units)) {
+                        return self.charged(Some(charged), len);
                     }
-                    // Never closed; wait for the drain instead.
+                    // Never closed, so the memory budget is spent: wait
+                    // for the drain instead.
                     drained.await;
                 }
                 () = &mut drained => {}
@@ -114,7 +141,11 @@ impl Outflow {
         }
     }
 
-    fn charged(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>, limit: usize) -> Charge {
+    fn charged(
+        self: &Arc<Self>,
+        permit: Option<(OwnedSemaphorePermit, Permit)>,
+        limit: usize,
+    ) -> Charge {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         Charge {
             _permit: permit,

@@ -41,21 +41,40 @@ pub struct SharedBudget {
 struct Counter {
     used: AtomicUsize,
     limit: usize,
+    /// The larger budget each unit also draws on, and what a unit costs
+    /// there.
+    pool: Option<(Arc<Counter>, usize)>,
 }
 
 impl Counter {
-    /// Adds `n` if the total stays within the limit.
+    /// Adds `n` if the total stays within the limit, and the pool (if any)
+    /// has room for their cost; otherwise changes nothing.
     fn try_add(&self, n: usize) -> bool {
-        self.used
+        let added = self
+            .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(n).filter(|total| *total <= self.limit)
             })
-            .is_ok()
+            .is_ok();
+        if !added {
+            return false;
+        }
+        if let Some((pool, cost)) = &self.pool
+            && !n.checked_mul(*cost).is_some_and(|c| pool.try_add(c))
+        {
+            self.used.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     fn sub(&self, n: usize) {
         if n > 0 {
             self.used.fetch_sub(n, Ordering::AcqRel);
+            if let Some((pool, cost)) = &self.pool {
+                // try_add took exactly this product, so it does not overflow.
+                pool.sub(n.saturating_mul(*cost));
+            }
         }
     }
 }
@@ -67,6 +86,38 @@ impl SharedBudget {
             inner: Arc::new(Counter {
                 used: AtomicUsize::new(0),
                 limit,
+                pool: None,
+            }),
+        }
+    }
+
+    /// A budget of `limit` units whose every unit also takes `unit_cost`
+    /// units of `pool` (e.g. a count of decoders drawing on a server's
+    /// memory budget in bytes, at a decoder's worst-case size): units are
+    /// taken only when both have room, and given back to both. Many
+    /// budgets may draw on one pool, so each keeps its own limit and the
+    /// pool bounds their sum.
+    ///
+    /// ```
+    /// use framegate_wire::SharedBudget;
+    ///
+    /// let memory = SharedBudget::new(100);
+    /// let decoders = SharedBudget::drawing_on(8, &memory, 40);
+    /// let arguments = SharedBudget::drawing_on(1000, &memory, 1);
+    /// let a = decoders.try_take(2).unwrap();
+    /// assert_eq!(memory.in_use(), 80);
+    /// assert!(arguments.try_take(21).is_none(), "the pool is the bound now");
+    /// let b = arguments.try_take(20).unwrap();
+    /// drop(a);
+    /// assert_eq!((memory.in_use(), decoders.in_use()), (20, 0));
+    /// # drop(b);
+    /// ```
+    pub fn drawing_on(limit: usize, pool: &SharedBudget, unit_cost: usize) -> Self {
+        SharedBudget {
+            inner: Arc::new(Counter {
+                used: AtomicUsize::new(0),
+                limit,
+                pool: Some((pool.inner.clone(), unit_cost)),
             }),
         }
     }
@@ -225,5 +276,78 @@ mod tests {
         assert_eq!(budget.in_use(), 994);
         drop(held);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn a_full_pool_refuses_and_the_budget_keeps_nothing() {
+        let memory = SharedBudget::new(100);
+        let decoders = SharedBudget::drawing_on(4, &memory, 30);
+        let requests = SharedBudget::drawing_on(1000, &memory, 7);
+        let mut d = decoders.try_take(3).unwrap();
+        assert_eq!(memory.in_use(), 90);
+        // Room in its own limit, none in the pool: refused, and its own
+        // count is as before.
+        assert!(decoders.try_take(1).is_none());
+        assert_eq!(decoders.in_use(), 3);
+        assert!(requests.try_take(2).is_none());
+        let mut r = requests.try_take(1).unwrap();
+        assert_eq!((memory.in_use(), requests.in_use()), (97, 1));
+        assert!(!r.try_grow(1));
+        assert_eq!((r.amount(), requests.in_use()), (1, 1));
+        // Giving back frees both.
+        d.give_back(2);
+        assert_eq!((memory.in_use(), decoders.in_use()), (37, 1));
+        assert!(r.try_grow(9));
+        assert_eq!(memory.in_use(), 100);
+        drop(d);
+        drop(r);
+        assert_eq!(
+            (memory.in_use(), decoders.in_use(), requests.in_use()),
+            (0, 0, 0)
+        );
+        // Its own limit still holds with the pool empty.
+        assert!(decoders.try_take(5).is_none());
+        assert_eq!(memory.in_use(), 0);
+    }
+
+    #[test]
+    fn a_cost_that_overflows_is_refused() {
+        let memory = SharedBudget::new(usize::MAX);
+        let huge = SharedBudget::drawing_on(usize::MAX, &memory, usize::MAX / 2);
+        assert!(huge.try_take(3).is_none());
+        assert_eq!((memory.in_use(), huge.in_use()), (0, 0));
+        let one = huge.try_take(2).unwrap();
+        assert_eq!(memory.in_use(), usize::MAX - 1);
+        drop(one);
+        assert_eq!(memory.in_use(), 0);
+    }
+
+    #[test]
+    fn threads_on_budgets_of_one_pool_never_pass_it() {
+        let memory = SharedBudget::new(10_000);
+        let budgets = [
+            SharedBudget::drawing_on(usize::MAX, &memory, 3),
+            SharedBudget::drawing_on(1_000, &memory, 1),
+            SharedBudget::drawing_on(usize::MAX, &memory, 13),
+        ];
+        let held: Vec<Vec<Permit>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..6)
+                .map(|i| {
+                    let budget = budgets[i % 3].clone();
+                    s.spawn(move || std::iter::from_fn(|| budget.try_take(1)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let cost: usize = budgets
+            .iter()
+            .zip([3, 1, 13])
+            .map(|(b, c)| b.in_use() * c)
+            .sum();
+        assert_eq!(cost, memory.in_use());
+        assert!(memory.in_use() <= 10_000 && memory.in_use() > 10_000 - 13);
+        assert!(budgets[1].in_use() <= 1_000);
+        drop(held);
+        assert_eq!(memory.in_use(), 0);
     }
 }

@@ -328,8 +328,8 @@ impl InboundStreams {
             None => Err(ProtocolError::new(
                 ErrorCode::TOO_MANY_REQUESTS,
                 format!(
-                    "the server is decoding too many compressed streams ({} over all its \
-                     clients): retry later, or send identity (no stream-settings, or \
+                    "the server is decoding too many compressed streams (at most {} over \
+                     all its clients, fewer while its memory budget is in use): retry later, or send identity (no stream-settings, or \
                      `identity`)",
                     budget.limit()
                 ),

@@ -32,7 +32,7 @@ use framegate_wire::{
     Encoding, ErrorCode, Frame, FrameError, IncomingCommand, OutputMode, RequestId, ServerEvent,
     ServerReactor,
 };
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -118,7 +118,7 @@ pub(crate) struct Driver {
     /// The message's share of the file pool.
     share: Share,
     /// Its slot in the server's compressor budget, if it compresses.
-    _compressor: Option<OwnedSemaphorePermit>,
+    _compressor: Option<crate::memory::CompressorCharge>,
     /// Stopping: new requests are answered with an error, not run.
     refusing_new: bool,
     started: Instant,
@@ -144,7 +144,7 @@ impl Driver {
         let compressor = if spec.encoding == Encoding::Identity {
             None
         } else {
-            let slot = gw.compressor_slots.clone().try_acquire_owned().ok();
+            let slot = crate::memory::compressor(&gw);
             if slot.is_none() {
                 reactor.forgo_compression();
             }
@@ -329,17 +329,10 @@ impl Driver {
                         // Backpressure: input waits while the command stages
                         // its data — but not for ever on one that does not
                         // read it.
-                        // Queued data is charged on the server's budget for it
-                        // (KiB), waited for like the channel.
+                        // Queued data is charged on the server's budgets for
+                        // it, waited for like the channel.
                         let limit = self.gw.config.body_read_timeout;
-                        let budget = self.gw.upload_budget.clone();
-                        let units = u32::try_from(data.len().div_ceil(1024).max(1))
-                            .unwrap_or(u32::MAX)
-                            .min(self.gw.upload_budget_units);
-                        let queued = async move {
-                            let charge = budget.acquire_many_owned(units).await.ok();
-                            tx.send(Chunk::Data(data, charge)).await
-                        };
+                        let queued = crate::memory::queue_upload(&self.gw, tx, data);
                         if tokio::time::timeout(limit, queued).await.is_err() {
                             self.stop_feeding(request_id, limit);
                         }

@@ -51,8 +51,8 @@ impl HeldArguments {
                 ErrorCode::TOO_LARGE,
                 format!(
                     "the server holds {limit} bytes of arguments of requests not yet \
-                     answered, over all its clients: no room for {n} more (retry later, \
-                     or send fewer requests per message)"
+                     answered, over all its clients, or its memory budget is in use: no \
+                     room for {n} more (retry later, or send fewer requests per message)"
                 ),
             ));
         }
@@ -108,7 +108,8 @@ impl HeldRequests {
                 ErrorCode::TOO_MANY_REQUESTS,
                 format!(
                     "the server holds {limit} requests not yet answered, over all its \
-                     clients (retry later, or send fewer requests per message)"
+                     clients, or its memory budget is in use (retry later, or send fewer \
+                     requests per message)"
                 ),
             ));
         }
