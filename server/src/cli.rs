@@ -242,8 +242,8 @@ pub(crate) struct ServeArgs {
     /// Per server: bytes that zstd decoders, held requests and arguments,
     /// the output buffer, listings, queued upload data and compressors may
     /// hold together, each at its worst-case cost; each keeps its own cap
-    /// too, and when this is spent acts as at its cap [default: 167772160
-    /// = 160 MiB].
+    /// too, and when this is spent acts as at its cap [default: 201326592
+    /// = 192 MiB].
     #[arg(long, value_name = "BYTES")]
     pub(crate) memory_budget: Option<usize>,
     /// Per server: commands running plus answers held open, over all
@@ -258,12 +258,14 @@ pub(crate) struct ServeArgs {
     pub(crate) max_staging_files: Option<usize>,
     /// Per server: connections served at once, HTTP and byte streams; more
     /// wait in the listen backlog [default: a third of the descriptor limit left
-    /// after 64, at most 4096].
+    /// after 64, at most 4096, and at most what a quarter of --memory-budget
+    /// covers at 192 KiB each: 256 at the default].
     #[arg(long, value_name = "N")]
     pub(crate) max_connections: Option<usize>,
     /// Per server: messages in flight (HTTP messages and byte-stream
     /// sessions); more wait before their body is read [default: a third of
-    /// the descriptor limit left after 64, at most 1024].
+    /// the descriptor limit left after 64, at most 1024, and at most what an
+    /// eighth of --memory-budget covers at 112 KiB each: 219 at the default].
     #[arg(long, value_name = "N")]
     pub(crate) max_messages: Option<usize>,
     /// Per HTTP/2 connection: messages (streams) at once [default: 8].
@@ -478,6 +480,16 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
                 .into(),
         );
     }
+    // First: it sets the defaults of --max-connections and --max-messages.
+    if let Some(bytes) = args.memory_budget {
+        if bytes < framegate_server::MIN_MEMORY_BUDGET {
+            return Err(format!(
+                "--memory-budget must be at least {}",
+                framegate_server::MIN_MEMORY_BUDGET
+            ));
+        }
+        config = config.with_memory_budget(bytes);
+    }
     macro_rules! budget {
         ($($field:ident),*) => { $( if let Some(v) = args.$field {
             if v == 0 {
@@ -492,7 +504,6 @@ pub(crate) fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> 
         output_buffer,
         max_queued_upload_bytes,
         listing_memory,
-        memory_budget,
         open_answers,
         max_staging_files,
         max_connections,

@@ -79,11 +79,13 @@ pub struct GatewayConfig {
     pub max_staging_files: usize,
     /// Per server: connections (HTTP and byte-stream) served at once; more
     /// wait in the listen backlog (default: a third of the descriptor
-    /// limit, see [`crate::budgets_for`]).
+    /// limit, see [`crate::budgets_for`], and at most
+    /// [`crate::connections_for`] the memory budget).
     pub max_connections: usize,
     /// Per server: messages in flight (HTTP messages and byte-stream
     /// sessions); more wait before their body is read (default: a third
-    /// of the descriptor limit, at most 1,024).
+    /// of the descriptor limit, at most 1,024, and at most
+    /// [`crate::messages_for`] the memory budget).
     pub max_messages: usize,
     /// Per HTTP/2 connection: messages (streams) at once (default 8; an
     /// HTTP/1 connection carries one at a time).
@@ -129,12 +131,17 @@ pub struct GatewayConfig {
     /// ([`crate::LISTING_SLOTS`]) bound only how many are read at once, so a
     /// slow reader holds memory, never a slot.
     pub listing_memory: usize,
-    /// Per server: bytes that decoders, held requests and arguments, the
-    /// output buffer, listings, queued upload data and compressors may
-    /// hold together, each charged at its worst-case cost (default
-    /// [`MEMORY_BUDGET`](crate::MEMORY_BUDGET), 160 MiB). Each kind keeps
-    /// its own cap too; when this budget is spent a kind acts as at its
-    /// cap (see [`crate::MEMORY_BUDGET`]'s module).
+    /// Per server: bytes that connections, messages, decoders, held
+    /// requests and arguments, the output buffer, listings, queued upload
+    /// data and compressors may hold together, each at its worst-case cost
+    /// (default [`MEMORY_BUDGET`](crate::MEMORY_BUDGET), 192 MiB).
+    /// Connections and messages reserve theirs at start
+    /// ([`crate::reserve_for`]; the defaults of `max_connections` and
+    /// `max_messages` are capped by [`crate::connections_for`] and
+    /// [`crate::messages_for`] of the default budget — set through
+    /// [`GatewayConfig::with_memory_budget`] to recompute them); the kinds
+    /// draw on the rest, each keeping its own cap too, and when it is
+    /// spent a kind acts as at its cap.
     pub memory_budget: usize,
 }
 
@@ -161,8 +168,10 @@ impl GatewayConfig {
             message_held_bytes: 2 << 20,
             open_answers: fds.open_answers,
             max_staging_files: fds.staging_files,
-            max_connections: fds.connections,
-            max_messages: fds.messages,
+            max_connections: fds
+                .connections
+                .min(crate::connections_for(crate::MEMORY_BUDGET)),
+            max_messages: fds.messages.min(crate::messages_for(crate::MEMORY_BUDGET)),
             http2_max_streams: 8,
             max_compressing_messages: 32,
             output_buffer: 64 << 20,
@@ -173,6 +182,20 @@ impl GatewayConfig {
             listing_memory: 64 << 20,
             memory_budget: crate::MEMORY_BUDGET,
         }
+    }
+}
+
+impl GatewayConfig {
+    /// Sets the memory budget and the default connection and message
+    /// bounds that go with it (the smaller of the descriptor limit's and
+    /// the budget's: [`crate::connections_for`], [`crate::messages_for`]).
+    #[must_use]
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        let fds = crate::limits::budgets_for(crate::limits::fd_limit());
+        self.memory_budget = bytes;
+        self.max_connections = fds.connections.min(crate::connections_for(bytes));
+        self.max_messages = fds.messages.min(crate::messages_for(bytes));
+        self
     }
 }
 
@@ -271,7 +294,15 @@ impl Gateway {
         let answer_slots = Arc::new(Semaphore::new(config.open_answers.max(1)));
         let connection_slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let compressor_slots = Arc::new(Semaphore::new(config.max_compressing_messages));
-        let memory = SharedBudget::new(config.memory_budget);
+        let reserve = crate::reserve_for(config.max_connections, config.max_messages);
+        if reserve > config.memory_budget / 2 {
+            tracing::warn!(
+                reserve,
+                memory_budget = config.memory_budget,
+                "max-connections and max-messages reserve more than half the memory budget"
+            );
+        }
+        let memory = SharedBudget::new(crate::memory::pool_for(config.memory_budget, reserve));
         let output_budget = crate::outflow::OutputBudget::new(config.output_buffer, &memory);
         let upload_budget_units = u32::try_from(config.max_queued_upload_bytes / 1024)
             .unwrap_or(u32::MAX)

@@ -56,7 +56,11 @@ pub use limits::{
     FD_RESERVE, FdBudgets, MAX_CONNECTIONS_CAP, MAX_MESSAGES_CAP, MAX_OPEN_ANSWERS_CAP,
     MAX_STAGING_FILES_CAP, MIN_STAGING_FILES, UNSENT_LOWAT, budgets_for, fd_limit, raise_fd_limit,
 };
-pub use memory::{COMPRESSOR_COST, DECODER_COST, HELD_REQUEST_COST, MEMORY_BUDGET};
+pub use memory::{
+    COMPRESSOR_COST, CONNECTION_COST, CONNECTION_SHARE, DECODER_COST, H2_CONNECTION_WINDOW,
+    H2_STREAM_WINDOW, HELD_REQUEST_COST, MEMORY_BUDGET, MESSAGE_COST, MESSAGE_SHARE,
+    MIN_MEMORY_BUDGET, connections_for, messages_for, reserve_for,
+};
 pub use pool::{FILE_IO_THREADS, MAX_SHARE_THREADS};
 pub use serve::{HTTP1_MAX_BUF, LISTEN_BACKLOG, ServeHandle, listen, serve};
 pub use stop::GraceExpired;

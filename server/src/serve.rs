@@ -137,7 +137,12 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .max_concurrent_streams(
                 u32::try_from(gateway.config().http2_max_streams).unwrap_or(u32::MAX),
-            );
+            )
+            // What a connection may buffer of bodies not yet read (a
+            // message waiting for its slot does not read; hyper's default
+            // is 1 MiB): part of CONNECTION_COST.
+            .initial_connection_window_size(crate::H2_CONNECTION_WINDOW)
+            .initial_stream_window_size(crate::H2_STREAM_WINDOW);
         let graceful = GracefulShutdown::new();
         let mut listener = listener;
         loop {

@@ -4,7 +4,9 @@
 //! has; decoders filled by byte streams plus requests held by HTTP/2
 //! non-readers once peaked at 393 MiB. Every kind now also draws on one
 //! `--memory-budget` in bytes, at its worst-case cost, and a kind whose
-//! share is taken by the others acts as at its own cap.
+//! share is taken by the others acts as at its own cap. Connections and
+//! messages reserve theirs at start (`max_connections × CONNECTION_COST +
+//! max_messages × MESSAGE_COST`), the kinds share the rest.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -49,20 +51,20 @@ async fn read_to_close(sock: &mut tokio::net::TcpStream, limit: Duration) -> Vec
     all
 }
 
-/// A message of `n` `get`s of a small file, read whole: how many were
-/// answered, and how many requests or protocol errors (of the message)
-/// said `too-many-requests`.
-async fn big_message(gw: &Gateway, n: usize) -> (usize, usize) {
+/// A message of `n` `get`s of `path`, read whole: how many were answered,
+/// and how many requests or protocol errors (of the message) said
+/// `too-many-requests`.
+async fn big_message(gw: &Gateway, n: usize, path: &[u8]) -> (usize, usize) {
     let mut batch = Batch::new();
     for _ in 0..n {
-        batch.add("get", &[("path", b"small")], None);
+        batch.add("get", &[("path", path)], None);
     }
     let bytes = post_message(&message_client(), &ro(gw), TOKEN, batch.take_body().into())
         .await
         .unwrap();
     let outcomes = batch.decode(&bytes);
     let ok = outcomes.iter().filter(|o| o.code().is_none()).count();
-    let frames = framegate_wire::codec::decode_all(&bytes, 1 << 20).unwrap();
+    let frames = framegate_wire::codec::decode_all(&bytes, 1 << 24).unwrap();
     let refused = outcomes
         .iter()
         .filter_map(|o| o.code())
@@ -72,19 +74,21 @@ async fn big_message(gw: &Gateway, n: usize) -> (usize, usize) {
     (ok, refused)
 }
 
-/// Three decoders (3 × 8.375 MiB) of a 25.3 MiB memory budget leave no
-/// room for a fourth, though `--max-decoding-streams` (16) does, and room
-/// for about 170 held requests (at 1,152 bytes) beyond a message's free
-/// 64, which a 4,096-request message passes (the request past it is
-/// refused; measured: the 218th); once the decoders' sessions end, both
-/// fit again.
+/// A 42.3 MB memory budget: its defaults reserve 53 connections and 46
+/// messages, leaving 26.6 MB to the kinds. Three decoders (3 × 8.375 MiB)
+/// leave no room for a fourth, though `--max-decoding-streams` (16) does,
+/// and room for about 260 held requests (at 1,152 bytes) beyond a
+/// message's free 64 — not the ~4,000 a message of 4,096 `get`s of 16 KiB
+/// files holds (its answers wait for the input to end, 2 MiB of them at a
+/// time); once the decoders' sessions end, both fit again.
 #[test]
 fn decoders_and_held_requests_share_one_memory_budget() {
     run(Duration::from_secs(120), async {
         let site = Site::new();
         site.write("small", b"hello\n");
-        let (gw, port) = site.gateway_tcp(&["--memory-budget", "26545472"]);
-        let (ok, refused) = big_message(&gw, 4096).await;
+        site.write("f16k", &noise(16 << 10, 5));
+        let (gw, port) = site.gateway_tcp(&["--memory-budget", "42342000"]);
+        let (ok, refused) = big_message(&gw, 4096, b"f16k").await;
         assert_eq!((ok, refused), (4096, 0), "alone, the message fits");
         let mut held = Vec::new();
         for _ in 0..3 {
@@ -94,7 +98,7 @@ fn decoders_and_held_requests_share_one_memory_budget() {
         let answer = read_to_close(&mut fourth, Duration::from_secs(10)).await;
         let frames = framegate_wire::codec::decode_all(&answer, 1 << 20).unwrap();
         let errors = protocol_errors(&frames);
-        let (ok_during, refused_during) = big_message(&gw, 4096).await;
+        let (ok_during, refused_during) = big_message(&gw, 4096, b"f16k").await;
         report(
             "F3-one-memory-budget",
             &[
@@ -110,13 +114,13 @@ fn decoders_and_held_requests_share_one_memory_budget() {
             "{ok_during} answered, {refused_during} refused"
         );
         // A small message needs no budget and still goes through.
-        assert_eq!(big_message(&gw, 64).await, (64, 0));
+        assert_eq!(big_message(&gw, 64, b"f16k").await, (64, 0));
         // The sessions end: their decoders go back (once the server has
         // seen the close).
         drop(held);
         let mut after = (0, 0);
         for _ in 0..50 {
-            after = big_message(&gw, 4096).await;
+            after = big_message(&gw, 4096, b"f16k").await;
             if after == (4096, 0) {
                 break;
             }
@@ -128,18 +132,25 @@ fn decoders_and_held_requests_share_one_memory_budget() {
     });
 }
 
-/// A memory budget far below what anything asks (64 KiB: no decoder, no
-/// compressor, no output charge fits) slows nothing to a halt: a 4 MiB
-/// upload goes through a piece at a time, its download a free chunk at a
-/// time, compressed answers come unencoded, and a message of 64 requests
-/// (the free share) is answered whole.
+/// The smallest memory budget (16 MiB: 10 MiB for the kinds), spent by
+/// two clients whose messages of 4,096 `get`s are never read (their held
+/// requests), slows nothing to a halt: a 4 MiB upload goes through a piece
+/// at a time uncharged, its download a free chunk at a time, compressed
+/// answers come unencoded, a message of 64 requests (the free share) is
+/// answered whole, and a bystander is served.
 #[test]
 fn a_spent_memory_budget_slows_nothing_to_a_halt() {
     run(Duration::from_secs(120), async {
         use framegate_client::{Options, Transport};
         let site = Site::new();
-        site.write("small", b"hello\n");
-        let gw = site.gateway(&["--memory-budget", "65536"]);
+        site.write("f16k", &noise(16 << 10, 5));
+        let gw = site.gateway(&["--memory-budget", "16777216"]);
+        let body = gets(4096, b"f16k");
+        let mut spent = Vec::new();
+        for _ in 0..2 {
+            spent.push(post_unread(gw.port, &body, false).await);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let mut options = Options::default();
         options.token = Some(TOKEN.to_string());
         assert!(options.compress, "asks for compressed answers");
@@ -152,7 +163,137 @@ fn a_spent_memory_budget_slows_nothing_to_a_halt() {
         let text = b"compressible ".repeat(200_000);
         t.put("text", text.clone(), None).await.unwrap();
         assert_eq!(t.get("text").await.unwrap().as_ref(), &text[..]);
-        assert_eq!(big_message(&gw, 64).await, (64, 0));
+        assert_eq!(big_message(&gw, 64, b"f16k").await, (64, 0));
+        bystander(&gw).await;
+        drop(spent);
+    });
+}
+
+/// An HTTP/2 connection that posts a message and sends `bytes` of its body
+/// (more than its window lets through) without ending it.
+async fn h2_body_sender(port: u16, bytes: usize) -> tokio::net::TcpStream {
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let path = b"/.framegate/ro";
+    // HPACK (RFC 7541): :method POST, :scheme http (static, indexed),
+    // :path, :authority, content-type and accept as literals with indexed
+    // names.
+    let mut block = vec![0x83, 0x86, 0x44, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x41, 1, b'x']);
+    for name in [0x5f, 0x53] {
+        block.extend_from_slice(&[name, framegate_wire::MEDIA_TYPE.len() as u8]);
+        block.extend_from_slice(framegate_wire::MEDIA_TYPE.as_bytes());
+    }
+    // The server's settings (its windows) apply once acknowledged: read
+    // them, then acknowledge, as a real client does.
+    sock.write_all(H2_PREFACE).await.unwrap();
+    let mut settings = [0u8; 9];
+    sock.read_exact(&mut settings).await.unwrap();
+    assert_eq!(settings[3], 0x04, "the server's SETTINGS first");
+    let len = u32::from_be_bytes([0, settings[0], settings[1], settings[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    sock.read_exact(&mut payload).await.unwrap();
+    let mut out = h2_frame(0x04, 0x01, 0, &[]);
+    out.extend(h2_frame(0x01, 0x04, 1, &block));
+    let piece = vec![0u8; 16 << 10];
+    for _ in 0..bytes / piece.len() {
+        out.extend(h2_frame(0x00, 0x00, 1, &piece));
+    }
+    // What the server does not take stays in the socket buffers: give up
+    // when it stops taking.
+    let _ = tokio::time::timeout(Duration::from_secs(2), sock.write_all(&out)).await;
+    sock
+}
+
+/// The seventh attack's F1: messages waiting for a message slot do not
+/// read their body, and hyper's HTTP/2 connections took up to 1 MiB of it
+/// each (its default window): 305 connections held 309 MiB. Now a
+/// connection takes at most its 128 KiB window (`H2_CONNECTION_WINDOW`),
+/// part of its reserved `CONNECTION_COST`. Here the one message slot is
+/// held by a non-reader and 48 connections each send 1 MiB.
+#[test]
+fn http2_bodies_waiting_for_a_slot_hold_one_small_window_each() {
+    run(Duration::from_secs(120), async {
+        let site = Site::new();
+        site.write("f16k", &noise(16 << 10, 5));
+        let gw = site.gateway(&["--max-messages", "1"]);
+        let pid = gw.pid();
+        let holder = post_unread(gw.port, &gets(4096, b"f16k"), false).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let base = rss_mib(pid);
+        gw.reset_peak_rss();
+        let connections = 48;
+        let mut senders = Vec::new();
+        for _ in 0..connections {
+            senders.push(h2_body_sender(gw.port, 1 << 20).await);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let peak = gw.peak_rss_mib();
+        report(
+            "F1-h2-windows",
+            &[
+                ("connections", connections.to_string()),
+                ("body_sent_mib", "1".into()),
+                ("rss_base_mib", format!("{base:.1}")),
+                ("rss_peak_mib", format!("{peak:.1}")),
+            ],
+        );
+        // 48 × 128 KiB = 6 MiB of windows; before, 48 MiB.
+        assert!(
+            peak <= base + 16.0,
+            "peak RSS {peak:.1} MiB (base {base:.1})"
+        );
+        drop(senders);
+        drop(holder);
+        bystander(&gw).await;
+    });
+}
+
+/// The seventh attack's F2: HTTP/1 connections that send 120 KB of a head
+/// and stop; hyper buffers each (up to `HTTP1_MAX_BUF`, 128 KiB) until the
+/// header timeout, and 4,000 of them held 527 MiB. Connections are now
+/// bounded by the memory budget as well as by descriptors (256 at the
+/// default budget, `connections_for`); the others wait in the backlog.
+/// `FRAMEGATE_HOSTILE=full`: 4,000 connections; CI: 600.
+#[test]
+fn unfinished_heads_are_bounded_by_the_connections_the_budget_reserves() {
+    run(Duration::from_secs(120), async {
+        let site = Site::new();
+        let gw = site.gateway(&[]);
+        let pid = gw.pid();
+        bystander(&gw).await;
+        let base = rss_mib(pid);
+        gw.reset_peak_rss();
+        let connections = size(600usize, 4000);
+        let mut head = b"GET /small.txt HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+        head.resize(head.len() + 120_000, b'a');
+        let mut held = Vec::new();
+        for _ in 0..connections {
+            let Ok(mut sock) = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await else {
+                break;
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(200), sock.write_all(&head)).await;
+            held.push(sock);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let peak = gw.peak_rss_mib();
+        report(
+            "F2-unfinished-heads",
+            &[
+                ("connections", held.len().to_string()),
+                ("rss_base_mib", format!("{base:.1}")),
+                ("rss_peak_mib", format!("{peak:.1}")),
+            ],
+        );
+        // What the budget reserves for them: 256 × 192 KiB = 48 MiB
+        // (measured: +33 MiB); before, 600 × 120 KB took +78 MiB.
+        assert!(
+            peak <= base + 48.0,
+            "peak RSS {peak:.1} MiB (base {base:.1})"
+        );
+        drop(held);
         bystander(&gw).await;
     });
 }
