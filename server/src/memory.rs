@@ -65,7 +65,7 @@ pub const CONNECTION_COST: usize = 192 << 10;
 /// What a message (or byte-stream session) costs at most beyond what the
 /// budget counts by kind: the requests it may hold without the held-request
 /// budget ([`framegate_wire::FREE_REQUESTS`], 64) and its output chunk sent
-/// without the output budget ([`crate::outflow`]'s 32 KiB).
+/// without the output budget (32 KiB).
 pub const MESSAGE_COST: usize = framegate_wire::FREE_REQUESTS * HELD_REQUEST_COST + (40 << 10);
 
 /// Smallest `--memory-budget`.
