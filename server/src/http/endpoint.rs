@@ -203,6 +203,13 @@ pub(super) async fn message(gw: Arc<Gateway>, request: Request) -> Response {
         Ok(accepted) => accepted,
         Err(refusal) => return refusal.into_response(),
     };
+    // Nothing of the request's head is needed past this point but its
+    // connection: a message waiting for its slot must not hold its
+    // headers (HTTP/2 lets 8 waiting streams per connection send ~16 KiB
+    // of header list each, ~88 KiB in memory: 2,048 of them held 176 MiB,
+    // eighth attack).
+    let conn = parts.extensions.remove::<ConnectionHandle>();
+    drop(parts);
     // At most `max_messages` in flight: past it, this one waits before its
     // body is read.
     let Ok(message_slot) = gw.message_slots.clone().acquire_owned().await else {
@@ -250,7 +257,6 @@ pub(super) async fn message(gw: Arc<Gateway>, request: Request) -> Response {
     let budget = gw.output_budget.clone();
     let send_timeout = gw.config.send_timeout;
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let conn = parts.extensions.get::<ConnectionHandle>().cloned();
     let done = finished.clone();
     tokio::spawn(async move {
         body::write_answers(driver, tx, budget, keepalive, send_timeout, done, conn).await;
