@@ -132,7 +132,8 @@ pub(crate) async fn listing_slot() -> Result<tokio::sync::SemaphorePermit<'stati
 /// milliseconds: not on the executor's threads). `built` is what the
 /// listing holds in memory before it is encoded; it is charged to the
 /// listing memory (and so to the memory budget) while it is encoded, and
-/// the encoded answer after: a listing that does not fit is `busy`, and
+/// the encoded answer after (each alone: the names are dropped once
+/// encoded): a listing that does not fit is `busy`, and
 /// the listings built at once ([`LISTING_SLOTS`]) cannot hold memory
 /// beside the budget (32 clients × 8 never-read messages × 4 `list_dir`
 /// of 100,000 names once peaked at 479 MiB, eighth attack).
@@ -145,9 +146,9 @@ async fn encode_listing<T: serde::Serialize + Send + 'static>(
         return Err(busy_listings());
     };
     let bytes = blocking(move || Ok(framegate_wire::payload::encode_cbor(&value))).await?;
-    let answer = held_listing(bytes, &ctx.listing_budget);
+    // The names went with the closure that encoded them.
     drop(charge);
-    answer
+    held_listing(bytes, &ctx.listing_budget)
 }
 
 /// What a listing of `names` holds in memory: each name's bytes and its
