@@ -134,10 +134,11 @@ fn decoders_and_held_requests_share_one_memory_budget() {
 
 /// The smallest memory budget (16 MiB: 10 MiB for the kinds), spent by
 /// two clients whose messages of 4,096 `get`s are never read (their held
-/// requests), slows nothing to a halt: a 4 MiB upload goes through a piece
-/// at a time uncharged, its download a free chunk at a time, compressed
-/// answers come unencoded, a message of 64 requests (the free share) is
-/// answered whole, and a bystander is served.
+/// requests), slows nothing to a halt: a 4 MiB upload goes through (a
+/// piece at a time, uncharged, once the budget is spent), its download
+/// too (a free chunk at a time), compressible files through a client that
+/// asks for compressed answers, a message of 64 requests (the free share)
+/// is answered whole, and a bystander is served.
 #[test]
 fn a_spent_memory_budget_slows_nothing_to_a_halt() {
     run(Duration::from_secs(120), async {
