@@ -239,11 +239,13 @@ pub(crate) struct ServeArgs {
     /// [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub(crate) listing_memory: Option<usize>,
-    /// Per server: bytes that zstd decoders, held requests and arguments,
-    /// the output buffer, listings, queued upload data and compressors may
-    /// hold together, each at its worst-case cost; each keeps its own cap
-    /// too, and when this is spent acts as at its cap [default: 201326592
-    /// = 192 MiB].
+    /// Per server: bytes that connections, messages, zstd decoders, held
+    /// requests and arguments, the output buffer, listings, queued upload
+    /// data and compressors may hold together, each at its worst-case cost.
+    /// Connections and messages reserve theirs at start (and this sets the
+    /// defaults of --max-connections and --max-messages); the others draw
+    /// on the rest, each keeping its own cap too, and act as at their cap
+    /// when it is spent [default: 201326592 = 192 MiB].
     #[arg(long, value_name = "BYTES")]
     pub(crate) memory_budget: Option<usize>,
     /// Per server: commands running plus answers held open, over all

@@ -199,4 +199,56 @@ fn the_flags_are_documented_and_zero_is_refused() {
         err.contains("--max-held-argument-bytes must be at least 1"),
         "{err}"
     );
+
+    // The memory budget: below its minimum, a usage error (flag or key).
+    std::fs::write(&config, "memory-budget = 1000\n").unwrap();
+    for args in [
+        vec!["serve", "--memory-budget", "1000"],
+        vec!["serve", "--config", config.to_str().unwrap()],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_framegate-server"))
+            .args(&args)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--memory-budget must be at least 16777216"),
+            "{err}"
+        );
+    }
+}
+
+/// A memory budget sets the default connection and message bounds that go
+/// with it: what a quarter and an eighth of it reserve, at most what the
+/// descriptor limit allows.
+#[test]
+fn a_memory_budget_sizes_the_default_connections_and_messages() {
+    use framegate_server::{GatewayConfig, budgets_for, connections_for, fd_limit, messages_for};
+    let fds = budgets_for(fd_limit());
+    let default = GatewayConfig::new("/nonexistent");
+    assert_eq!(
+        (default.max_connections, default.max_messages),
+        (fds.connections.min(256), fds.messages.min(219))
+    );
+    let small = GatewayConfig::new("/nonexistent").with_memory_budget(32 << 20);
+    assert_eq!(
+        (connections_for(32 << 20), messages_for(32 << 20)),
+        (42, 36)
+    );
+    assert_eq!(
+        (
+            small.max_connections,
+            small.max_messages,
+            small.memory_budget
+        ),
+        (fds.connections.min(42), fds.messages.min(36), 32 << 20)
+    );
+    let big = GatewayConfig::new("/nonexistent").with_memory_budget(4 << 30);
+    assert_eq!(
+        (big.max_connections, big.max_messages),
+        (fds.connections, fds.messages),
+        "a large budget leaves the descriptor limit's bounds"
+    );
 }
