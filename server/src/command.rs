@@ -50,8 +50,29 @@ pub enum Access {
 pub(crate) enum Chunk {
     /// Data, with its charges on the server's queued-upload and memory
     /// budgets (given back when the command takes it).
-    Data(Bytes, crate::memory::UploadCharge),
+    Data(Bytes, UploadCharge),
     End,
+}
+
+/// What a queued piece of upload data holds until its command takes it.
+#[derive(Debug)]
+pub(crate) struct UploadCharge {
+    _queued: Option<tokio::sync::OwnedSemaphorePermit>,
+    _memory: Option<framegate_wire::budget::Permit>,
+}
+
+impl UploadCharge {
+    /// Holds a piece's units of the queued-upload budget and its bytes of
+    /// the memory budget (either may be missing).
+    pub(crate) fn new(
+        queued: Option<tokio::sync::OwnedSemaphorePermit>,
+        memory: Option<framegate_wire::budget::Permit>,
+    ) -> Self {
+        UploadCharge {
+            _queued: queued,
+            _memory: memory,
+        }
+    }
 }
 
 /// The request data of a command, streamed as it arrives.

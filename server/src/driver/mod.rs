@@ -19,6 +19,7 @@
 
 mod answering;
 mod budget;
+mod charges;
 mod order;
 mod output;
 mod sending;
@@ -118,7 +119,7 @@ pub(crate) struct Driver {
     /// The message's share of the file pool.
     share: Share,
     /// Its slot in the server's compressor budget, if it compresses.
-    _compressor: Option<crate::memory::CompressorCharge>,
+    _compressor: Option<charges::CompressorCharge>,
     /// Stopping: new requests are answered with an error, not run.
     refusing_new: bool,
     started: Instant,
@@ -144,7 +145,7 @@ impl Driver {
         let compressor = if spec.encoding == Encoding::Identity {
             None
         } else {
-            let slot = crate::memory::compressor(&gw);
+            let slot = charges::compressor(&gw);
             if slot.is_none() {
                 reactor.forgo_compression();
             }
@@ -332,7 +333,7 @@ impl Driver {
                         // Queued data is charged on the server's budgets for
                         // it, waited for like the channel.
                         let limit = self.gw.config.body_read_timeout;
-                        let queued = crate::memory::queue_upload(&self.gw, tx, data);
+                        let queued = charges::queue_upload(&self.gw, tx, data);
                         if tokio::time::timeout(limit, queued).await.is_err() {
                             self.stop_feeding(request_id, limit);
                         }
