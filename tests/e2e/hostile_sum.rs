@@ -218,6 +218,33 @@ async fn h2_posts(port: u16, streams: u32, headers: usize, bytes: usize) -> toki
     sock
 }
 
+/// With the one message slot held by a non-reader, 48 HTTP/2 connections
+/// each post `streams` messages of `headers` extra headers and `bytes` of
+/// body, which wait for the slot: the server's RSS before and its peak
+/// after (a bystander is served once they are gone).
+async fn h2_waiting_for_a_slot(streams: u32, headers: usize, bytes: usize) -> (f64, f64) {
+    let site = Site::new();
+    site.write("f16k", &noise(16 << 10, 5));
+    let gw = site.gateway(&["--max-messages", "1"]);
+    let holder = post_unread(gw.port, &gets(4096, b"f16k"), false).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base = rss_mib(gw.pid());
+    gw.reset_peak_rss();
+    let mut senders = Vec::new();
+    for _ in 0..H2_WAITING_CONNECTIONS {
+        senders.push(h2_posts(gw.port, streams, headers, bytes).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let peak = gw.peak_rss_mib();
+    drop(senders);
+    drop(holder);
+    bystander(&gw).await;
+    (base, peak)
+}
+
+/// Connections of [`h2_waiting_for_a_slot`].
+const H2_WAITING_CONNECTIONS: usize = 48;
+
 /// The seventh attack's F1: messages waiting for a message slot do not
 /// read their body, and hyper's HTTP/2 connections took up to 1 MiB of it
 /// each (its default window): 305 connections held 309 MiB. Now a
@@ -227,25 +254,11 @@ async fn h2_posts(port: u16, streams: u32, headers: usize, bytes: usize) -> toki
 #[test]
 fn http2_bodies_waiting_for_a_slot_hold_one_small_window_each() {
     run(Duration::from_secs(120), async {
-        let site = Site::new();
-        site.write("f16k", &noise(16 << 10, 5));
-        let gw = site.gateway(&["--max-messages", "1"]);
-        let pid = gw.pid();
-        let holder = post_unread(gw.port, &gets(4096, b"f16k"), false).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let base = rss_mib(pid);
-        gw.reset_peak_rss();
-        let connections = 48;
-        let mut senders = Vec::new();
-        for _ in 0..connections {
-            senders.push(h2_posts(gw.port, 1, 0, 1 << 20).await);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let peak = gw.peak_rss_mib();
+        let (base, peak) = h2_waiting_for_a_slot(1, 0, 1 << 20).await;
         report(
             "F1-h2-windows",
             &[
-                ("connections", connections.to_string()),
+                ("connections", H2_WAITING_CONNECTIONS.to_string()),
                 ("body_sent_mib", "1".into()),
                 ("rss_base_mib", format!("{base:.1}")),
                 ("rss_peak_mib", format!("{peak:.1}")),
@@ -256,9 +269,6 @@ fn http2_bodies_waiting_for_a_slot_hold_one_small_window_each() {
             peak <= base + 16.0,
             "peak RSS {peak:.1} MiB (base {base:.1})"
         );
-        drop(senders);
-        drop(holder);
-        bystander(&gw).await;
     });
 }
 
@@ -318,25 +328,11 @@ fn unfinished_heads_are_bounded_by_the_connections_the_budget_reserves() {
 #[test]
 fn http2_streams_waiting_for_a_slot_hold_no_headers() {
     run(Duration::from_secs(120), async {
-        let site = Site::new();
-        site.write("f16k", &noise(16 << 10, 5));
-        let gw = site.gateway(&["--max-messages", "1"]);
-        let pid = gw.pid();
-        let holder = post_unread(gw.port, &gets(4096, b"f16k"), false).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let base = rss_mib(pid);
-        gw.reset_peak_rss();
-        let connections = 48;
-        let mut senders = Vec::new();
-        for _ in 0..connections {
-            senders.push(h2_posts(gw.port, 8, 470, 0).await);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let peak = gw.peak_rss_mib();
+        let (base, peak) = h2_waiting_for_a_slot(8, 470, 0).await;
         report(
             "F2-h2-headers",
             &[
-                ("streams", (connections * 8).to_string()),
+                ("streams", (H2_WAITING_CONNECTIONS * 8).to_string()),
                 ("headers_each", "470".into()),
                 ("rss_base_mib", format!("{base:.1}")),
                 ("rss_peak_mib", format!("{peak:.1}")),
@@ -347,9 +343,6 @@ fn http2_streams_waiting_for_a_slot_hold_no_headers() {
             peak <= base + 12.0,
             "peak RSS {peak:.1} MiB (base {base:.1})"
         );
-        drop(senders);
-        drop(holder);
-        bystander(&gw).await;
     });
 }
 
