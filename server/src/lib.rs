@@ -61,7 +61,7 @@ pub use memory::{
     H2_STREAM_WINDOW, HELD_REQUEST_COST, MEMORY_BUDGET, MESSAGE_COST, MESSAGE_SHARE,
     MIN_MEMORY_BUDGET, connections_for, messages_for, reserve_for,
 };
-pub use pool::{FILE_IO_THREADS, MAX_SHARE_THREADS};
+pub use pool::{FILE_IO_THREADS, HELPER_AFTER, MAX_SHARE_THREADS};
 pub use serve::{HTTP1_MAX_BUF, LISTEN_BACKLOG, ServeHandle, listen, serve};
 pub use stop::GraceExpired;
 pub use storage::{

@@ -11,11 +11,26 @@
 //! Idle threads sleep on a condition variable (no spinning). A dedicated
 //! pool costs about a microsecond per job where tokio's `spawn_blocking`
 //! cost about ten (measured on a 1,000-`get` batch).
+//!
+//! Hand-offs are what small jobs cost: waking a sleeping thread is a
+//! futex call and two context switches, several times the few
+//! microseconds a page-cached `get` takes. So:
+//! * a message's task runs inside [`grouped`]: the jobs its commands ask
+//!   for during one poll of the task are queued together when the poll
+//!   ends, with one wake-up (a message of 1,000 `get`s hands over its jobs
+//!   in groups as large as its commands finish, not one by one);
+//! * a submission wakes one sleeping thread, and only if there is one;
+//! * a thread that takes a job wakes a helper only when the jobs still
+//!   queued would take longer than [`HELPER_AFTER`] at the recent job
+//!   length (files on a slow disk still get all the threads a share may
+//!   have; page-cached ones are read by one or two).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::answer::CommandError;
 
@@ -25,6 +40,11 @@ pub const FILE_IO_THREADS: usize = 8;
 /// Most jobs one share runs at once: the rest of the threads stay free for
 /// other messages.
 pub const MAX_SHARE_THREADS: usize = FILE_IO_THREADS * 3 / 4;
+
+/// A thread that takes a job wakes another (if one sleeps) when the jobs
+/// still queued would take longer than this for the threads running, at
+/// the recent job length.
+pub const HELPER_AFTER: Duration = Duration::from_micros(250);
 
 /// Whose work a pool job is: jobs of one share queue behind each other,
 /// shares take turns.
@@ -58,10 +78,17 @@ struct Queues {
     ready: VecDeque<Share>,
     /// Jobs running per share (a share is here only while it runs some).
     running: HashMap<Share, usize>,
+    /// Jobs queued, all shares.
+    queued_jobs: usize,
+    /// Jobs running, all shares.
+    running_jobs: usize,
+    /// Threads waiting for work.
+    sleeping: usize,
 }
 
 impl Queues {
     fn push(&mut self, share: Share, job: Job) {
+        self.queued_jobs += 1;
         let queue = self.queued.entry(share).or_default();
         queue.push_back(job);
         let runs = self.running.get(&share).copied().unwrap_or(0);
@@ -75,6 +102,8 @@ impl Queues {
         let share = self.ready.pop_front()?;
         let queue = self.queued.get_mut(&share)?;
         let job = queue.pop_front()?;
+        self.queued_jobs -= 1;
+        self.running_jobs += 1;
         let runs = self.running.entry(share).or_insert(0);
         *runs += 1;
         if queue.is_empty() {
@@ -87,6 +116,7 @@ impl Queues {
 
     /// A job of `share` ended; returns whether a job became runnable.
     fn done(&mut self, share: Share) -> bool {
+        self.running_jobs = self.running_jobs.saturating_sub(1);
         let runs = self.running.get(&share).copied().unwrap_or(1);
         if runs <= 1 {
             self.running.remove(&share);
@@ -100,11 +130,25 @@ impl Queues {
         }
         false
     }
+
+    /// Whether a thread that just took a job should wake a helper: one
+    /// sleeps, a job may run now, and the jobs queued would take longer
+    /// than [`HELPER_AFTER`] for the threads running, at `job_ns` each.
+    fn wants_helper(&self, job_ns: u64) -> bool {
+        if self.sleeping == 0 || self.ready.is_empty() {
+            return false;
+        }
+        let queued = self.queued_jobs as u64;
+        let running = self.running_jobs.max(1) as u64;
+        queued.saturating_mul(job_ns) / running > HELPER_AFTER.as_nanos() as u64
+    }
 }
 
 struct Pool {
     queues: Mutex<Queues>,
     work: Condvar,
+    /// The recent job length, nanoseconds (a moving average).
+    job_ns: AtomicU64,
 }
 
 impl Pool {
@@ -112,6 +156,8 @@ impl Pool {
         let pool: &'static Pool = Box::leak(Box::new(Pool {
             queues: Mutex::new(Queues::default()),
             work: Condvar::new(),
+            // Until measured, jobs are taken as slow: all threads help.
+            job_ns: AtomicU64::new(HELPER_AFTER.as_nanos() as u64),
         }));
         for i in 0..FILE_IO_THREADS {
             std::thread::Builder::new()
@@ -125,26 +171,80 @@ impl Pool {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let Some((share, job)) = queues.pop() else {
+                queues.sleeping += 1;
                 queues = self.work.wait(queues).unwrap_or_else(|e| e.into_inner());
+                queues.sleeping -= 1;
                 continue;
             };
+            let helper = queues.wants_helper(self.job_ns.load(Ordering::Relaxed));
             drop(queues);
+            if helper {
+                self.work.notify_one();
+            }
+            let started = Instant::now();
             // A panicking job drops its answer channel: its caller sees
             // "file task dropped", the thread lives on.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let avg = self.job_ns.load(Ordering::Relaxed);
+            // An eighth of the new length: a few slow jobs make it slow.
+            let avg = avg - avg / 8 + took.min(1_000_000_000) / 8;
+            self.job_ns.store(avg, Ordering::Relaxed);
             queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-            if queues.done(share) {
+            if queues.done(share) && queues.sleeping > 0 {
                 self.work.notify_one();
             }
         }
     }
 
-    fn submit(&self, share: Share, job: Job) {
+    /// Queues `jobs`, waking a thread if one sleeps (it wakes helpers as
+    /// the queue needs them).
+    fn submit(&self, jobs: impl IntoIterator<Item = (Share, Job)>) {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        queues.push(share, job);
+        for (share, job) in jobs {
+            queues.push(share, job);
+        }
+        let wake = queues.sleeping > 0 && !queues.ready.is_empty();
         drop(queues);
-        self.work.notify_one();
+        if wake {
+            self.work.notify_one();
+        }
     }
+}
+
+thread_local! {
+    /// Jobs asked for during the current poll of a [`grouped`] task.
+    static GROUPING: RefCell<Option<Vec<(Share, Job)>>> = const { RefCell::new(None) };
+}
+
+/// Queues what [`GROUPING`] held before (`outer`: the enclosing group, if
+/// this poll is nested in one) when dropped — also if the poll panicked.
+struct Group {
+    outer: Option<Option<Vec<(Share, Job)>>>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let outer = self.outer.take().unwrap_or(None);
+        let jobs = GROUPING.with(|g| std::mem::replace(&mut *g.borrow_mut(), outer));
+        if let Some(jobs) = jobs.filter(|jobs| !jobs.is_empty())
+            && let Some(pool) = file_pool()
+        {
+            pool.submit(jobs);
+        }
+    }
+}
+
+/// Runs `fut` with the pool jobs asked for during each of its polls queued
+/// together when the poll ends (see the module docs). Every job asked for
+/// is queued before the poll returns: nothing waits for a later poll.
+pub(crate) fn grouped<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let mut fut = Box::pin(fut);
+    std::future::poll_fn(move |cx| {
+        let outer = GROUPING.with(|g| g.borrow_mut().replace(Vec::new()));
+        let _group = Group { outer: Some(outer) };
+        fut.as_mut().poll(cx)
+    })
 }
 
 /// The pool, or `None` if its threads could not be started (then tokio's
@@ -172,12 +272,20 @@ pub(crate) async fn blocking<T: Send + 'static>(
     };
     let share = CURRENT.try_with(|s| *s).unwrap_or_else(|_| Share::new());
     let (tx, rx) = tokio::sync::oneshot::channel();
-    pool.submit(
-        share,
-        Box::new(move || {
-            let _ = tx.send(f());
-        }),
-    );
+    let job: Job = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    // In a group: queued when the task's poll ends.
+    let job = GROUPING.with(|g| match g.borrow_mut().as_mut() {
+        Some(group) => {
+            group.push((share, job));
+            None
+        }
+        None => Some(job),
+    });
+    if let Some(job) = job {
+        pool.submit([(share, job)]);
+    }
     rx.await
         .map_err(|_| CommandError::internal("file task dropped"))?
 }
@@ -222,6 +330,62 @@ mod tests {
         assert!(q.done(a));
         let next: Vec<Share> = std::iter::from_fn(|| q.pop().map(|(s, _)| s)).collect();
         assert_eq!(next, vec![b, a]);
+    }
+
+    #[test]
+    fn helpers_are_woken_for_long_queues_or_slow_jobs() {
+        let mut q = Queues::default();
+        let a = Share(1);
+        for _ in 0..40 {
+            q.push(a, job());
+        }
+        let _running = q.pop();
+        let us = 1_000;
+        // Nobody sleeps: nobody to wake.
+        assert!(!q.wants_helper(5 * us));
+        q.sleeping = 3;
+        // 39 page-cached reads (5 µs) are 195 µs for one thread: it
+        // reads them alone.
+        assert!(!q.wants_helper(5 * us));
+        // 39 reads of a slow disk (1 ms) are not.
+        assert!(q.wants_helper(1_000 * us));
+        // Nor 100 page-cached ones.
+        for _ in 0..61 {
+            q.push(a, job());
+        }
+        assert!(q.wants_helper(5 * us));
+        // A share at its cap has nothing that may run now.
+        while q.pop().is_some() {}
+        assert!(!q.wants_helper(1_000 * us));
+    }
+
+    #[tokio::test]
+    async fn grouped_jobs_are_queued_when_the_poll_ends() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        use std::task::Poll;
+        let ran = Arc::new(AtomicBool::new(false));
+        let seen = ran.clone();
+        let mut asked = false;
+        let mut read = Box::pin(blocking(move || {
+            seen.store(true, Ordering::SeqCst);
+            Ok(7)
+        }));
+        let got = grouped(std::future::poll_fn(move |cx| {
+            if !asked {
+                asked = true;
+                assert!(read.as_mut().poll(cx).is_pending());
+                // Asked for, not queued yet: the pool has not run it.
+                std::thread::sleep(Duration::from_millis(50));
+                assert!(!ran.load(Ordering::SeqCst));
+                return Poll::Pending;
+            }
+            read.as_mut().poll(cx)
+        }))
+        .await;
+        assert_eq!(got.unwrap(), 7);
+        // Outside a group, a job is queued at once.
+        assert_eq!(blocking(|| Ok(8)).await.unwrap(), 8);
     }
 
     #[tokio::test]

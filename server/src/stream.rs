@@ -96,7 +96,8 @@ where
         stall: config.send_timeout.min(idle),
         min_rate: config.min_body_rate,
     };
-    run_session(driver, reader, writer, times, max_frame, stop).await
+    // Its commands' file jobs are handed to the pool a poll at a time.
+    crate::pool::grouped(run_session(driver, reader, writer, times, max_frame, stop)).await
 }
 
 /// A session's timeouts (see [`run_session`]).

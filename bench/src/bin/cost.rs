@@ -270,7 +270,13 @@ async fn main() {
     times.sort_by(f64::total_cmp);
     let floor_ms = times[times.len() / 2];
     let floor_ir = floor_under_callgrind(dir.path());
-    let (cpu_per_message, switches_per_get) = cpu_and_switches(&files, &tree, 50).await;
+    // More messages (`FRAMEGATE_COST_MESSAGES`) to profile the server
+    // meanwhile.
+    let messages = std::env::var("FRAMEGATE_COST_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50usize);
+    let (cpu_per_message, switches_per_get) = cpu_and_switches(&files, &tree, messages).await;
 
     // The server under callgrind, collection off until asked.
     let port = free_port();
@@ -285,6 +291,10 @@ async fn main() {
         .arg(server_binary())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg(&tree)
+        // Set as the server would set it for itself: without it the server
+        // re-executes itself to set it, and callgrind (not following
+        // exec) loses it.
+        .env("MALLOC_ARENA_MAX", "2")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -338,7 +348,7 @@ async fn main() {
          | floor: open + fstat + read + close, one thread, user space | {floor_ir} | {floor_per_file:.0} |\n\n\
          The floor's wall time: {floor_ms:.2} ms for {count} page-cached files (median of 21 passes), \
          {:.1} µs a file; the kernel's share is not in any instruction count above.\n\n\
-         The same server run normally, 50 messages of {count} `get`s one after another: {cpu_per_message:.1} ms of \
+         The same server run normally, {messages} messages of {count} `get`s one after another: {cpu_per_message:.1} ms of \
          CPU time (user + system, all threads) per message, {:.1} µs per `get`, against the floor's {:.1}; its \
          threads switched context {switches_per_get:.2} times per `get` (`/proc/<pid>/task/*/status`): each \
          `get` is handed to a file-pool thread and its answer back to the async runtime.\n\n\

@@ -31,6 +31,8 @@ use std::sync::Arc;
 use framegate_wire::RequestId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::runs::RunId;
+
 /// A server-wide slot, with its receiving-tier slot while the message's
 /// body is still arriving.
 pub(super) type Slot = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
@@ -39,7 +41,7 @@ pub(super) struct Budget {
     /// Released commands not started yet, in release order.
     waiting: VecDeque<RequestId>,
     /// Running counted commands, each with its server-wide slot.
-    running: HashMap<tokio::task::Id, OwnedSemaphorePermit>,
+    running: HashMap<RunId, OwnedSemaphorePermit>,
     max_open: usize,
     max_held: usize,
     slots: Arc<Semaphore>,
@@ -143,17 +145,17 @@ impl Budget {
         Some((id, (main, tier)))
     }
 
-    /// A command started as `task` holding `slot`.
-    pub(super) fn started(&mut self, task: tokio::task::Id, slot: Slot) {
+    /// A command started as `run` holding `slot`.
+    pub(super) fn started(&mut self, run: RunId, slot: Slot) {
         let (main, tier) = slot;
-        self.running.insert(task, main);
+        self.running.insert(run, main);
         self.tier.extend(tier);
     }
 
-    /// `task` ended: its slot, if it was counted (kept by a lazy answer, or
+    /// `run` ended: its slot, if it was counted (kept by a lazy answer, or
     /// dropped to free it).
-    pub(super) fn ended(&mut self, task: tokio::task::Id) -> Option<OwnedSemaphorePermit> {
-        self.running.remove(&task)
+    pub(super) fn ended(&mut self, run: RunId) -> Option<OwnedSemaphorePermit> {
+        self.running.remove(&run)
     }
 
     /// Waits for a server-wide slot, and before it a receiving-tier slot
@@ -250,8 +252,8 @@ mod tests {
         assert!(first.is_some() && second.is_some());
         // The hog's commands run; when its input ends, its tier slots
         // come back (the server-wide ones stay with the commands).
-        for slot in started {
-            hog.started(tokio::spawn(async {}).id(), slot);
+        for (i, slot) in started.into_iter().enumerate() {
+            hog.started(RunId(i as u64), slot);
         }
         assert_eq!(tier.available_permits(), 0);
         hog.input_ended();

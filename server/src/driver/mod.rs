@@ -22,6 +22,7 @@ mod budget;
 mod charges;
 mod order;
 mod output;
+mod runs;
 mod sending;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -34,7 +35,6 @@ use framegate_wire::{
     ServerReactor,
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::command::{
@@ -43,6 +43,7 @@ use crate::command::{
 use crate::gateway::Gateway;
 use crate::pool::{Share, in_share};
 use crate::storage::Storage;
+use runs::{Ended, RunId, Runs};
 
 pub use output::{ANSWER_PIECE, BODY_CHUNK, COMPRESSION_SAMPLE, MIN_COMPRESSION_GAIN};
 
@@ -84,9 +85,10 @@ pub(crate) struct MessageSpec {
 
 /// How a command gets going once released.
 enum Start {
-    /// Not started (no data): spawned when released.
+    /// Not started (no data): run inline when released ([`runs`]).
     Later(Box<(Arc<dyn Command>, Call)>),
-    /// Running (staging its data); told its turn came through this.
+    /// Running as a task of its own (staging its data); told its turn
+    /// came through this.
     Waiting(oneshot::Sender<()>),
     /// Released (or finished).
     Started,
@@ -99,8 +101,8 @@ struct Inflight {
     start: Start,
     /// The request is complete (it is in the order).
     complete: bool,
-    /// Its task, once spawned.
-    task: Option<tokio::task::Id>,
+    /// Its run, once started.
+    run: Option<RunId>,
 }
 
 /// One message being driven (see the module docs).
@@ -108,8 +110,8 @@ pub(crate) struct Driver {
     gw: Arc<Gateway>,
     spec: MessageSpec,
     reactor: ServerReactor,
-    tasks: JoinSet<Result<Answer, CommandError>>,
-    task_ids: HashMap<tokio::task::Id, RequestId>,
+    runs: Runs,
+    run_ids: HashMap<RunId, RequestId>,
     inflight: HashMap<RequestId, Inflight>,
     order: order::Order,
     notes_tx: mpsc::UnboundedSender<Note>,
@@ -163,8 +165,8 @@ impl Driver {
             gw,
             spec,
             reactor,
-            tasks: JoinSet::new(),
-            task_ids: HashMap::default(),
+            runs: Runs::default(),
+            run_ids: HashMap::default(),
             inflight: HashMap::default(),
             order,
             notes_tx,
@@ -224,7 +226,7 @@ impl Driver {
     /// Whether a command is running, a note waits, or a command waits for
     /// a server-wide slot ([`Driver::progress`] has something to wait for).
     pub(crate) fn is_busy(&self) -> bool {
-        !self.tasks.is_empty() || !self.notes_rx.is_empty() || self.wants_slot()
+        !self.runs.is_empty() || !self.notes_rx.is_empty() || self.wants_slot()
     }
 
     fn wants_slot(&self) -> bool {
@@ -283,8 +285,8 @@ impl Driver {
     pub(crate) async fn progress(&mut self) {
         let wants_slot = self.wants_slot();
         tokio::select! {
-            Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
-                self.task_done(joined);
+            (run, ended) = self.runs.next(), if !self.runs.is_empty() => {
+                self.run_ended(run, ended);
             }
             Some(note) = self.notes_rx.recv() => self.apply_note(note),
             slot = self.budget.slot(), if wants_slot => self.start_waiting(Some(slot)),
@@ -382,8 +384,8 @@ impl Driver {
     fn forget(&mut self, id: RequestId) -> Option<Inflight> {
         let entry = self.inflight.remove(&id)?;
         self.budget.forget(id);
-        if let Some(task) = entry.task {
-            self.task_ids.remove(&task);
+        if let Some(run) = entry.run {
+            self.run_ids.remove(&run);
         }
         Some(entry)
     }
@@ -438,10 +440,10 @@ impl Driver {
             let (command, call) = *boxed;
             let span = tracing::debug_span!("command", name = %entry.name, request = id.0);
             let run = in_share(self.share, traced(command, call));
-            let handle = self.tasks.spawn(run.instrument(span));
-            self.task_ids.insert(handle.id(), id);
-            entry.task = Some(handle.id());
-            self.budget.started(handle.id(), permit);
+            let run = self.runs.run_inline(run.instrument(span));
+            self.run_ids.insert(run, id);
+            entry.run = Some(run);
+            self.budget.started(run, permit);
         }
     }
 
@@ -527,9 +529,9 @@ impl Driver {
             };
             let span = tracing::debug_span!("command", name = %cmd.name, request = id.0);
             let run = in_share(self.share, traced(command, call));
-            let handle = self.tasks.spawn(run.instrument(span));
-            self.task_ids.insert(handle.id(), id);
-            (Some(tx), Start::Waiting(go_tx), Some(handle.id()))
+            let run = self.runs.spawn(run.instrument(span));
+            self.run_ids.insert(run, id);
+            (Some(tx), Start::Waiting(go_tx), Some(run))
         } else {
             let call = Call {
                 ctx,
@@ -547,7 +549,7 @@ impl Driver {
                 data_tx,
                 start,
                 complete: false,
-                task,
+                run: task,
             },
         );
     }
@@ -575,31 +577,25 @@ impl Driver {
             .inc();
     }
 
-    fn task_done(
-        &mut self,
-        joined: Result<(tokio::task::Id, Result<Answer, CommandError>), tokio::task::JoinError>,
-    ) {
+    fn run_ended(&mut self, run: RunId, ended: Ended) {
         // Notes a command sent before it finished go first: its text and
         // progress precede its answer (§4.2), and none is dropped as sent
         // after the answer ended.
         while let Ok(note) = self.notes_rx.try_recv() {
             self.apply_note(note);
         }
-        let (task, result) = match joined {
-            Ok((task, result)) => (task, result),
-            Err(err) if err.is_panic() => {
-                (err.id(), Err(CommandError::internal("a command panicked")))
-            }
-            Err(err) => {
-                self.task_ids.remove(&err.id());
-                self.budget.ended(err.id());
+        let result = match ended {
+            Ended::Done(result) => result,
+            Ended::Cancelled => {
+                self.run_ids.remove(&run);
+                self.budget.ended(run);
                 self.budget.sync(self.lazy.len());
-                return; // aborted: its request was cut off
+                return; // cancelled: the runtime is stopping
             }
         };
         // Its slot: kept by a lazy answer, else freed here.
-        let slot = self.budget.ended(task);
-        let Some(id) = self.task_ids.remove(&task) else {
+        let slot = self.budget.ended(run);
+        let Some(id) = self.run_ids.remove(&run) else {
             return;
         };
         let Some(entry) = self.inflight.get_mut(&id) else {

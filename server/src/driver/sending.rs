@@ -11,7 +11,7 @@ impl Driver {
     /// the frames waiting are fewer than [`COALESCE_BYTES`], no lazy answer
     /// has bytes to feed, and commands of this message still run.
     pub(crate) fn output_is_trickling(&self) -> bool {
-        !self.tasks.is_empty()
+        !self.runs.is_empty()
             && !self.lazy.is_pending()
             && self.reactor.pending_output_bytes() < COALESCE_BYTES
     }

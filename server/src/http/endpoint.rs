@@ -239,7 +239,8 @@ pub(super) async fn message(gw: Arc<Gateway>, request: Request) -> Response {
         base_display: format!("/{}", accepted.base_path.display()),
     };
     let mut driver = Driver::new(gw.clone(), spec, OutputMode::Deferred);
-    match body::read_body(&mut driver, &gw, body).await {
+    // Its commands' file jobs are handed to the pool a poll at a time.
+    match crate::pool::grouped(body::read_body(&mut driver, &gw, body)).await {
         Ok(()) => {}
         Err(Abandoned::TimedOut) => {
             return plain(
@@ -258,11 +259,11 @@ pub(super) async fn message(gw: Arc<Gateway>, request: Request) -> Response {
     let send_timeout = gw.config.send_timeout;
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = finished.clone();
-    tokio::spawn(async move {
+    tokio::spawn(crate::pool::grouped(async move {
         body::write_answers(driver, tx, budget, keepalive, send_timeout, done, conn).await;
         drop(in_flight);
         drop(message_slot);
-    });
+    }));
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, MEDIA_TYPE)
