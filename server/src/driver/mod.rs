@@ -293,6 +293,14 @@ impl Driver {
         }
     }
 
+    /// Awaits `fut` while the commands running inline go on (those that
+    /// end are taken in by the next [`Driver::progress`]): a wait of the
+    /// message's task must not stall them, they may hold what others wait
+    /// for (see [`runs`]).
+    pub(crate) async fn meanwhile<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        self.runs.drive(fut).await
+    }
+
     /// Awaits `output_waits` — room to send, or a write in progress — while
     /// taking in the commands that finish meanwhile, so their server-wide
     /// answer slots go back at once; no new command starts until it is
@@ -336,7 +344,8 @@ impl Driver {
                         // it, waited for like the channel.
                         let limit = self.gw.config.body_read_timeout;
                         let queued = charges::queue_upload(&self.gw, tx, data);
-                        if tokio::time::timeout(limit, queued).await.is_err() {
+                        let queued = self.runs.drive(tokio::time::timeout(limit, queued));
+                        if queued.await.is_err() {
                             self.stop_feeding(request_id, limit);
                         }
                     }
@@ -395,8 +404,11 @@ impl Driver {
             return; // failed at once (unknown command, read-only)
         };
         if let Some(tx) = entry.data_tx.take() {
-            let _ = tx.send(Chunk::End).await;
+            let _ = self.runs.drive(tx.send(Chunk::End)).await;
         }
+        let Some(entry) = self.inflight.get_mut(&id) else {
+            return;
+        };
         entry.complete = true;
         let released = self.order.complete(seq, id, entry.access);
         self.release(released);

@@ -13,9 +13,17 @@
 //! chunk (backpressure) — polled only by that task, it would never take
 //! the chunk.
 //!
+//! An inline command must not stall while its message's task waits for
+//! something else: it may hold what others wait for (a listing slot, a
+//! memory charge). Every wait of the message's task that may last polls
+//! the inline commands too — in [`super::Driver::progress`], or through
+//! [`Runs::drive`], which keeps the runs that end meanwhile for
+//! [`Runs::next`].
+//!
 //! Either way a panicking command is caught where it runs and ends as an
 //! `internal` error, and dropping [`Runs`] drops (aborts) every command.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -51,12 +59,33 @@ pub(super) struct Runs {
     spawned: JoinSet<Outcome>,
     /// Spawned runs by task, to name one whose task was cancelled.
     tasks: HashMap<tokio::task::Id, RunId>,
+    /// Inline runs that ended during [`Runs::drive`], not yet taken.
+    ended: VecDeque<(RunId, Ended)>,
 }
 
 impl Runs {
     /// Whether no command runs.
     pub(super) fn is_empty(&self) -> bool {
-        self.inline.is_empty() && self.spawned.is_empty()
+        self.inline.is_empty() && self.spawned.is_empty() && self.ended.is_empty()
+    }
+
+    /// Awaits `fut`, polling the inline runs meanwhile (those that end are
+    /// kept for [`Runs::next`]).
+    pub(super) async fn drive<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(out);
+            }
+            while !self.inline.is_empty() {
+                let Poll::Ready(Some((id, result))) = self.inline.poll_next_unpin(cx) else {
+                    break;
+                };
+                self.ended.push_back((id, Ended::Done(result)));
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     fn wrap(
@@ -103,6 +132,9 @@ impl Runs {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<(RunId, Ended)> {
+        if let Some(ended) = self.ended.pop_front() {
+            return Poll::Ready(ended);
+        }
         if !self.inline.is_empty()
             && let Poll::Ready(Some((id, result))) = self.inline.poll_next_unpin(cx)
         {
@@ -153,11 +185,31 @@ mod tests {
             ended.insert(id, result.map_err(|e| e.code));
         }
         assert!(ended[&a].is_ok());
+        assert!(runs.is_empty());
         for id in [b, c] {
             assert_eq!(
                 ended[&id].as_ref().unwrap_err(),
                 &framegate_wire::ErrorCode::INTERNAL
             );
         }
+    }
+
+    #[tokio::test]
+    async fn inline_runs_go_on_while_the_task_waits_elsewhere() {
+        let mut runs = Runs::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // A command that frees what the task waits for (a slot, say).
+        let a = runs.run_inline(async move {
+            let _ = tx.send(());
+            Ok(Answer::Bytes(bytes::Bytes::new()))
+        });
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(5), runs.drive(rx));
+        assert!(waited.await.is_ok(), "the inline run was not polled");
+        // Its end was kept.
+        assert!(!runs.is_empty());
+        let (id, how) = runs.next().await;
+        assert_eq!(id, a);
+        assert!(matches!(how, Ended::Done(Ok(_))));
+        assert!(runs.is_empty());
     }
 }

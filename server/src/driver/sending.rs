@@ -56,11 +56,11 @@ impl Driver {
         let want = want.min(OUTPUT_WATERMARK);
         let pending = self.reactor.pending_output_bytes();
         if pending < want {
-            in_share(
+            let feed = in_share(
                 self.share,
                 self.lazy.feed(&mut self.reactor, want - pending),
-            )
-            .await;
+            );
+            self.runs.drive(feed).await;
             self.budget.sync(self.lazy.len());
         }
         self.start_waiting(None);

@@ -106,7 +106,8 @@ pub(super) async fn read_body(
         let limit = gw.config.max_drain_after_error;
         let mut sink = tokio::io::sink();
         let mut take = tokio::io::AsyncReadExt::take(&mut rest, limit);
-        if let Err(err) = tokio::io::copy(&mut take, &mut sink).await {
+        let drained = driver.meanwhile(tokio::io::copy(&mut take, &mut sink));
+        if let Err(err) = drained.await {
             return Err(abandoned(err));
         }
     }
@@ -148,7 +149,7 @@ pub(super) async fn write_answers(
         // charged as [`BODY_CHUNK`]: it is gathered up to at least that,
         // and only a single larger frame makes it larger).
         let charge = if driver.has_output_to_feed() {
-            Some(flow.charge(&budget, BODY_CHUNK).await)
+            Some(driver.meanwhile(flow.charge(&budget, BODY_CHUNK)).await)
         } else {
             None
         };
@@ -157,7 +158,7 @@ pub(super) async fn write_answers(
         if let Some(chunk) = driver.transmit(limit) {
             let charge = match charge {
                 Some(charge) => charge,
-                None => flow.charge(&budget, chunk.len()).await,
+                None => driver.meanwhile(flow.charge(&budget, chunk.len())).await,
             };
             room.send((chunk, charge));
             last_output = Instant::now();
