@@ -168,11 +168,28 @@ fn reseed(dir: &Path) -> Arc<Gateway> {
     make_writable(&tree);
     for entry in std::fs::read_dir(&tree).expect("the tree").flatten() {
         let path = entry.path();
-        let removed = match entry.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-            _ => std::fs::remove_file(&path),
-        };
-        removed.unwrap_or_else(|e| panic!("removing {}: {e}", path.display()));
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        // A message's file jobs outlive it (blocking work is not
+        // cancelled): one may still create a staging file, which its
+        // guard then removes, while the tree is emptied here. Tries again
+        // for a while before it calls that a failure.
+        let mut tries = 0;
+        loop {
+            let removed = if is_dir {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match removed {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(_) if tries < 200 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("removing {}: {e}", path.display()),
+            }
+        }
     }
     for (name, content) in SEED_FILES {
         let path = tree.join(name);
