@@ -373,3 +373,70 @@ async fn large_file_answers_start_with_one_progress_frame_naming_their_version()
         assert_eq!(outcomes[2].ok()[..70_000], big[1_000..71_000]);
     }
 }
+
+/// Rewrites `rel` in place: the same length, other bytes, another mtime.
+fn rewrite_in_place(site: &Site, rel: &str, content: &[u8]) {
+    use std::io::Write;
+    let mut file = std::fs::File::options()
+        .write(true)
+        .open(site.server.path(rel))
+        .unwrap();
+    file.write_all(content).unwrap();
+    file.set_modified(SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+}
+
+/// A file rewritten in place while its answer is being sent fails that
+/// answer (`file-changed`, after the bytes already sent): the client never
+/// takes a mix of two versions for the file. The server looks at the file
+/// again as it reads the last piece (in the same job as that read).
+#[tokio::test]
+async fn a_file_rewritten_in_place_while_it_is_sent_fails_its_answer() {
+    let site = Site::start().await;
+    // Larger than socket buffers and the server's output budget hold: the
+    // answer is still being read from the file when it is rewritten.
+    let len = 64 << 20;
+    for binding in BINDINGS {
+        std::fs::write(site.server.path("big"), pattern(len, 1)).unwrap();
+        let mut batch = Batch::new();
+        batch.add("get", &[("path", b"big")], None);
+        let body = batch.body();
+        let mut raw = Vec::new();
+        match binding {
+            Binding::Http => {
+                let mut resp = post(&site.server.ro(), body, &[]).await;
+                assert_eq!(resp.status(), 200);
+                while let Some(chunk) = resp.chunk().await.unwrap() {
+                    let before = raw.len();
+                    raw.extend_from_slice(&chunk);
+                    if before < 1 << 20 && raw.len() >= 1 << 20 {
+                        rewrite_in_place(&site, "big", &pattern(len, 2));
+                    }
+                }
+            }
+            Binding::Tcp => {
+                let mut sock = tokio::net::TcpStream::connect(&site.tcp).await.unwrap();
+                sock.write_all(b"framegate/1 accept-encoding=identity\n")
+                    .await
+                    .unwrap();
+                sock.write_all(&body).await.unwrap();
+                sock.shutdown().await.unwrap();
+                let mut first = vec![0; 1 << 20];
+                sock.read_exact(&mut first).await.unwrap();
+                rewrite_in_place(&site, "big", &pattern(len, 2));
+                let mut rest = Vec::new();
+                tokio::time::timeout(Duration::from_secs(30), sock.read_to_end(&mut rest))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let ok = b"framegate/1 ok\n";
+                assert!(first.starts_with(ok));
+                raw.extend_from_slice(&first[ok.len()..]);
+                raw.extend_from_slice(&rest);
+            }
+        }
+        let (outcomes, _) = batch.decode(&raw);
+        assert_eq!(outcomes.len(), 1, "{binding:?}");
+        assert_eq!(outcomes[0].code(), "file-changed", "{binding:?}");
+    }
+}

@@ -33,6 +33,7 @@ impl Driver {
                     opened: output::Fingerprint::of(&file),
                     file: Arc::new(file),
                     ranges: ranges.into(),
+                    after: None,
                 },
                 slot,
             ),

@@ -81,6 +81,8 @@ pub(crate) enum Source {
         /// The file when the answer began; checked again after the last
         /// piece.
         opened: Option<Fingerprint>,
+        /// The file as its last piece was read (taken in the same job).
+        after: Option<Option<Fingerprint>>,
     },
     Stream(BoxStream<'static, Result<Bytes, CommandError>>),
 }
@@ -94,12 +96,18 @@ impl Source {
                 file,
                 ranges,
                 opened,
+                after,
             } => {
                 let Some((offset, len)) = ranges.front_mut() else {
                     // Sent whole: was it one version all along?
                     let before = opened.take()?;
-                    let file = file.clone();
-                    let now = blocking(move || Ok(Fingerprint::of(&file))).await;
+                    let now = match after.take() {
+                        Some(now) => Ok(now),
+                        None => {
+                            let file = file.clone();
+                            blocking(move || Ok(Fingerprint::of(&file))).await
+                        }
+                    };
                     return match now {
                         Ok(Some(now)) if !now.rewritten_since(&before) => None,
                         _ => Some(Err(CommandError::new(
@@ -116,22 +124,27 @@ impl Source {
                 let at = *offset;
                 *offset += piece;
                 *len -= piece;
+                // The last piece: the file's fingerprint is taken in the
+                // same job (one hand-off to the pool less per file).
+                let last = *len == 0 && ranges.len() == 1 && opened.is_some();
                 let file = file.clone();
-                Some(
-                    blocking(move || {
-                        read_piece(&file, at, piece as usize).map_err(|e| {
-                            if e.kind() == io::ErrorKind::UnexpectedEof {
-                                CommandError::new(
-                                    ErrorCode::SHORT_READ,
-                                    "file shrank while being sent",
-                                )
-                            } else {
-                                CommandError::internal(e)
-                            }
-                        })
-                    })
-                    .await,
-                )
+                let read = blocking(move || {
+                    let piece = read_piece(&file, at, piece as usize).map_err(|e| {
+                        if e.kind() == io::ErrorKind::UnexpectedEof {
+                            CommandError::new(ErrorCode::SHORT_READ, "file shrank while being sent")
+                        } else {
+                            CommandError::internal(e)
+                        }
+                    })?;
+                    Ok((piece, last.then(|| Fingerprint::of(&file))))
+                })
+                .await;
+                Some(read.map(|(piece, now)| {
+                    if let Some(now) = now {
+                        *after = Some(now);
+                    }
+                    piece
+                }))
             }
             Source::Stream(stream) => stream.next().await,
         }
