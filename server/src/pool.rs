@@ -23,7 +23,13 @@
 //! * a thread that takes a job wakes a helper only when the jobs still
 //!   queued would take longer than [`HELPER_AFTER`] at the recent job
 //!   length (files on a slow disk still get all the threads a share may
-//!   have; page-cached ones are read by one or two).
+//!   have; page-cached ones are read by one or two), or when the job is
+//!   one known to take long ([`blocking_heavy`]: directory reads, digests,
+//!   `readv`, writes with their `fsync`s) — the jobs queued behind it do
+//!   not wait for it;
+//! * a thread takes its next job from the share with the fewest jobs
+//!   running (round-robin among equals): a bystander's job, woken for,
+//!   is not taken after another share's queued slow jobs.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -70,10 +76,16 @@ pub(crate) async fn in_share<F: Future>(share: Share, fut: F) -> F::Output {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// A job and whether it is known to take long.
+struct Queued {
+    job: Job,
+    heavy: bool,
+}
+
 #[derive(Default)]
 struct Queues {
     /// Queued jobs per share (a share is here only while it has some).
-    queued: HashMap<Share, VecDeque<Job>>,
+    queued: HashMap<Share, VecDeque<Queued>>,
     /// Shares with queued jobs that may run one now, in turn order.
     ready: VecDeque<Share>,
     /// Jobs running per share (a share is here only while it runs some).
@@ -87,19 +99,27 @@ struct Queues {
 }
 
 impl Queues {
-    fn push(&mut self, share: Share, job: Job) {
+    fn push(&mut self, share: Share, job: Job, heavy: bool) {
         self.queued_jobs += 1;
         let queue = self.queued.entry(share).or_default();
-        queue.push_back(job);
+        queue.push_back(Queued { job, heavy });
         let runs = self.running.get(&share).copied().unwrap_or(0);
         if queue.len() == 1 && runs < MAX_SHARE_THREADS {
             self.ready.push_back(share);
         }
     }
 
-    /// The next job to run, taking turns between shares.
-    fn pop(&mut self) -> Option<(Share, Job)> {
-        let share = self.ready.pop_front()?;
+    /// The next job to run: of the ready share with the fewest jobs
+    /// running, the first of them in turn order.
+    fn pop(&mut self) -> Option<(Share, Queued)> {
+        let runs = |share: &Share| self.running.get(share).copied().unwrap_or(0);
+        let mut at = 0;
+        for (i, share) in self.ready.iter().enumerate() {
+            if runs(share) < runs(&self.ready[at]) {
+                at = i;
+            }
+        }
+        let share = self.ready.remove(at)?;
         let queue = self.queued.get_mut(&share)?;
         let job = queue.pop_front()?;
         self.queued_jobs -= 1;
@@ -131,12 +151,16 @@ impl Queues {
         false
     }
 
-    /// Whether a thread that just took a job should wake a helper: one
-    /// sleeps, a job may run now, and the jobs queued would take longer
-    /// than [`HELPER_AFTER`] for the threads running, at `job_ns` each.
-    fn wants_helper(&self, job_ns: u64) -> bool {
+    /// Whether a thread that just took a job (`heavy`: one known to take
+    /// long) should wake a helper: one sleeps, a job may run now, and the
+    /// job is heavy or the jobs queued would take longer than
+    /// [`HELPER_AFTER`] for the threads running, at `job_ns` each.
+    fn wants_helper(&self, heavy: bool, job_ns: u64) -> bool {
         if self.sleeping == 0 || self.ready.is_empty() {
             return false;
+        }
+        if heavy {
+            return true;
         }
         let queued = self.queued_jobs as u64;
         let running = self.running_jobs.max(1) as u64;
@@ -170,13 +194,13 @@ impl Pool {
     fn work_loop(&self) {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let Some((share, job)) = queues.pop() else {
+            let Some((share, Queued { job, heavy })) = queues.pop() else {
                 queues.sleeping += 1;
                 queues = self.work.wait(queues).unwrap_or_else(|e| e.into_inner());
                 queues.sleeping -= 1;
                 continue;
             };
-            let helper = queues.wants_helper(self.job_ns.load(Ordering::Relaxed));
+            let helper = queues.wants_helper(heavy, self.job_ns.load(Ordering::Relaxed));
             drop(queues);
             if helper {
                 self.work.notify_one();
@@ -199,10 +223,10 @@ impl Pool {
 
     /// Queues `jobs`, waking a thread if one sleeps (it wakes helpers as
     /// the queue needs them).
-    fn submit(&self, jobs: impl IntoIterator<Item = (Share, Job)>) {
+    fn submit(&self, jobs: impl IntoIterator<Item = (Share, Job, bool)>) {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        for (share, job) in jobs {
-            queues.push(share, job);
+        for (share, job, heavy) in jobs {
+            queues.push(share, job, heavy);
         }
         let wake = queues.sleeping > 0 && !queues.ready.is_empty();
         drop(queues);
@@ -214,13 +238,13 @@ impl Pool {
 
 thread_local! {
     /// Jobs asked for during the current poll of a [`grouped`] task.
-    static GROUPING: RefCell<Option<Vec<(Share, Job)>>> = const { RefCell::new(None) };
+    static GROUPING: RefCell<Option<Vec<(Share, Job, bool)>>> = const { RefCell::new(None) };
 }
 
 /// Queues what [`GROUPING`] held before (`outer`: the enclosing group, if
 /// this poll is nested in one) when dropped — also if the poll panicked.
 struct Group {
-    outer: Option<Option<Vec<(Share, Job)>>>,
+    outer: Option<Option<Vec<(Share, Job, bool)>>>,
 }
 
 impl Drop for Group {
@@ -265,6 +289,22 @@ fn file_pool() -> Option<&'static Pool> {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CommandError> + Send + 'static,
 ) -> Result<T, CommandError> {
+    run_blocking(false, f).await
+}
+
+/// [`blocking`] for work known to take long (a directory read, a digest, a
+/// `readv`, a write and its `fsync`s): the thread that takes it wakes a
+/// helper for the jobs queued behind it.
+pub(crate) async fn blocking_heavy<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CommandError> + Send + 'static,
+) -> Result<T, CommandError> {
+    run_blocking(true, f).await
+}
+
+async fn run_blocking<T: Send + 'static>(
+    heavy: bool,
+    f: impl FnOnce() -> Result<T, CommandError> + Send + 'static,
+) -> Result<T, CommandError> {
     let Some(pool) = file_pool() else {
         return tokio::task::spawn_blocking(f)
             .await
@@ -278,13 +318,13 @@ pub(crate) async fn blocking<T: Send + 'static>(
     // In a group: queued when the task's poll ends.
     let job = GROUPING.with(|g| match g.borrow_mut().as_mut() {
         Some(group) => {
-            group.push((share, job));
+            group.push((share, job, heavy));
             None
         }
         None => Some(job),
     });
     if let Some(job) = job {
-        pool.submit([(share, job)]);
+        pool.submit([(share, job, heavy)]);
     }
     rx.await
         .map_err(|_| CommandError::internal("file task dropped"))?
@@ -303,9 +343,9 @@ mod tests {
         let mut q = Queues::default();
         let (a, b) = (Share(1), Share(2));
         for _ in 0..4 {
-            q.push(a, job());
+            q.push(a, job(), false);
         }
-        q.push(b, job());
+        q.push(b, job(), false);
         let order: Vec<Share> = std::iter::from_fn(|| q.pop().map(|(s, _)| s))
             .take(3)
             .collect();
@@ -317,7 +357,7 @@ mod tests {
         let mut q = Queues::default();
         let a = Share(1);
         for _ in 0..FILE_IO_THREADS * 2 {
-            q.push(a, job());
+            q.push(a, job(), false);
         }
         let mut started = 0;
         while q.pop().is_some() {
@@ -326,7 +366,7 @@ mod tests {
         assert_eq!(started, MAX_SHARE_THREADS);
         // One ends: one more may start; a newcomer is served meanwhile.
         let b = Share(2);
-        q.push(b, job());
+        q.push(b, job(), false);
         assert!(q.done(a));
         let next: Vec<Share> = std::iter::from_fn(|| q.pop().map(|(s, _)| s)).collect();
         assert_eq!(next, vec![b, a]);
@@ -337,26 +377,44 @@ mod tests {
         let mut q = Queues::default();
         let a = Share(1);
         for _ in 0..40 {
-            q.push(a, job());
+            q.push(a, job(), false);
         }
         let _running = q.pop();
         let us = 1_000;
         // Nobody sleeps: nobody to wake.
-        assert!(!q.wants_helper(5 * us));
+        assert!(!q.wants_helper(false, 5 * us));
         q.sleeping = 3;
         // 39 page-cached reads (5 µs) are 195 µs for one thread: it
         // reads them alone.
-        assert!(!q.wants_helper(5 * us));
+        assert!(!q.wants_helper(false, 5 * us));
+        // Unless the job taken is known to take long.
+        assert!(q.wants_helper(true, 5 * us));
         // 39 reads of a slow disk (1 ms) are not.
-        assert!(q.wants_helper(1_000 * us));
+        assert!(q.wants_helper(false, 1_000 * us));
         // Nor 100 page-cached ones.
         for _ in 0..61 {
-            q.push(a, job());
+            q.push(a, job(), false);
         }
-        assert!(q.wants_helper(5 * us));
+        assert!(q.wants_helper(false, 5 * us));
         // A share at its cap has nothing that may run now.
         while q.pop().is_some() {}
-        assert!(!q.wants_helper(1_000 * us));
+        assert!(!q.wants_helper(true, 1_000 * us));
+    }
+
+    #[test]
+    fn the_share_with_fewest_jobs_running_goes_first() {
+        let mut q = Queues::default();
+        let (a, b) = (Share(1), Share(2));
+        for _ in 0..4 {
+            q.push(a, job(), true);
+        }
+        // Two of a's slow jobs run.
+        assert_eq!(q.pop().map(|(s, _)| s), Some(a));
+        assert_eq!(q.pop().map(|(s, _)| s), Some(a));
+        // A bystander's job, then: taken before a's queued ones.
+        q.push(b, job(), false);
+        assert_eq!(q.pop().map(|(s, _)| s), Some(b));
+        assert_eq!(q.pop().map(|(s, _)| s), Some(a));
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use super::{
     Fut, MAX_ITER_FILES, MAX_LIST_ENTRIES, MAX_READV_RANGES, MAX_TREE_ENTRIES, optional_path,
     path_arg,
 };
-use crate::pool::blocking;
+use crate::pool::blocking_heavy;
 
 /// A `get` or `readv` answer at least this long is preceded by one
 /// `progress` frame that names the version of the file its bytes come from
@@ -145,7 +145,7 @@ async fn encode_listing<T: serde::Serialize + Send + 'static>(
     let Some(charge) = ctx.listing_budget.try_take(built) else {
         return Err(busy_listings());
     };
-    let bytes = blocking(move || Ok(framegate_wire::payload::encode_cbor(&value))).await?;
+    let bytes = blocking_heavy(move || Ok(framegate_wire::payload::encode_cbor(&value))).await?;
     // The names went with the closure that encoded them.
     drop(charge);
     held_listing(bytes, &ctx.listing_budget)
@@ -288,7 +288,7 @@ async fn hash_answer(answer: Answer, tally: Tally) -> Result<(String, u64), Comm
     match answer {
         Answer::Bytes(b) => Ok((hex_of(&Sha256::digest(&b)), b.len() as u64)),
         Answer::File { file, ranges } => {
-            blocking(move || {
+            blocking_heavy(move || {
                 use std::os::unix::fs::FileExt;
                 let before = crate::driver::Fingerprint::of(&file);
                 let mut hasher = Sha256::new();

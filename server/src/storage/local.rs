@@ -25,7 +25,7 @@ use super::staging::STAGING_MODE;
 use super::staging::{LocalStaged, UPLOAD_BUFFER};
 use super::{EntryMeta, FileRead, ReadRanges, StagedUpload, Storage, StorageFuture, Tally};
 use crate::answer::CommandError;
-use crate::pool::blocking;
+use crate::pool::{blocking, blocking_heavy};
 use crate::tree::{RESERVED_COMPONENT, io_error, split_parent};
 
 /// What start-up found left over from a crash, and cleaned.
@@ -397,6 +397,16 @@ fn on_view<T: Send + 'static>(
     Box::pin(blocking(move || f(&view)))
 }
 
+/// [`on_view`] for work known to take long: directory reads, reads of
+/// many ranges, writes (with their `fsync`s).
+fn on_view_heavy<T: Send + 'static>(
+    view: &Arc<View>,
+    f: impl FnOnce(&View) -> Result<T, CommandError> + Send + 'static,
+) -> StorageFuture<'static, T> {
+    let view = view.clone();
+    Box::pin(blocking_heavy(move || f(&view)))
+}
+
 impl Storage for LocalStorage {
     fn base(&self, path: &Path) -> StorageFuture<'_, Arc<dyn Storage>> {
         if path == Path::new(".") || path.as_os_str().is_empty() {
@@ -463,9 +473,14 @@ impl Storage for LocalStorage {
     ) -> StorageFuture<'_, FileRead> {
         let path = path.to_path_buf();
         let if_match = if_match.map(str::to_owned);
-        on_view(&self.view, move |view| {
-            read_file(&view.base, &path, ranges, if_match.as_deref())
-        })
+        // A `readv` may read many pieces of a file.
+        let whole = matches!(ranges, ReadRanges::Whole);
+        let read = move |view: &View| read_file(&view.base, &path, ranges, if_match.as_deref());
+        if whole {
+            on_view(&self.view, read)
+        } else {
+            on_view_heavy(&self.view, read)
+        }
     }
 
     fn stat(&self, path: &Path) -> StorageFuture<'_, EntryMeta> {
@@ -496,17 +511,17 @@ impl Storage for LocalStorage {
 
     fn list(&self, path: &Path) -> StorageFuture<'_, Vec<(String, EntryMeta)>> {
         let path = path.to_path_buf();
-        on_view(&self.view, move |view| dir_entries(&view.base, &path))
+        on_view_heavy(&self.view, move |view| dir_entries(&view.base, &path))
     }
 
     fn list_names(&self, path: &Path, max: usize) -> StorageFuture<'_, Vec<String>> {
         let path = path.to_path_buf();
-        on_view(&self.view, move |view| dir_names(&view.base, &path, max))
+        on_view_heavy(&self.view, move |view| dir_names(&view.base, &path, max))
     }
 
     fn walk(&self, path: &Path, max: usize, tally: Tally) -> StorageFuture<'_, Vec<String>> {
         let path = path.to_path_buf();
-        on_view(&self.view, move |view| {
+        on_view_heavy(&self.view, move |view| {
             walk(&view.base, &path, max, &*tally)
         })
     }
@@ -518,7 +533,7 @@ impl Storage for LocalStorage {
         tally: Tally,
     ) -> StorageFuture<'_, Vec<framegate_wire::TreeEntry>> {
         let path = path.to_path_buf();
-        on_view(&self.view, move |view| {
+        on_view_heavy(&self.view, move |view| {
             tree(&view.base, &path, max, &*tally)
         })
     }
@@ -558,7 +573,7 @@ impl Storage for LocalStorage {
         Box::pin(async move {
             let staged = local_staged(staged)?;
             let _held = self.lock(&[&path]).await?;
-            on_view(&self.view, move |view| view.put(&path, *staged, mode)).await
+            on_view_heavy(&self.view, move |view| view.put(&path, *staged, mode)).await
         })
     }
 
@@ -572,13 +587,13 @@ impl Storage for LocalStorage {
         Box::pin(async move {
             let staged = local_staged(staged)?;
             let _held = self.lock(&[&path]).await?;
-            on_view(&self.view, move |view| view.append(&path, *staged, mode)).await
+            on_view_heavy(&self.view, move |view| view.append(&path, *staged, mode)).await
         })
     }
 
     fn mkdir(&self, path: &Path, mode: Option<u32>) -> StorageFuture<'_, ()> {
         let path = path.to_path_buf();
-        on_view(&self.view, move |view| {
+        on_view_heavy(&self.view, move |view| {
             view.private()?;
             let (parent, _, _) = view.parent_of(&path)?;
             view.base
@@ -597,7 +612,7 @@ impl Storage for LocalStorage {
         let (from, to) = (from.to_path_buf(), to.to_path_buf());
         Box::pin(async move {
             let _held = self.lock(&[&from, &to]).await?;
-            on_view(&self.view, move |view| view.rename(&from, &to)).await
+            on_view_heavy(&self.view, move |view| view.rename(&from, &to)).await
         })
     }
 
@@ -605,13 +620,13 @@ impl Storage for LocalStorage {
         let path = path.to_path_buf();
         Box::pin(async move {
             let _held = self.lock(&[&path]).await?;
-            on_view(&self.view, move |view| view.delete(&path)).await
+            on_view_heavy(&self.view, move |view| view.delete(&path)).await
         })
     }
 
     fn rmdir(&self, path: &Path) -> StorageFuture<'_, ()> {
         let path = path.to_path_buf();
-        on_view(&self.view, move |view| {
+        on_view_heavy(&self.view, move |view| {
             view.private()?;
             let (parent, _, name) = view.parent_of(&path)?;
             parent.remove_dir(&name).map_err(|e| io_error(&e, &path))?;

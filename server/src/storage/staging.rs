@@ -14,7 +14,7 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
 
 use super::{StagedUpload, StorageFuture};
 use crate::answer::CommandError;
-use crate::pool::blocking;
+use crate::pool::{blocking, blocking_heavy};
 use crate::tree::RESERVED_COMPONENT;
 
 /// Bytes gathered before a staged upload is written to its file.
@@ -126,7 +126,7 @@ impl StagedUpload for LocalStaged {
                 .file
                 .take()
                 .ok_or_else(|| CommandError::internal("staging file gone"))?;
-            let file = blocking(move || {
+            let file = blocking_heavy(move || {
                 file.sync_all().map_err(staging_error)?;
                 Ok(file)
             })

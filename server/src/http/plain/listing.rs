@@ -61,7 +61,7 @@ pub(super) async fn answer(gw: &Arc<Gateway>, rel: PathBuf, request: Request) ->
     let budget = gw.listing_budget.clone();
     // The slot goes with the scan, not with this future: a client that
     // leaves mid-scan does not free it while the file pool still reads.
-    let scanned = crate::pool::blocking(move || {
+    let scanned = crate::pool::blocking_heavy(move || {
         let _slot = slot;
         scan(&root, &rel, MAX_LIST_ENTRIES, true, &budget)
     })
