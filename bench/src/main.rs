@@ -9,6 +9,7 @@ mod breezy;
 mod delay;
 mod latency;
 mod medium;
+mod quick;
 mod report;
 mod sections;
 
@@ -454,29 +455,7 @@ async fn main() {
         return;
     }
     if std::env::args().any(|a| a == "--quick") {
-        // P2, P3 and P4m alone, printed (BENCHMARKS.md untouched): to
-        // judge a change (`FRAMEGATE_SERVER_BIN` names the server).
-        let env = setup(true);
-        let [fg_direct, ngx_seq, fg_via, ngx_h2] = small_reads(&env, 7).await;
-        println!(
-            "P2 {:.2} ms vs {:.2} ms: {:.2}x",
-            fg_direct * 1e3,
-            ngx_seq * 1e3,
-            ngx_seq / fg_direct
-        );
-        println!(
-            "P3 {:.2} ms vs {:.2} ms: {:.2}x",
-            fg_via * 1e3,
-            ngx_h2 * 1e3,
-            ngx_h2 / fg_via
-        );
-        let (fg_medium, ngx_medium) = medium::medium_reads(&env, 3).await;
-        println!(
-            "P4m {:.1} ms vs {:.1} ms: {:.2}x",
-            fg_medium * 1e3,
-            ngx_medium * 1e3,
-            ngx_medium / fg_medium
-        );
+        quick::run().await;
         return;
     }
     let started = Instant::now();
