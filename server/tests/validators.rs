@@ -65,13 +65,7 @@ impl Site {
                 resp.bytes().await.unwrap()
             }
             Binding::Tcp => {
-                let mut sock = tokio::net::TcpStream::connect(&self.tcp).await.unwrap();
-                sock.write_all(b"framegate/1 accept-encoding=identity\n")
-                    .await
-                    .unwrap();
-                sock.write_all(&body).await.unwrap();
-                // End of input: the server answers everything, then closes.
-                sock.shutdown().await.unwrap();
+                let mut sock = self.tcp_session(&body).await;
                 let mut out = Vec::new();
                 tokio::time::timeout(Duration::from_secs(20), sock.read_to_end(&mut out))
                     .await
@@ -82,6 +76,18 @@ impl Site {
                 Bytes::copy_from_slice(&out[ok.len()..])
             }
         }
+    }
+
+    /// A TCP session that sent `body` and its end of input (the server
+    /// answers everything, then closes).
+    async fn tcp_session(&self, body: &[u8]) -> tokio::net::TcpStream {
+        let mut sock = tokio::net::TcpStream::connect(&self.tcp).await.unwrap();
+        sock.write_all(b"framegate/1 accept-encoding=identity\n")
+            .await
+            .unwrap();
+        sock.write_all(body).await.unwrap();
+        sock.shutdown().await.unwrap();
+        sock
     }
 
     /// Runs `batch`: its outcomes, and every frame as sent.
@@ -415,12 +421,7 @@ async fn a_file_rewritten_in_place_while_it_is_sent_fails_its_answer() {
                 }
             }
             Binding::Tcp => {
-                let mut sock = tokio::net::TcpStream::connect(&site.tcp).await.unwrap();
-                sock.write_all(b"framegate/1 accept-encoding=identity\n")
-                    .await
-                    .unwrap();
-                sock.write_all(&body).await.unwrap();
-                sock.shutdown().await.unwrap();
+                let mut sock = site.tcp_session(&body).await;
                 let mut first = vec![0; 1 << 20];
                 sock.read_exact(&mut first).await.unwrap();
                 rewrite_in_place(&site, "big", &pattern(len, 2));
