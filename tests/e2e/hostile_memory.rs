@@ -219,17 +219,23 @@ fn http2_message_non_readers_hold_a_small_chunk_each() {
         let bound = base + 2.0 * budget_mib as f64 + f64::from(messages) * 0.25;
         assert!(peak <= bound, "peak RSS {peak:.1} MiB > {bound:.1}");
         assert!(peak <= 256.0, "peak RSS {peak:.1} MiB > 256");
+        // Messages need a message slot (219 at the default memory budget,
+        // docs/resources.md). At full size the 512 non-readers outnumber
+        // them: the rest wait until the first are cut at their send timeout
+        // (5 s) and are cut 5 s after they start, and a bystander's message
+        // may wait that long for a slot too. With fewer non-readers than
+        // slots (CI) nobody waits for one.
+        let waits = messages >= 219;
+        let latest = if waits { 14.0 } else { 8.0 };
         for c in closed {
             let s = c.expect("a non-reader still open after 20 s").as_secs_f64();
             assert!(
-                (4.0..=8.0).contains(&s),
+                (4.0..=latest).contains(&s),
                 "closed after {s:.2} s, send timeout 5 s"
             );
         }
-        assert!(
-            during <= Duration::from_secs(1),
-            "bystander took {during:?}"
-        );
+        let bystander_bound = Duration::from_secs(if waits { 6 } else { 1 });
+        assert!(during <= bystander_bound, "bystander took {during:?}");
     });
 }
 
