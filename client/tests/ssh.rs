@@ -114,7 +114,10 @@ async fn session_over_real_ssh() {
             "/".into(),
         ],
     };
-    let session = Session::new();
+    // sshd's handshake and the server's start take seconds on a loaded
+    // 2-core machine (the 10 s default ran out twice under fuzzers): this
+    // test is about the session, not the timeout.
+    let session = Session::new().connect_timeout(Duration::from_secs(60));
     session.connect(Connector::Ssh(target)).await.unwrap();
     let rel = tree.path().strip_prefix("/").unwrap().display().to_string();
     let mut args = Arguments::new();
