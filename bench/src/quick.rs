@@ -1,5 +1,6 @@
 //! `--quick`: P2, P3 and P4m alone, printed (BENCHMARKS.md untouched), to
-//! judge a change (`FRAMEGATE_SERVER_BIN` names the server).
+//! judge a change (`FRAMEGATE_SERVER_BIN` names the server;
+//! `FRAMEGATE_QUICK_ROUNDS` the P4m rounds, 3 unless set).
 
 use crate::{medium, setup, small_reads};
 
@@ -18,7 +19,11 @@ pub(crate) async fn run() {
         ngx_h2 * 1e3,
         ngx_h2 / fg_via
     );
-    let (fg_medium, ngx_medium) = medium::medium_reads(&env, 3).await;
+    let rounds = std::env::var("FRAMEGATE_QUICK_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let (fg_medium, ngx_medium) = medium::medium_reads(&env, rounds).await;
     println!(
         "P4m {:.1} ms vs {:.1} ms: {:.2}x",
         fg_medium * 1e3,

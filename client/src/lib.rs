@@ -12,6 +12,7 @@
 //! * [`Error`] covers §10's codes, HTTP statuses, probe results and I/O.
 
 pub mod error;
+mod gathered;
 mod hooks;
 pub mod http;
 pub mod plain;

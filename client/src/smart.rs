@@ -5,6 +5,7 @@ use framegate_wire::{Arguments, ClientEvent, ClientReactor, HelloPayload, TextAt
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Misbehavior, Refusal, Result, TransportError};
+use crate::gathered::Gathered;
 pub(crate) use crate::hooks::Validator;
 pub use crate::hooks::{Hooks, ProgressHook, TextHook};
 use crate::http::HttpMedium;
@@ -157,7 +158,7 @@ async fn read_answers(
     let mut hello_answer = None;
     let index: std::collections::HashMap<_, _> =
         ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let mut memory: Vec<BytesMut> = requests.iter().map(|_| BytesMut::new()).collect();
+    let mut memory: Vec<Gathered> = requests.iter().map(|_| Gathered::default()).collect();
     let mut answers: Vec<Option<Result<Bytes>>> = requests.iter().map(|_| None).collect();
     let mut connection_error: Option<Error> = None;
     let mut ended = false;
@@ -193,7 +194,7 @@ async fn read_answers(
                         }
                         _ => {
                             if let Some(m) = memory.get_mut(i) {
-                                m.extend_from_slice(&data);
+                                m.push(data);
                             }
                         }
                     }
@@ -206,10 +207,7 @@ async fn read_answers(
                     {
                         out.flush().await?;
                     }
-                    let bytes = memory
-                        .get_mut(i)
-                        .map(|m| m.split().freeze())
-                        .unwrap_or_default();
+                    let bytes = memory.get_mut(i).map(Gathered::take).unwrap_or_default();
                     if let Some(slot) = answers.get_mut(i) {
                         *slot = Some(Ok(bytes));
                     }

@@ -480,6 +480,85 @@ async fn incompressible_files_are_sent_unencoded_on_a_zstd_stream() {
     assert_eq!(o[1].ok().len(), 520_000);
 }
 
+/// Many small files, each answered whole in one frame: random ones mostly
+/// go out raw once the stream has seen that compressing them gains nothing
+/// (no per-file sample: that cost a zstd context per file); text ones are
+/// compressed; every answer arrives exactly.
+#[tokio::test]
+async fn small_incompressible_answers_stop_being_compressed_and_text_ones_are_not_affected() {
+    use framegate_wire::frame::{FrameBody, StreamFlags};
+    let s = TestServer::start(|_| {}).await;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let files = 400;
+    let mut noise = Vec::new();
+    for i in 0..files {
+        let body: Vec<u8> = (0..2048)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        s.write(&format!("n{i}"), &body);
+        s.write(
+            &format!("t{i}"),
+            format!("file {i}: words that compress well. ")
+                .repeat(60)
+                .as_bytes(),
+        );
+        noise.push(body);
+    }
+    for (prefix, want_raw) in [("n", true), ("t", false)] {
+        let mut b = Batch::new();
+        let names: Vec<String> = (0..files).map(|i| format!("{prefix}{i}")).collect();
+        for n in &names {
+            b.add("get", &[("path", n.as_bytes())], None);
+        }
+        let bytes = post(
+            &s.ro(),
+            b.body(),
+            &[("framegate-accept-encoding", "zstd-8mb")],
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+        let frames = framegate_wire::codec::decode_all(&bytes, 65_535).unwrap();
+        let answers: Vec<bool> = frames
+            .iter()
+            .filter(|f| matches!(f.body, FrameBody::BytesResponse(_)))
+            .map(|f| f.stream_flags.contains(StreamFlags::ENCODED))
+            .collect();
+        let encoded = answers.iter().filter(|e| **e).count();
+        if want_raw {
+            assert!(
+                encoded <= answers.len() / 4,
+                "random answers encoded: {encoded} of {}",
+                answers.len()
+            );
+        } else {
+            assert_eq!(encoded, answers.len(), "text answers are all compressed");
+            assert!(
+                bytes.len() < files * 2100 / 4,
+                "text shrinks: {}",
+                bytes.len()
+            );
+        }
+        let (o, _) = b.decode(&bytes);
+        for (i, answer) in o.iter().enumerate() {
+            if want_raw {
+                assert_eq!(answer.ok().as_ref(), &noise[i][..]);
+            } else {
+                assert_eq!(
+                    answer.ok().len(),
+                    format!("file {i}: words that compress well. ").len() * 60
+                );
+            }
+        }
+    }
+}
+
 /// `digest`: the SHA-256 of a file (read in pieces on the pool), with its
 /// size and version; a version that no longer holds is `file-changed`; a
 /// directory is not a file.

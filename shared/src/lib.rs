@@ -63,6 +63,7 @@ pub mod error;
 pub mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod gain;
 pub mod http_binding;
 pub mod payload;
 pub mod preamble;

@@ -20,6 +20,7 @@ use zstd::stream::raw::{CParameter, DParameter, Decoder, Encoder, InBuffer, Oper
 use crate::budget::{Permit, SharedBudget};
 use crate::error::{ErrorCode, ProtocolError};
 use crate::frame::{Frame, FrameBody, RequestId, Side, StreamFlags, StreamId, StreamSettings};
+use crate::gain::Gain;
 
 /// A content-encoding profile (§5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -430,6 +431,8 @@ pub struct OutboundStream {
     compressor_state: CompressorState,
     compressor: Option<Encoder<'static>>,
     scratch: Vec<u8>,
+    /// Whether encoding still pays ([`crate::gain`]).
+    gain: Gain,
 }
 
 impl fmt::Debug for OutboundStream {
@@ -453,6 +456,7 @@ impl OutboundStream {
             compressor_state: CompressorState::Identity,
             compressor: None,
             scratch: Vec::new(),
+            gain: Gain::default(),
         }
     }
 
@@ -477,6 +481,11 @@ impl OutboundStream {
         encode: bool,
         out: &mut impl Extend<Frame>,
     ) {
+        // Asked for, and still paying on this stream ([`crate::gain`]).
+        let encode = encode
+            && !body.payload().is_empty()
+            && self.encoding != Encoding::Identity
+            && self.gain.should_try(body.payload().len());
         let mut stream_flags = StreamFlags::empty();
         if !self.begun {
             self.begun = true;
@@ -511,6 +520,7 @@ impl OutboundStream {
         {
             match compress(compressor, &mut self.scratch, body.payload()) {
                 Some(encoded) => {
+                    self.gain.record(body.payload().len(), encoded.len());
                     *body.payload_mut() = encoded;
                     stream_flags = stream_flags.union(StreamFlags::ENCODED);
                 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use framegate_wire::{ClientEvent, ClientReactor, FrameDecoder, RequestId, TextAtom};
 use futures_util::StreamExt;
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -14,6 +14,7 @@ use tokio_util::codec::FramedRead;
 
 use super::{BoxRead, BoxWrite, RunState, StateCell};
 use crate::error::{Error, TransportError};
+use crate::gathered::Gathered;
 use crate::smart::{Hooks, Validator};
 
 /// A piece of a streamed answer.
@@ -29,7 +30,7 @@ pub(super) enum Piece {
 pub(super) enum Reply {
     /// Gathered, then sent whole.
     Whole {
-        data: BytesMut,
+        data: Gathered,
         reply: oneshot::Sender<Result<Bytes, Error>>,
     },
     /// Streamed piece by piece (bounded: the reader waits for the caller).
@@ -41,7 +42,7 @@ impl Reply {
     pub(super) fn whole() -> (Reply, oneshot::Receiver<Result<Bytes, Error>>) {
         let (reply, answer) = oneshot::channel();
         let whole = Reply::Whole {
-            data: BytesMut::new(),
+            data: Gathered::default(),
             reply,
         };
         (whole, answer)
@@ -101,14 +102,14 @@ impl Shared {
         match event {
             ClientEvent::Data { request_id, data } => match pending.get_mut(&request_id)? {
                 Reply::Whole { data: d, .. } => {
-                    d.extend_from_slice(&data);
+                    d.push(data);
                     None
                 }
                 Reply::Stream(tx) => Some((tx.clone(), Piece::Data(data))),
             },
             ClientEvent::End { request_id } => match pending.remove(&request_id)? {
-                Reply::Whole { data, reply } => {
-                    let _ = reply.send(Ok(data.freeze()));
+                Reply::Whole { mut data, reply } => {
+                    let _ = reply.send(Ok(data.take()));
                     None
                 }
                 Reply::Stream(tx) => Some((tx, Piece::End)),

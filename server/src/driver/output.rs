@@ -26,14 +26,29 @@ pub const MIN_COMPRESSION_GAIN: f64 = 0.9;
 /// Size of the chunks frames are gathered into before they are written.
 pub const BODY_CHUNK: usize = 256 * 1024;
 
+thread_local! {
+    /// This thread's sampling compressor: a zstd context is made once per
+    /// thread, not once per answer (making one cost about as much as
+    /// sampling a small file).
+    static SAMPLER: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Whether `data` is worth compressing, judged on a sample.
 pub(crate) fn compresses(data: &[u8]) -> bool {
     let sample = data
         .get(..data.len().min(COMPRESSION_SAMPLE))
         .unwrap_or_default();
-    match zstd::bulk::compress(sample, 1) {
-        Ok(c) => (c.len() as f64) < sample.len() as f64 * MIN_COMPRESSION_GAIN,
-        Err(_) => true,
+    let compressed = SAMPLER.with(|cell| {
+        let mut sampler = cell.try_borrow_mut().ok()?;
+        if sampler.is_none() {
+            *sampler = zstd::bulk::Compressor::new(1).ok();
+        }
+        sampler.as_mut()?.compress(sample).ok()
+    });
+    match compressed {
+        Some(c) => (c.len() as f64) < sample.len() as f64 * MIN_COMPRESSION_GAIN,
+        None => true,
     }
 }
 
@@ -88,6 +103,15 @@ pub(crate) enum Source {
 }
 
 impl Source {
+    /// Whether every byte of the answer was read (a file whose ranges are
+    /// used up); a stream is never known to be.
+    pub(crate) fn is_read_whole(&self) -> bool {
+        match self {
+            Source::File { ranges, .. } => ranges.iter().all(|(_, len)| *len == 0),
+            Source::Stream(_) => false,
+        }
+    }
+
     /// The next piece (of a file: at most `max` bytes, at least 1);
     /// `None` when the answer is complete.
     pub(crate) async fn next_piece(&mut self, max: usize) -> Option<Result<Bytes, CommandError>> {
@@ -228,7 +252,13 @@ impl Lazy {
             Some(Ok(piece)) => {
                 if !*sampled {
                     *sampled = true;
+                    // A small answer read whole in one piece is not
+                    // sampled: the stream's own count of what compressing
+                    // gains decides ([`framegate_wire::gain`]), at a
+                    // fraction of a sample's cost per file.
+                    let small_whole = piece.len() < COMPRESSION_SAMPLE && source.is_read_whole();
                     if reactor.encoding() != framegate_wire::Encoding::Identity
+                        && !small_whole
                         && !compresses(&piece)
                     {
                         let _ = reactor.set_answer_encoding(*id, false);
