@@ -104,7 +104,12 @@ pub const DECODE_ALLOWANCE: u64 = 16 << 20;
 pub const MAX_DECODE_RATIO: u64 = 64;
 
 struct InboundStream {
-    /// `None`: no `stream-settings` (identity).
+    /// `false`: no `stream-settings`, or identity.
+    zstd: bool,
+    /// Made at the stream's first encoded frame, not at its settings: a
+    /// stream that declares zstd but sends only raw frames (a small
+    /// message's, see [`crate::gain`]) never pays for one (making it was a
+    /// tenth of a client's CPU time per `hello`).
     decoder: Option<Decoder<'static>>,
     /// The decoder's unit of the server-wide decoder budget, if any.
     _slot: Option<Permit>,
@@ -233,8 +238,8 @@ impl InboundStreams {
                 )));
             }
             let mut slot = None;
-            let decoder = match settings {
-                None => None,
+            let zstd = match settings {
+                None => false,
                 Some(settings) => {
                     if frame.request_id != RequestId::CONNECTION {
                         return Err(bad_stream("stream-settings must have request id 0"));
@@ -244,13 +249,9 @@ impl InboundStreams {
                     }
                     let profile = settings.profile()?;
                     match Encoding::from_name(profile) {
-                        Some(Encoding::Identity) => None,
+                        Some(Encoding::Identity) => false,
                         Some(Encoding::Zstd8Mb) => {
-                            let open = self
-                                .streams
-                                .values()
-                                .filter(|s| s.decoder.is_some())
-                                .count();
+                            let open = self.streams.values().filter(|s| s.zstd).count();
                             if open >= self.max_encoded {
                                 return Err(bad_stream(format!(
                                     "more than {} encoded streams open at once",
@@ -258,7 +259,7 @@ impl InboundStreams {
                                 )));
                             }
                             slot = self.take_decoder_slot()?;
-                            Some(new_decoder()?)
+                            true
                         }
                         None => {
                             return Err(ProtocolError::new(
@@ -275,7 +276,8 @@ impl InboundStreams {
             self.streams.insert(
                 id,
                 InboundStream {
-                    decoder,
+                    zstd,
+                    decoder: None,
                     _slot: slot,
                 },
             );
@@ -295,12 +297,16 @@ impl InboundStreams {
         } else {
             if flags.contains(StreamFlags::ENCODED) {
                 let max = self.max_frame_size;
-                let stream = self.streams.get_mut(&id);
-                let Some(decoder) = stream.and_then(|s| s.decoder.as_mut()) else {
+                let stream = self.streams.get_mut(&id).filter(|s| s.zstd);
+                let Some(stream) = stream else {
                     return Err(bad_stream(format!(
                         "encoded frame on stream {} whose encoding is identity",
                         id.0
                     )));
+                };
+                let decoder = match &mut stream.decoder {
+                    Some(decoder) => decoder,
+                    none => none.insert(new_decoder()?),
                 };
                 let input = frame.body.payload();
                 let decoded = decompress(decoder, &mut self.scratch, input, max)?;

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use framegate_wire::frame::*;
-use framegate_wire::gain::{GAIN_PROBE_BYTES, GAIN_SKIP_BYTES};
+use framegate_wire::gain::{GAIN_PROBE_BYTES, GAIN_SKIP_BYTES, GAIN_START_BYTES};
 use framegate_wire::stream::{Encoding, OutboundStream};
 use framegate_wire::{ClientEvent, ClientReactor};
 
@@ -63,10 +63,19 @@ fn incompressible_answers_mostly_go_out_raw_and_compressible_ones_encoded_again(
         assert!(frames.len() > before);
         sent.push(payload);
     }
-    // Random: the first window is tried, then most are skipped.
+    // Random: the first few go out raw (no compressor made for them), the
+    // first window is tried, then most are skipped.
+    let start = (GAIN_START_BYTES as usize).div_ceil(LEN);
     let probe = (GAIN_PROBE_BYTES as usize).div_ceil(LEN);
     let random_encoded = encoded[..N].iter().filter(|e| **e).count();
-    assert!(encoded[..probe].iter().all(|e| *e), "first window tried");
+    assert!(
+        encoded[..start - 1].iter().all(|e| !*e),
+        "none before the start"
+    );
+    assert!(
+        encoded[start - 1..start - 1 + probe].iter().all(|e| *e),
+        "first window tried"
+    );
     assert!(
         random_encoded <= 2 * probe,
         "random payloads encoded: {random_encoded} of {N}"
