@@ -571,6 +571,74 @@ async fn small_incompressible_answers_stop_being_compressed_and_text_ones_are_no
     }
 }
 
+/// A large text answer that passed its own sample is compressed even when
+/// small random answers before it made the stream stop compressing the
+/// rest (an attack on the stream's gain: a 1 MiB log went out raw).
+#[tokio::test]
+async fn a_sampled_text_answer_is_compressed_after_small_random_ones() {
+    use framegate_wire::frame::{FrameBody, StreamFlags};
+    let s = TestServer::start(|_| {}).await;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let thumbs = 80;
+    for i in 0..thumbs {
+        let body: Vec<u8> = (0..20 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        s.write(&format!("thumb{i}"), &body);
+    }
+    let log: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "2026-11-27 05:{:02}:{:02} request {i} served in 3 ms\n",
+                i / 60 % 60,
+                i % 60
+            )
+        })
+        .collect();
+    s.write("server.log", log.as_bytes());
+    let mut b = Batch::new();
+    for i in 0..thumbs {
+        b.add("get", &[("path", format!("thumb{i}").as_bytes())], None);
+    }
+    let log_slot = b.add("get", &[("path", b"server.log")], None);
+    let bytes = post(
+        &s.ro(),
+        b.body(),
+        &[("framegate-accept-encoding", "zstd-8mb")],
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let frames = framegate_wire::codec::decode_all(&bytes, 65_535).unwrap();
+    let log_id = (2 * log_slot + 1) as u16;
+    let log_frames: Vec<_> = frames
+        .iter()
+        .filter(|f| f.request_id.0 == log_id)
+        .filter(|f| matches!(f.body, FrameBody::BytesResponse(_)))
+        .collect();
+    assert!(!log_frames.is_empty());
+    assert!(
+        log_frames
+            .iter()
+            .all(|f| f.stream_flags.contains(StreamFlags::ENCODED)),
+        "every frame of the log is compressed"
+    );
+    let log_wire: usize = log_frames.iter().map(|f| f.wire_len()).sum();
+    assert!(
+        log_wire < log.len() / 5,
+        "the log takes {log_wire} bytes on the wire for {} raw",
+        log.len()
+    );
+    let (o, _) = b.decode(&bytes);
+    assert_eq!(o[log_slot].ok().as_ref(), log.as_bytes());
+}
+
 /// `digest`: the SHA-256 of a file (read in pieces on the pool), with its
 /// size and version; a version that no longer holds is `file-changed`; a
 /// directory is not a file.

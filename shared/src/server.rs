@@ -64,7 +64,7 @@ use crate::frame::{
 };
 use crate::payload::{ErrorPayload, ProgressPayload, TextAtom, encode_atoms};
 use crate::request::Arguments;
-use crate::stream::{Encoding, InboundStreams, OutboundStream};
+use crate::stream::{Encode, Encoding, InboundStreams, OutboundStream};
 
 mod answer;
 mod config;
@@ -378,7 +378,7 @@ impl ServerReactor {
             FrameBody::TextOutput(TextOutput {
                 payload: Bytes::new(),
             }),
-            false,
+            Encode::No,
             false,
         );
         true
@@ -405,7 +405,7 @@ impl ServerReactor {
             let pending = self.pending.pop_front()?;
             self.pending_bytes -= pending.body.payload().len();
             let mut frames = Vec::with_capacity(2);
-            self.outbound.prepare(
+            self.outbound.prepare_as(
                 pending.request_id,
                 pending.body,
                 pending.encode,
@@ -452,7 +452,7 @@ impl ServerReactor {
         }
     }
 
-    fn push(&mut self, request_id: RequestId, body: FrameBody, encode: bool, last: bool) {
+    fn push(&mut self, request_id: RequestId, body: FrameBody, encode: Encode, last: bool) {
         if last && let Some(request) = self.requests.get_mut(&request_id) {
             // Answered: its arguments are no longer held for it.
             self.held_args
@@ -462,7 +462,7 @@ impl ServerReactor {
         self.pending.push_back(Pending {
             request_id,
             body,
-            encode: encode && self.compress,
+            encode: if self.compress { encode } else { Encode::No },
             last,
         });
     }

@@ -429,6 +429,19 @@ enum CompressorState {
     Failed,
 }
 
+/// Whether a payload is compressed on a stream with an encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encode {
+    /// Sent as it is.
+    No,
+    /// Compressed while compressing pays on this stream ([`crate::gain`]).
+    Auto,
+    /// Compressed: the sender judged the data on a sample of its own (a
+    /// large file answer). Neither counted nor skipped by the stream's
+    /// gain: other payloads that did not compress do not make it go raw.
+    Always,
+}
+
 /// The sending side of one stream.
 pub struct OutboundStream {
     id: StreamId,
@@ -483,15 +496,31 @@ impl OutboundStream {
     pub fn prepare(
         &mut self,
         request_id: RequestId,
-        mut body: FrameBody,
+        body: FrameBody,
         encode: bool,
         out: &mut impl Extend<Frame>,
     ) {
-        // Asked for, and still paying on this stream ([`crate::gain`]).
-        let encode = encode
-            && !body.payload().is_empty()
+        let mode = if encode { Encode::Auto } else { Encode::No };
+        self.prepare_as(request_id, body, mode, out);
+    }
+
+    /// [`OutboundStream::prepare`], with the payload's [`Encode`] mode.
+    pub fn prepare_as(
+        &mut self,
+        request_id: RequestId,
+        mut body: FrameBody,
+        mode: Encode,
+        out: &mut impl Extend<Frame>,
+    ) {
+        let len = body.payload().len();
+        let encode = len > 0
             && self.encoding != Encoding::Identity
-            && self.gain.should_try(body.payload().len());
+            && match mode {
+                Encode::No => false,
+                // Still paying on this stream ([`crate::gain`]).
+                Encode::Auto => self.gain.should_try(len),
+                Encode::Always => true,
+            };
         let mut stream_flags = StreamFlags::empty();
         if !self.begun {
             self.begun = true;
@@ -526,7 +555,9 @@ impl OutboundStream {
         {
             match compress(compressor, &mut self.scratch, body.payload()) {
                 Some(encoded) => {
-                    self.gain.record(body.payload().len(), encoded.len());
+                    if mode == Encode::Auto {
+                        self.gain.record(len, encoded.len());
+                    }
                     *body.payload_mut() = encoded;
                     stream_flags = stream_flags.union(StreamFlags::ENCODED);
                 }

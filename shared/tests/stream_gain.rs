@@ -98,3 +98,58 @@ fn incompressible_answers_mostly_go_out_raw_and_compressible_ones_encoded_again(
     assert_eq!(got.len(), sent.len());
     assert!(got == sent, "every payload arrives whole and in order");
 }
+
+/// Payloads the sender judged on a sample of its own (`Encode::Always`)
+/// are compressed while the stream skips the others, and neither feed nor
+/// end the skip.
+#[test]
+fn judged_payloads_are_compressed_while_the_stream_skips_the_others() {
+    use framegate_wire::stream::Encode;
+    const LEN: usize = 1024;
+    let mut stream = OutboundStream::new(StreamId(2), Encoding::Zstd8Mb);
+    let mut frames = Vec::new();
+    let mut send = |stream: &mut OutboundStream, payload: Bytes, mode: Encode| {
+        stream.prepare_as(
+            RequestId(1),
+            FrameBody::BytesResponse(BytesResponse {
+                flags: BytesResponseFlags::empty(),
+                payload,
+            }),
+            mode,
+            &mut frames,
+        );
+        frames
+            .last()
+            .unwrap()
+            .stream_flags
+            .contains(StreamFlags::ENCODED)
+    };
+    // Enough random payloads to start the stream and fail a window.
+    let start = (GAIN_START_BYTES + GAIN_PROBE_BYTES) as usize / LEN + 1;
+    for i in 0..start {
+        send(&mut stream, random(LEN, i as u64), Encode::Auto);
+    }
+    assert!(
+        !send(&mut stream, text(LEN, 0), Encode::Auto),
+        "the stream skips"
+    );
+    // 2 MiB of judged text: every payload compressed, the skip unchanged.
+    for i in 0..2048 {
+        assert!(
+            send(&mut stream, text(LEN, i), Encode::Always),
+            "payload {i}"
+        );
+    }
+    assert!(
+        !send(&mut stream, text(LEN, 1), Encode::Auto),
+        "still skipping: judged payloads do not count"
+    );
+    // Judged random payloads do not start a skip of their own either.
+    let mut stream = OutboundStream::new(StreamId(2), Encoding::Zstd8Mb);
+    for i in 0..200 {
+        send(&mut stream, random(LEN, 1000 + i), Encode::Always);
+    }
+    for i in 0..200 {
+        assert!(send(&mut stream, text(LEN, i as usize), Encode::Auto) || i < 4);
+    }
+}

@@ -256,12 +256,16 @@ impl Lazy {
                     // sampled: the stream's own count of what compressing
                     // gains decides ([`framegate_wire::gain`]), at a
                     // fraction of a sample's cost per file.
+                    // One that passed its sample is compressed whatever
+                    // the stream's other payloads gained: small random
+                    // answers before it do not make it go raw.
                     let small_whole = piece.len() < COMPRESSION_SAMPLE && source.is_read_whole();
-                    if reactor.encoding() != framegate_wire::Encoding::Identity
-                        && !small_whole
-                        && !compresses(&piece)
-                    {
-                        let _ = reactor.set_answer_encoding(*id, false);
+                    if reactor.encoding() != framegate_wire::Encoding::Identity && !small_whole {
+                        let _ = if compresses(&piece) {
+                            reactor.mark_answer_compressible(*id)
+                        } else {
+                            reactor.set_answer_encoding(*id, false)
+                        };
                     }
                 }
                 let _ = reactor.send_answer_data(*id, piece);

@@ -52,11 +52,20 @@ impl ServerReactor {
     }
 
     /// Chooses whether the rest of a request's answer is encoded with the
-    /// stream's content encoding (default: yes). Drivers turn it off for
-    /// data that does not compress (§5 allows unencoded frames on an
-    /// encoded stream), saving the compressor's time.
+    /// stream's content encoding (default: yes, while compressing pays on
+    /// the stream, [`crate::gain`]). Drivers turn it off for data that does
+    /// not compress (§5 allows unencoded frames on an encoded stream),
+    /// saving the compressor's time.
     pub fn set_answer_encoding(&mut self, id: RequestId, encode: bool) -> Result<(), ApiMisuse> {
-        self.answerable(id)?.encode = encode;
+        self.answerable(id)?.encode = if encode { Encode::Auto } else { Encode::No };
+        Ok(())
+    }
+
+    /// Marks the rest of a request's answer as data that compresses (the
+    /// driver sampled it): it is encoded even while the stream's other
+    /// payloads did not pay ([`Encode::Always`]).
+    pub fn mark_answer_compressible(&mut self, id: RequestId) -> Result<(), ApiMisuse> {
+        self.answerable(id)?.encode = Encode::Always;
         Ok(())
     }
 
@@ -92,7 +101,7 @@ impl ServerReactor {
             request.phase = Phase::Discarding;
         }
         let body = FrameBody::ErrorResponse(ErrorResponse::new(ErrorKind::Application, &error));
-        self.push(id, body, true, true);
+        self.push(id, body, Encode::Auto, true);
         Ok(())
     }
 
@@ -106,7 +115,7 @@ impl ServerReactor {
         self.push(
             id,
             FrameBody::TextOutput(TextOutput { payload }),
-            true,
+            Encode::Auto,
             false,
         );
         Ok(())
@@ -123,7 +132,12 @@ impl ServerReactor {
             return Err(ApiMisuse::TooLarge(payload.len()));
         }
         self.open_answer(id)?;
-        self.push(id, FrameBody::Progress(Progress { payload }), true, false);
+        self.push(
+            id,
+            FrameBody::Progress(Progress { payload }),
+            Encode::Auto,
+            false,
+        );
         Ok(())
     }
 }

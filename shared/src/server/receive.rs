@@ -91,7 +91,7 @@ impl ServerReactor {
                 arrival,
                 phase,
                 answer: AnswerState::Open { tail: None },
-                encode: true,
+                encode: Encode::Auto,
                 arg_bytes: 0,
             },
         );
@@ -293,7 +293,12 @@ impl ServerReactor {
                     }
                     request.phase = Phase::Complete;
                     self.remove_if_finished(id);
-                    self.push(RequestId::CONNECTION, protocol_body(&err), true, false);
+                    self.push(
+                        RequestId::CONNECTION,
+                        protocol_body(&err),
+                        Encode::Auto,
+                        false,
+                    );
                 }
                 Some(request) => {
                     if request.is_receiving() {
@@ -307,13 +312,18 @@ impl ServerReactor {
                     }
                     request.phase = Phase::Complete;
                     request.answer = AnswerState::Queued;
-                    self.push(id, protocol_body(&err), true, true);
+                    self.push(id, protocol_body(&err), Encode::Auto, true);
                 }
                 // A request that never became active (refused command-name).
-                None => self.push(id, protocol_body(&err), true, false),
+                None => self.push(id, protocol_body(&err), Encode::Auto, false),
             }
         } else {
-            self.push(RequestId::CONNECTION, protocol_body(&err), true, false);
+            self.push(
+                RequestId::CONNECTION,
+                protocol_body(&err),
+                Encode::Auto,
+                false,
+            );
         }
         self.errored = true;
         self.inbound.close_all();
@@ -361,7 +371,7 @@ impl ServerReactor {
                 continue;
             }
             request.answer = AnswerState::Queued;
-            self.push(id, protocol_body(&err), true, true);
+            self.push(id, protocol_body(&err), Encode::Auto, true);
         }
     }
 }

@@ -5,6 +5,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::frame::{FrameBody, RequestId};
 use crate::request::Arguments;
+use crate::stream::Encode;
 
 /// Where a request is in its life.
 ///
@@ -57,7 +58,7 @@ pub(super) struct Request {
     pub(super) phase: Phase,
     pub(super) answer: AnswerState,
     /// Whether this answer's bytes go through the stream's encoding.
-    pub(super) encode: bool,
+    pub(super) encode: Encode,
     /// Argument bytes it holds until answered.
     pub(super) arg_bytes: usize,
 }
@@ -79,7 +80,7 @@ impl Request {
 pub(super) struct Pending {
     pub(super) request_id: RequestId,
     pub(super) body: FrameBody,
-    pub(super) encode: bool,
+    pub(super) encode: Encode,
     /// This frame ends the request's answer.
     pub(super) last: bool,
 }
