@@ -7,19 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use framegate_client::{Options, Transport};
-use framegate_e2e::Gateway;
 use framegate_wire::Arguments;
 
-fn cpu_ms(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) * 10.0
-}
+mod probe;
+use probe::{cpu_ms, serve};
 
 #[tokio::main]
 async fn main() {
@@ -27,12 +18,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3.0);
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "bench").unwrap();
-    let gw = Gateway::start(&tree, &token, &[]);
+    let (_dir, gw) = serve(|_| {}, &[]);
     let spid = gw.pid().to_string();
     println!("server pid {spid}");
     let t = Arc::new(

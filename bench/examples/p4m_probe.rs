@@ -5,19 +5,11 @@
 use std::time::Instant;
 
 use framegate_client::{Options, Transport};
-use framegate_e2e::{Batch, Gateway, message_client, noise};
+use framegate_e2e::{Batch, message_client, noise};
 use futures_util::StreamExt;
 
-fn cpu_ms(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) * 10.0
-}
+mod probe;
+use probe::{cpu_ms, serve};
 
 #[tokio::main]
 async fn main() {
@@ -25,19 +17,17 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(tree.join("m")).unwrap();
-    for i in 0..n {
-        std::fs::write(tree.join(format!("m/{i:04}")), noise(1 << 20, i as u64)).unwrap();
-    }
-    let token = dir.path().join("token");
-    std::fs::write(&token, "bench").unwrap();
     let extra: Vec<String> = std::env::var("EXTRA")
         .map(|e| e.split_whitespace().map(String::from).collect())
         .unwrap_or_default();
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let gw = Gateway::start(&tree, &token, &extra);
+    let fill = |tree: &std::path::Path| {
+        std::fs::create_dir_all(tree.join("m")).unwrap();
+        for i in 0..n {
+            std::fs::write(tree.join(format!("m/{i:04}")), noise(1 << 20, i as u64)).unwrap();
+        }
+    };
+    let (_dir, gw) = serve(fill, &extra);
     let spid = gw.pid().to_string();
     let url = format!("{}/", gw.url());
     let t = Transport::open(&url, Options::default()).await.unwrap();

@@ -5,41 +5,31 @@
 use std::time::Instant;
 
 use framegate_client::{Options, Transport};
-use framegate_e2e::{Gateway, noise};
+use framegate_e2e::noise;
 
-fn cpu_ms(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) * 10.0
-}
+mod probe;
+use probe::{cpu_ms, serve};
 
 #[tokio::main]
 async fn main() {
     let n = 1000;
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(tree.join("s")).unwrap();
     let text = std::env::var("TEXT").is_ok();
-    for i in 0..n {
-        let body = if text {
-            let mut t = format!("line {i} of some text, repeated\n")
-                .repeat(64)
-                .into_bytes();
-            t.truncate(1024);
-            t
-        } else {
-            noise(1024, i as u64)
-        };
-        std::fs::write(tree.join(format!("s/{i:04}")), body).unwrap();
-    }
-    let token = dir.path().join("token");
-    std::fs::write(&token, "bench").unwrap();
-    let gw = Gateway::start(&tree, &token, &[]);
+    let fill = |tree: &std::path::Path| {
+        std::fs::create_dir_all(tree.join("s")).unwrap();
+        for i in 0..n {
+            let body = if text {
+                let mut t = format!("line {i} of some text, repeated\n")
+                    .repeat(64)
+                    .into_bytes();
+                t.truncate(1024);
+                t
+            } else {
+                noise(1024, i as u64)
+            };
+            std::fs::write(tree.join(format!("s/{i:04}")), body).unwrap();
+        }
+    };
+    let (_dir, gw) = serve(fill, &[]);
     let spid = gw.pid().to_string();
     let url = format!("{}/", gw.url());
     for compress in [true, false] {

@@ -5,18 +5,37 @@ mod common;
 
 use common::*;
 
+/// Random bytes (xorshift), which zstd cannot shrink; `state` carries on.
+fn random(len: usize, state: &mut u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            *state as u8
+        })
+        .collect()
+}
+
+/// POSTs a message asking for zstd answers; its response frames and body.
+async fn post_zstd(s: &TestServer, b: &mut Batch) -> (Vec<framegate_wire::Frame>, bytes::Bytes) {
+    let bytes = post(
+        &s.ro(),
+        b.body(),
+        &[("framegate-accept-encoding", "zstd-8mb")],
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let frames = framegate_wire::codec::decode_all(&bytes, 65_535).unwrap();
+    (frames, bytes)
+}
+
 #[tokio::test]
 async fn incompressible_files_are_sent_unencoded_on_a_zstd_stream() {
     let s = TestServer::start(|_| {}).await;
-    let mut x: u64 = 88172645463325252;
-    let noise: Vec<u8> = (0..500_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = random(500_000, &mut 88172645463325252);
     s.write("noise.bin", &noise);
     s.write(
         "text.txt",
@@ -25,13 +44,7 @@ async fn incompressible_files_are_sent_unencoded_on_a_zstd_stream() {
     let mut b = Batch::new();
     b.add("get", &[("path", b"noise.bin")], None);
     b.add("get", &[("path", b"text.txt")], None);
-    let body = b.body();
-    let bytes = post(&s.ro(), body, &[("framegate-accept-encoding", "zstd-8mb")])
-        .await
-        .bytes()
-        .await
-        .unwrap();
-    let frames = framegate_wire::codec::decode_all(&bytes, 65_535).unwrap();
+    let (frames, bytes) = post_zstd(&s, &mut b).await;
     // The answer's bytes, that is: the progress frame naming the file's
     // version before them (answers of 64 KiB and more) is small CBOR.
     assert!(
@@ -73,14 +86,7 @@ async fn small_incompressible_answers_stop_being_compressed_and_text_ones_are_no
     let files = 400;
     let mut noise = Vec::new();
     for i in 0..files {
-        let body: Vec<u8> = (0..2048)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let body = random(2048, &mut x);
         s.write(&format!("n{i}"), &body);
         s.write(
             &format!("t{i}"),
@@ -96,16 +102,7 @@ async fn small_incompressible_answers_stop_being_compressed_and_text_ones_are_no
         for n in &names {
             b.add("get", &[("path", n.as_bytes())], None);
         }
-        let bytes = post(
-            &s.ro(),
-            b.body(),
-            &[("framegate-accept-encoding", "zstd-8mb")],
-        )
-        .await
-        .bytes()
-        .await
-        .unwrap();
-        let frames = framegate_wire::codec::decode_all(&bytes, 65_535).unwrap();
+        let (frames, bytes) = post_zstd(&s, &mut b).await;
         let answers: Vec<bool> = frames
             .iter()
             .filter(|f| matches!(f.body, FrameBody::BytesResponse(_)))
@@ -157,15 +154,7 @@ async fn a_sampled_text_answer_is_compressed_after_small_random_ones() {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let thumbs = 80;
     for i in 0..thumbs {
-        let body: Vec<u8> = (0..20 * 1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        s.write(&format!("thumb{i}"), &body);
+        s.write(&format!("thumb{i}"), &random(20 * 1024, &mut x));
     }
     let log: String = (0..20_000)
         .map(|i| {
@@ -182,16 +171,7 @@ async fn a_sampled_text_answer_is_compressed_after_small_random_ones() {
         b.add("get", &[("path", format!("thumb{i}").as_bytes())], None);
     }
     let log_slot = b.add("get", &[("path", b"server.log")], None);
-    let bytes = post(
-        &s.ro(),
-        b.body(),
-        &[("framegate-accept-encoding", "zstd-8mb")],
-    )
-    .await
-    .bytes()
-    .await
-    .unwrap();
-    let frames = framegate_wire::codec::decode_all(&bytes, 65_535).unwrap();
+    let (frames, bytes) = post_zstd(&s, &mut b).await;
     let log_id = (2 * log_slot + 1) as u16;
     let log_frames: Vec<_> = frames
         .iter()
