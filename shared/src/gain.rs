@@ -10,8 +10,11 @@
 //! [`GAIN_PROBE_BYTES`] tried, if they shrank by less than
 //! [`MIN_STREAM_GAIN`] (encoded bytes ≥ 90% of the raw ones), the next
 //! [`GAIN_SKIP_BYTES`] of payloads that asked for encoding go out as they
-//! are, and then it tries again. Content that compresses is never skipped;
-//! content that does not costs the compressor about 6% of its bytes.
+//! are, and then it tries again. A stream whose payloads compress is never
+//! skipped; one whose payloads do not costs the compressor about 6% of its
+//! bytes; in a mix, a window of incompressible payloads makes up to the
+//! next 1 MiB go raw, compressible or not. Payloads the sender judged on a
+//! sample of its own (`Encode::Always`) are neither counted nor skipped.
 //!
 //! Nor is a compressor made for a few small payloads: making one (a zstd
 //! context with a 2 MiB window, its tables zeroed) cost a `hello` message

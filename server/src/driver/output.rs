@@ -34,8 +34,9 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Whether `data` is worth compressing, judged on a sample.
-pub(crate) fn compresses(data: &[u8]) -> bool {
+/// Whether `data` is worth compressing, judged on a sample (its first
+/// [`COMPRESSION_SAMPLE`] bytes); `None` if no sample could be taken.
+pub(crate) fn compresses(data: &[u8]) -> Option<bool> {
     let sample = data
         .get(..data.len().min(COMPRESSION_SAMPLE))
         .unwrap_or_default();
@@ -46,10 +47,7 @@ pub(crate) fn compresses(data: &[u8]) -> bool {
         }
         sampler.as_mut()?.compress(sample).ok()
     });
-    match compressed {
-        Some(c) => (c.len() as f64) < sample.len() as f64 * MIN_COMPRESSION_GAIN,
-        None => true,
-    }
+    compressed.map(|c| (c.len() as f64) < sample.len() as f64 * MIN_COMPRESSION_GAIN)
 }
 
 /// What a file was when its answer began: a file rewritten in place
@@ -103,15 +101,6 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    /// Whether every byte of the answer was read (a file whose ranges are
-    /// used up); a stream is never known to be.
-    pub(crate) fn is_read_whole(&self) -> bool {
-        match self {
-            Source::File { ranges, .. } => ranges.iter().all(|(_, len)| *len == 0),
-            Source::Stream(_) => false,
-        }
-    }
-
     /// The next piece (of a file: at most `max` bytes, at least 1);
     /// `None` when the answer is complete.
     pub(crate) async fn next_piece(&mut self, max: usize) -> Option<Result<Bytes, CommandError>> {
@@ -252,21 +241,23 @@ impl Lazy {
             Some(Ok(piece)) => {
                 if !*sampled {
                     *sampled = true;
-                    // A small answer read whole in one piece is not
-                    // sampled: the stream's own count of what compressing
-                    // gains decides ([`framegate_wire::gain`]), at a
-                    // fraction of a sample's cost per file.
-                    // One that passed its sample is compressed whatever
-                    // the stream's other payloads gained: small random
-                    // answers before it do not make it go raw.
-                    let small_whole = piece.len() < COMPRESSION_SAMPLE && source.is_read_whole();
-                    if reactor.encoding() != framegate_wire::Encoding::Identity && !small_whole {
-                        let _ = if compresses(&piece) {
-                            reactor.mark_answer_compressible(*id)
-                        } else {
-                            reactor.set_answer_encoding(*id, false)
-                        };
-                    }
+                    // Only a first piece of a whole sample is judged; a
+                    // shorter one (a small file, a short first read, a
+                    // store's chunk) is left to the stream's own count of
+                    // what compressing gains ([`framegate_wire::gain`]): a
+                    // sample per small file cost a zstd context each, and
+                    // a few bytes cannot show a gain. One that passed its
+                    // sample is compressed whatever the stream's other
+                    // payloads gained (small random answers before it do
+                    // not make it go raw); one that failed it, not at all.
+                    let judged = piece.len() >= COMPRESSION_SAMPLE
+                        && reactor.encoding() != framegate_wire::Encoding::Identity;
+                    let verdict = if judged { compresses(&piece) } else { None };
+                    let _ = match verdict {
+                        Some(true) => reactor.mark_answer_compressible(*id),
+                        Some(false) => reactor.set_answer_encoding(*id, false),
+                        None => Ok(()),
+                    };
                 }
                 let _ = reactor.send_answer_data(*id, piece);
             }
