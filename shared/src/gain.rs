@@ -53,7 +53,7 @@ pub(crate) struct Gain {
 
 impl Gain {
     /// Whether a payload of `len` bytes that asked for encoding should be
-    /// compressed; if not, it is counted against the skip.
+    /// compressed; if not, it counts toward the start or against the skip.
     pub(crate) fn should_try(&mut self, len: usize) -> bool {
         if self.asked < GAIN_START_BYTES {
             self.asked = self.asked.saturating_add(len as u64);
