@@ -10,14 +10,11 @@ use framegate_client::{Options, Transport};
 use framegate_wire::Arguments;
 
 mod probe;
-use probe::{cpu_ms, serve};
+use probe::{cpu_ms, env_or, serve};
 
 #[tokio::main]
 async fn main() {
-    let secs: f64 = std::env::var("SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3.0);
+    let secs: f64 = env_or("SECS", 3.0);
     let (_dir, gw) = serve(|_| {}, &[]);
     let spid = gw.pid().to_string();
     println!("server pid {spid}");

@@ -9,14 +9,11 @@ use framegate_e2e::{Batch, message_client, noise};
 use futures_util::StreamExt;
 
 mod probe;
-use probe::{cpu_ms, serve};
+use probe::{cpu_ms, env_or, serve};
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let n: usize = env_or("N", 1000);
     let extra: Vec<String> = std::env::var("EXTRA")
         .map(|e| e.split_whitespace().map(String::from).collect())
         .unwrap_or_default();

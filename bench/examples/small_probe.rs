@@ -1,5 +1,6 @@
 //! Probe (not a benchmark row): one message of 1,000 `get`s of 1 KiB files
-//! (random; `TEXT=1`: text), zstd asked for and not: median time and CPU
+//! (random; `TEXT=1`: text), zstd asked for and not, `ROUNDS` of each (60
+//! unless set): median time and CPU
 //! per message of server and client. `FRAMEGATE_SERVER_BIN` names the
 //! server.
 use std::time::Instant;
@@ -8,7 +9,7 @@ use framegate_client::{Options, Transport};
 use framegate_e2e::noise;
 
 mod probe;
-use probe::{cpu_ms, serve};
+use probe::{cpu_ms, env_or, serve};
 
 #[tokio::main]
 async fn main() {
@@ -38,7 +39,7 @@ async fn main() {
         let t = Transport::open(&url, o).await.unwrap();
         let mut walls = Vec::new();
         let (s0, c0) = (cpu_ms(&spid), cpu_ms("self"));
-        let rounds = 60;
+        let rounds: usize = env_or("ROUNDS", 60).max(1);
         for _ in 0..rounds {
             let w = Instant::now();
             let mut batch = t.batch();

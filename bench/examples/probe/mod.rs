@@ -17,6 +17,15 @@ pub(crate) fn cpu_ms(pid: &str) -> f64 {
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) * 10.0
 }
 
+/// The environment variable `name` parsed, or `default` if unset or not
+/// a `T`.
+pub(crate) fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A gateway (token `bench`, `extra` flags) serving a tree that `fill`
 /// writes first; the directory lives as long as the returned guard.
 pub(crate) fn serve(fill: impl FnOnce(&Path), extra: &[&str]) -> (tempfile::TempDir, Gateway) {
